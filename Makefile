@@ -1,0 +1,35 @@
+# Set-up and entry points. `make test` and `make demo` work on a fresh machine: they create
+# .venv, install the pinned stack (constraints.txt) and espeak-ng (apt, when running as root).
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed-stamp
+export WANDB_MODE ?= offline
+export PYTHONUNBUFFERED := 1
+
+.PHONY: setup test test-fast demo bench clean
+
+setup: $(STAMP)
+
+$(STAMP): setup.cfg constraints.txt pyproject.toml
+	@if ! command -v espeak-ng >/dev/null 2>&1; then \
+	  if [ "$$(id -u)" = "0" ]; then \
+	    (apt-get update -q && apt-get install -y -q espeak-ng) || echo "warning: could not install espeak-ng"; \
+	  else echo "note: espeak-ng missing; install it with: sudo apt-get install espeak-ng"; fi; \
+	fi
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip wheel setuptools
+	$(PY) -m pip install -c constraints.txt -e '.[dev,xla,eval]'
+	@touch $@
+
+test: $(STAMP)
+	$(PY) -m pytest -q
+
+demo: $(STAMP)
+	$(VENV)/bin/soundstorm-demo-codes
+
+bench: $(STAMP)
+	$(VENV)/bin/soundstorm-bench duration_s=10
+
+clean:
+	rm -rf $(VENV) build dist *.egg-info outputs multirun

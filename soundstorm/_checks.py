@@ -1,0 +1,52 @@
+"""Input validation shared by the model, masking and sampler.
+
+Every public entry point checks its tensors here, once, before any compiled or hot-path code
+runs, so that a bad input fails with a ``ValueError`` that names the argument, the value seen and
+what was expected (instead of an index error deep inside an embedding lookup).
+"""
+
+from __future__ import annotations
+
+import torch
+
+_INTEGER_DTYPES = (torch.int8, torch.int16, torch.int32, torch.int64, torch.uint8)
+
+
+def check_int_tensor(name: str, x: object, ndim: int, shape_hint: str) -> torch.Tensor:
+    """Check that ``x`` is an integer tensor of rank ``ndim`` (``shape_hint`` like "[B, Q, T]")."""
+    if not isinstance(x, torch.Tensor):
+        raise ValueError(f"{name} must be a torch.Tensor of shape {shape_hint}, got {type(x).__name__}")
+    if x.dtype not in _INTEGER_DTYPES:
+        raise ValueError(f"{name} must hold integer ids (e.g. torch.long), got dtype {x.dtype}")
+    if x.ndim != ndim:
+        raise ValueError(f"{name} must have shape {shape_hint} (rank {ndim}), got shape {tuple(x.shape)}")
+    return x
+
+
+def check_range(name: str, x: torch.Tensor, low: int, high: int) -> None:
+    """Check ``low <= x < high`` elementwise. Runs once at entry (it reads values back to the host)."""
+    if x.numel() == 0:
+        return
+    lo, hi = int(x.min()), int(x.max())
+    if lo < low or hi >= high:
+        raise ValueError(f"{name} holds ids in [{lo}, {hi}], expected every id in [{low}, {high - 1}]")
+
+
+def check_lengths(lengths: object, batch_size: int, num_frames: int, name: str = "lengths") -> torch.Tensor:
+    """Check per-example lengths ``[B]`` with ``1 <= length <= num_frames``."""
+    lengths_B = check_int_tensor(name, lengths, 1, "[B]")
+    if lengths_B.shape[0] != batch_size:
+        raise ValueError(f"{name} has {lengths_B.shape[0]} entries, expected one per example (batch {batch_size})")
+    if lengths_B.numel():
+        lo, hi = int(lengths_B.min()), int(lengths_B.max())
+        if lo < 1 or hi > num_frames:
+            raise ValueError(f"{name} must lie in [1, {num_frames}] (the padded number of frames), got [{lo}, {hi}]")
+    return lengths_B
+
+
+def frame_mask(lengths_B: torch.Tensor | None, batch_size: int, num_frames: int, device) -> torch.Tensor:
+    """``valid_BT``: True on real frames, False on padding (all True when ``lengths_B`` is None)."""
+    if lengths_B is None:
+        return torch.ones(batch_size, num_frames, dtype=torch.bool, device=device)
+    frames_T = torch.arange(num_frames, device=device)
+    return frames_T[None, :] < lengths_B.to(device)[:, None]

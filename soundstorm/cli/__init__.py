@@ -1,0 +1,1 @@
+"""Command-line entry points (console scripts). Each turns its config into objects via builders."""

@@ -1,0 +1,158 @@
+"""The bidirectional Conformer backbone of SoundStorm (paper §3.1; Gulati et al. 2020).
+
+Each block is: ½ feed-forward → self-attention with rotary positions → convolution module →
+½ feed-forward → LayerNorm ("Macaron" layout). Two details matter for batching sequences of
+different lengths, and both are tested:
+
+* attention uses a key padding mask, so real frames never attend to padding;
+* padded frames are zeroed right before the depthwise convolution, so the kernel cannot carry
+  padding into the real frames next to it. The convolution module normalises with LayerNorm, not
+  BatchNorm, so no statistic is shared across the batch either.
+
+Together they make a sequence's outputs independent of how much padding it is batched with.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from einops import rearrange
+from torch import nn
+
+
+class RotaryEmbedding(nn.Module):
+    """Rotary position embedding (Su et al. 2021) with cos/sin tables cached per length."""
+
+    def __init__(self, head_dim: int, base: float = 10000.0):
+        super().__init__()
+        if head_dim % 2:
+            raise ValueError(f"rotary embeddings need an even head dimension, got head_dim={head_dim}")
+        inv_freq = 1.0 / (base ** (torch.arange(0, head_dim, 2, dtype=torch.float32) / head_dim))
+        self.register_buffer("inv_freq", inv_freq, persistent=False)
+        self._cache: dict[tuple, tuple[torch.Tensor, torch.Tensor]] = {}
+
+    def tables(self, num_frames: int, device, dtype) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(cos_TH, sin_TH)`` for positions ``0..num_frames-1`` (H = head dim)."""
+        key = (num_frames, str(device), dtype)
+        if key not in self._cache:
+            positions_T = torch.arange(num_frames, device=device, dtype=torch.float32)
+            angles_TH2 = positions_T[:, None] * self.inv_freq.to(device)[None, :]
+            angles_TH = torch.cat([angles_TH2, angles_TH2], dim=-1)
+            self._cache[key] = (angles_TH.cos().to(dtype), angles_TH.sin().to(dtype))
+        return self._cache[key]
+
+    @staticmethod
+    def rotate(x_BNTH: torch.Tensor, cos_TH: torch.Tensor, sin_TH: torch.Tensor) -> torch.Tensor:
+        half = x_BNTH.shape[-1] // 2
+        x1, x2 = x_BNTH[..., :half], x_BNTH[..., half:]
+        return x_BNTH * cos_TH + torch.cat([-x2, x1], dim=-1) * sin_TH
+
+
+class FeedForward(nn.Module):
+    """Pre-norm position-wise feed-forward with Swish, used twice per block at half weight."""
+
+    def __init__(self, dim: int, ff_dim: int, dropout: float):
+        super().__init__()
+        self.net = nn.Sequential(
+            nn.LayerNorm(dim),
+            nn.Linear(dim, ff_dim),
+            nn.SiLU(),
+            nn.Dropout(dropout),
+            nn.Linear(ff_dim, dim),
+            nn.Dropout(dropout),
+        )
+
+    def forward(self, x_BTD: torch.Tensor) -> torch.Tensor:
+        return self.net(x_BTD)
+
+
+class SelfAttention(nn.Module):
+    """Pre-norm multi-head self-attention with rotary positions, through SDPA."""
+
+    def __init__(self, dim: int, heads: int, dropout: float):
+        super().__init__()
+        self.heads = heads
+        self.norm = nn.LayerNorm(dim)
+        self.to_qkv = nn.Linear(dim, 3 * dim, bias=False)
+        self.to_out = nn.Linear(dim, dim)
+        self.rotary = RotaryEmbedding(dim // heads)
+        self.dropout = dropout
+        self.out_dropout = nn.Dropout(dropout)
+
+    def forward(self, x_BTD: torch.Tensor, attend_B11T: torch.Tensor | None) -> torch.Tensor:
+        num_frames = x_BTD.shape[1]
+        qkv = self.to_qkv(self.norm(x_BTD))
+        q_BNTH, k_BNTH, v_BNTH = rearrange(qkv, "b t (three n h) -> three b n t h", three=3, n=self.heads)
+        cos_TH, sin_TH = self.rotary.tables(num_frames, x_BTD.device, q_BNTH.dtype)
+        q_BNTH = self.rotary.rotate(q_BNTH, cos_TH, sin_TH)
+        k_BNTH = self.rotary.rotate(k_BNTH, cos_TH, sin_TH)
+        out_BNTH = F.scaled_dot_product_attention(
+            q_BNTH, k_BNTH, v_BNTH, attn_mask=attend_B11T, dropout_p=self.dropout if self.training else 0.0
+        )
+        return self.out_dropout(self.to_out(rearrange(out_BNTH, "b n t h -> b t (n h)")))
+
+
+class ConvModule(nn.Module):
+    """Pointwise conv + GLU → depthwise conv → LayerNorm → Swish → pointwise conv.
+
+    The depthwise part runs at ``expansion × dim`` channels (2, as in common Conformer code; with
+    it the paper preset has ≈354M parameters, the paper's "350M").
+
+    Padded frames are zeroed right before the depthwise convolution (the only place where
+    neighbouring frames mix outside attention).
+    """
+
+    def __init__(self, dim: int, kernel_size: int, dropout: float, expansion: int = 2):
+        super().__init__()
+        if kernel_size % 2 == 0:
+            raise ValueError(f"conv_kernel must be odd so frames stay aligned, got {kernel_size}")
+        inner = dim * expansion
+        self.norm = nn.LayerNorm(dim)
+        self.pointwise_in = nn.Linear(dim, 2 * inner)
+        self.depthwise = nn.Conv1d(inner, inner, kernel_size, padding=kernel_size // 2, groups=inner)
+        self.depthwise_norm = nn.LayerNorm(inner)
+        self.pointwise_out = nn.Linear(inner, dim)
+        self.dropout = nn.Dropout(dropout)
+
+    def forward(self, x_BTD: torch.Tensor, valid_BT1: torch.Tensor | None) -> torch.Tensor:
+        h_BTD = F.glu(self.pointwise_in(self.norm(x_BTD)), dim=-1)
+        if valid_BT1 is not None:
+            h_BTD = h_BTD * valid_BT1
+        h_BTD = self.depthwise(h_BTD.transpose(1, 2)).transpose(1, 2)
+        h_BTD = F.silu(self.depthwise_norm(h_BTD))
+        return self.dropout(self.pointwise_out(h_BTD))
+
+
+class ConformerBlock(nn.Module):
+    def __init__(self, dim: int, heads: int, ff_dim: int, conv_kernel: int, dropout: float, conv_expansion: int = 2):
+        super().__init__()
+        self.ff1 = FeedForward(dim, ff_dim, dropout)
+        self.attn = SelfAttention(dim, heads, dropout)
+        self.conv = ConvModule(dim, conv_kernel, dropout, conv_expansion)
+        self.ff2 = FeedForward(dim, ff_dim, dropout)
+        self.norm = nn.LayerNorm(dim)
+
+    def forward(self, x_BTD, attend_B11T, valid_BT1):
+        x_BTD = x_BTD + 0.5 * self.ff1(x_BTD)
+        x_BTD = x_BTD + self.attn(x_BTD, attend_B11T)
+        x_BTD = x_BTD + self.conv(x_BTD, valid_BT1)
+        x_BTD = x_BTD + 0.5 * self.ff2(x_BTD)
+        return self.norm(x_BTD)
+
+
+class Conformer(nn.Module):
+    """A stack of Conformer blocks over ``[B, T, D]`` with an optional ``valid_BT`` padding mask."""
+
+    def __init__(self, dim: int, depth: int, heads: int, ff_dim: int, conv_kernel: int, dropout: float = 0.0,
+                 conv_expansion: int = 2):
+        super().__init__()
+        self.blocks = nn.ModuleList(
+            ConformerBlock(dim, heads, ff_dim, conv_kernel, dropout, conv_expansion) for _ in range(depth)
+        )
+
+    def forward(self, x_BTD: torch.Tensor, valid_BT: torch.Tensor | None = None) -> torch.Tensor:
+        attend_B11T = valid_BT[:, None, None, :] if valid_BT is not None else None
+        valid_BT1 = valid_BT[:, :, None].to(x_BTD.dtype) if valid_BT is not None else None
+        for block in self.blocks:
+            x_BTD = block(x_BTD, attend_B11T, valid_BT1)
+        return x_BTD

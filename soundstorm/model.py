@@ -1,0 +1,221 @@
+"""The SoundStorm model (paper §3.1): token embeddings summed per frame, a Conformer, Q heads.
+
+Per codec frame the model sums the embedding of the (duplicated) semantic token and of the Q
+acoustic tokens, each level with its own table that includes a mask id (``codebook_size``). The
+attention length is therefore the number of frames, whatever Q is. Q dense heads predict each
+level's codebook; the sampler asks for one level at a time and only that head is computed.
+
+``SoundStorm.loss`` applies the §3.2 masking (see :mod:`soundstorm.masking`) and returns the
+masked cross-entropy on the trained level plus per-level metrics as tensors (no host sync).
+Weights are saved as safetensors plus a JSON config (:mod:`soundstorm.pretrained`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from soundstorm._checks import check_int_tensor, check_lengths, check_range, frame_mask
+from soundstorm.conformer import Conformer
+from soundstorm.masking import corrupt
+
+
+@dataclass
+class SoundStormConfig:
+    """Sizes of the model. ``SoundStormConfig.paper()`` is the paper's ≈350M preset."""
+
+    num_levels: int = 12
+    codebook_size: int = 1024
+    semantic_vocab_size: int = 1024
+    semantic_upsample: int = 2
+    dim: int = 1024
+    depth: int = 12
+    heads: int = 16
+    ff_dim: int = 4096
+    conv_kernel: int = 5
+    conv_expansion: int = 2
+    dropout: float = 0.0
+
+    def __post_init__(self):
+        for name in ("num_levels", "codebook_size", "semantic_vocab_size", "semantic_upsample",
+                     "dim", "depth", "heads", "ff_dim", "conv_kernel", "conv_expansion"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"SoundStormConfig.{name} must be a positive integer, got {value!r}")
+        if self.dim % self.heads:
+            raise ValueError(f"SoundStormConfig.dim={self.dim} must be divisible by heads={self.heads}")
+        if (self.dim // self.heads) % 2:
+            raise ValueError(f"SoundStormConfig.dim/heads={self.dim // self.heads} must be even (rotary embeddings)")
+        if self.conv_kernel % 2 == 0:
+            raise ValueError(f"SoundStormConfig.conv_kernel must be odd, got {self.conv_kernel}")
+        if not isinstance(self.dropout, (int, float)) or not 0.0 <= self.dropout < 1.0:
+            raise ValueError(f"SoundStormConfig.dropout must be in [0, 1), got {self.dropout!r}")
+
+    @property
+    def mask_id(self) -> int:
+        """The id of a masked acoustic position, at every level."""
+        return self.codebook_size
+
+    @classmethod
+    def paper(cls, **overrides) -> "SoundStormConfig":
+        """Paper §3.1: Q=12, codebook 1024, 12 layers × 1024, 16 heads, FFN 4096, kernel 5."""
+        return cls(**{**dict(num_levels=12, codebook_size=1024, semantic_vocab_size=1024, semantic_upsample=2,
+                             dim=1024, depth=12, heads=16, ff_dim=4096, conv_kernel=5), **overrides})
+
+    @classmethod
+    def tiny(cls, **overrides) -> "SoundStormConfig":
+        """A few-hundred-thousand-parameter model for tests."""
+        return cls(**{**dict(num_levels=4, codebook_size=32, semantic_vocab_size=16, semantic_upsample=2,
+                             dim=32, depth=2, heads=2, ff_dim=64, conv_kernel=3), **overrides})
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "SoundStormConfig":
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ValueError(f"unknown SoundStormConfig fields {unknown}; expected a subset of {sorted(known)}")
+        return cls(**data)
+
+
+class SoundStorm(nn.Module):
+    """Bidirectional Conformer over summed semantic + acoustic token embeddings."""
+
+    def __init__(self, config: SoundStormConfig):
+        super().__init__()
+        if not isinstance(config, SoundStormConfig):
+            raise ValueError(f"config must be a SoundStormConfig, got {type(config).__name__}")
+        self.config = config
+        q, v, d = config.num_levels, config.codebook_size, config.dim
+        self.semantic_embed = nn.Embedding(config.semantic_vocab_size, d)
+        # One table of Q × (V + 1) rows: level q's id c lives at row q * (V + 1) + c.
+        self.acoustic_embed = nn.Embedding(q * (v + 1), d)
+        self.register_buffer("level_offsets", torch.arange(q) * (v + 1), persistent=False)
+        self.backbone = Conformer(d, config.depth, config.heads, config.ff_dim, config.conv_kernel, config.dropout,
+                                  config.conv_expansion)
+        self.head_norm = nn.LayerNorm(d)
+        self.head_weight = nn.Parameter(torch.randn(q, d, v) * d**-0.5)  # Q dense heads, [Q, D, V]
+        self.head_bias = nn.Parameter(torch.zeros(q, v))
+        nn.init.normal_(self.semantic_embed.weight, std=0.02)
+        nn.init.normal_(self.acoustic_embed.weight, std=0.02)
+
+    # ------------------------------------------------------------------ inputs
+    def check_inputs(self, codes, semantic, lengths=None):
+        """Validate ``codes [B, Q, T]``, ``semantic [B, S]`` and ``lengths [B]``; return them."""
+        cfg = self.config
+        codes_BQT = check_int_tensor("codes", codes, 3, "[B, Q, T]")
+        semantic_BS = check_int_tensor("semantic", semantic, 2, "[B, S]")
+        batch_size, num_levels, num_frames = codes_BQT.shape
+        if num_levels != cfg.num_levels:
+            raise ValueError(f"codes has {num_levels} levels (shape {tuple(codes_BQT.shape)}), "
+                             f"expected num_levels={cfg.num_levels}")
+        if semantic_BS.shape[0] != batch_size:
+            raise ValueError(f"semantic has batch {semantic_BS.shape[0]}, codes has batch {batch_size}")
+        if semantic_BS.shape[1] * cfg.semantic_upsample != num_frames:
+            raise ValueError(f"semantic length {semantic_BS.shape[1]} × semantic_upsample {cfg.semantic_upsample} "
+                             f"= {semantic_BS.shape[1] * cfg.semantic_upsample} must equal the {num_frames} codec frames")
+        check_range("codes", codes_BQT, 0, cfg.codebook_size + 1)
+        check_range("semantic", semantic_BS, 0, cfg.semantic_vocab_size)
+        lengths_B = None if lengths is None else check_lengths(lengths, batch_size, num_frames)
+        return codes_BQT, semantic_BS, lengths_B
+
+    def embed(self, codes_BQT: torch.Tensor, semantic_BS: torch.Tensor) -> torch.Tensor:
+        """Sum of the semantic and the Q acoustic embeddings per frame: ``[B, T, D]``."""
+        semantic_BT = semantic_BS.repeat_interleave(self.config.semantic_upsample, dim=1)
+        rows_BQT = codes_BQT + self.level_offsets[None, :, None]
+        return self.semantic_embed(semantic_BT) + self.acoustic_embed(rows_BQT).sum(dim=1)
+
+    # ------------------------------------------------------------------ forward
+    def hidden(self, codes_BQT, semantic_BS, lengths_B=None) -> torch.Tensor:
+        """Backbone output ``[B, T, D]`` (inputs assumed valid; see :meth:`check_inputs`)."""
+        batch_size, _, num_frames = codes_BQT.shape
+        valid_BT = None if lengths_B is None else frame_mask(lengths_B, batch_size, num_frames, codes_BQT.device)
+        return self.head_norm(self.backbone(self.embed(codes_BQT, semantic_BS), valid_BT))
+
+    def level_logits(self, hidden_BTD: torch.Tensor, level_B: torch.Tensor) -> torch.Tensor:
+        """Logits ``[B, T, V]`` of one level per example (``level_B`` long, 0-based): one head only."""
+        weight_BDV = self.head_weight.index_select(0, level_B)
+        bias_BV = self.head_bias.index_select(0, level_B)
+        return torch.bmm(hidden_BTD, weight_BDV.to(hidden_BTD.dtype)) + bias_BV[:, None, :].to(hidden_BTD.dtype)
+
+    def forward(self, codes, semantic, lengths=None, *, level=None, validate: bool = True) -> torch.Tensor:
+        """Logits for masked-token prediction.
+
+        codes: ``[B, Q, T]`` long, a masked position holds ``config.mask_id`` (at any level).
+        semantic: ``[B, S]`` long with ``S × semantic_upsample == T``.
+        lengths: optional ``[B]`` real frames per example; padding never influences real frames.
+        level: None → all levels, ``[B, Q, T, V]``; an int or a ``[B]``/scalar long tensor → that
+        level only, ``[B, T, V]`` (the sampler's path: one head computed).
+        validate: set False inside compiled loops once the inputs were checked.
+        """
+        if validate:
+            codes, semantic, lengths = self.check_inputs(codes, semantic, lengths)
+        hidden_BTD = self.hidden(codes, semantic, lengths)
+        if level is None:
+            logits_BTQV = torch.einsum("btd,qdv->btqv", hidden_BTD, self.head_weight.to(hidden_BTD.dtype))
+            return (logits_BTQV + self.head_bias.to(hidden_BTD.dtype)).permute(0, 2, 1, 3)
+        level_B = torch.as_tensor(level, device=codes.device, dtype=torch.long).expand(codes.shape[0])
+        return self.level_logits(hidden_BTD, level_B)
+
+    # ------------------------------------------------------------------ training
+    def loss(self, codes, semantic, lengths=None, generator: torch.Generator | None = None, *, validate: bool = True):
+        """Paper §3.2 objective on clean ``codes [B, Q, T]``.
+
+        Returns ``(loss, metrics)``: the mean cross-entropy over the masked tokens of each example's
+        level, and tensors ``loss_per_level [Q]``, ``accuracy_per_level [Q]``, ``tokens_per_level [Q]``
+        (sums over the batch, divided per level; a level no example drew has 0 tokens and NaN-free 0).
+        ``validate=False`` skips the input checks (they read values back to the host), for use
+        inside a compiled training step once the data pipeline is trusted.
+        """
+        if validate:
+            codes, semantic, lengths = self.check_inputs(codes, semantic, lengths)
+            check_range("codes (clean, no mask ids, in loss)", codes, 0, self.config.codebook_size)
+        corruption = corrupt(codes, lengths, generator, mask_id=self.config.mask_id)
+        return self.loss_on_corruption(codes, semantic, lengths, corruption)
+
+    def loss_on_corruption(self, codes_BQT, semantic_BS, lengths_B, corruption):
+        """Masked weighted cross-entropy for a given corruption (fixed shapes, no host sync)."""
+        hidden_BTD = self.hidden(corruption.inputs, semantic_BS, lengths_B)
+        logits_BTV = self.level_logits(hidden_BTD, corruption.level).float()
+        level_onehot_BQ = F.one_hot(corruption.level, self.config.num_levels).to(logits_BTV.dtype)
+        targets_BT = (codes_BQT * level_onehot_BQ.long()[:, :, None]).sum(dim=1)
+        weight_BT = (corruption.loss_mask.to(logits_BTV.dtype) * level_onehot_BQ[:, :, None]).sum(dim=1)
+        ce_BT = F.cross_entropy(logits_BTV.transpose(1, 2), targets_BT, reduction="none")
+        correct_BT = (logits_BTV.argmax(dim=-1) == targets_BT).to(logits_BTV.dtype)
+        num_tokens = weight_BT.sum()
+        loss = (ce_BT * weight_BT).sum() / num_tokens.clamp(min=1.0)
+        # Per-level sums: every example contributes to its own level only.
+        tokens_Q = level_onehot_BQ.t() @ weight_BT.sum(dim=1)
+        ce_sum_Q = level_onehot_BQ.t() @ (ce_BT * weight_BT).sum(dim=1)
+        correct_sum_Q = level_onehot_BQ.t() @ (correct_BT * weight_BT).sum(dim=1)
+        metrics = {
+            "loss_per_level": ce_sum_Q / tokens_Q.clamp(min=1.0),
+            "accuracy_per_level": correct_sum_Q / tokens_Q.clamp(min=1.0),
+            "tokens_per_level": tokens_Q,
+            "accuracy": (correct_BT * weight_BT).sum() / num_tokens.clamp(min=1.0),
+            "num_tokens": num_tokens,
+        }
+        return loss, metrics
+
+    # ------------------------------------------------------------------ weights
+    def num_parameters(self) -> int:
+        return sum(p.numel() for p in self.parameters())
+
+    def save_pretrained(self, directory) -> None:
+        """Write ``config.json`` and ``model.safetensors`` into ``directory`` (created if needed)."""
+        from soundstorm.pretrained import save_pretrained
+
+        save_pretrained(self, directory)
+
+    @classmethod
+    def from_pretrained(cls, directory, map_location="cpu") -> "SoundStorm":
+        """Load a model saved by :meth:`save_pretrained` from any directory; never unpickles."""
+        from soundstorm.pretrained import load_pretrained
+
+        return load_pretrained(cls, directory, map_location)

@@ -1,0 +1,100 @@
+"""Saving and loading model weights: safetensors + a JSON config, never pickle.
+
+A directory written by :func:`save_pretrained` holds ``config.json`` (the ``SoundStormConfig``
+fields plus a format tag) and ``model.safetensors``. Loading refuses anything that is not a
+safetensors file, so a checkpoint from an untrusted source cannot execute code.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+
+import torch
+from safetensors import SafetensorsError
+from safetensors.torch import load_file, save_file
+
+CONFIG_NAME = "config.json"
+WEIGHTS_NAME = "model.safetensors"
+FORMAT = "soundstorm/v1"
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` through a temporary file, fsync and rename (never half-written)."""
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def save_state_dict(state_dict: dict[str, torch.Tensor], path: Path, metadata: dict | None = None) -> None:
+    """Save tensors as safetensors atomically (contiguous CPU copies; shared storage is fine)."""
+    path = Path(path)
+    tensors = {k: v.detach().to("cpu").contiguous().clone() for k, v in state_dict.items()}
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        save_file(tensors, tmp, metadata=metadata)
+        with open(tmp, "rb") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def load_state_dict(path: Path, device="cpu") -> dict[str, torch.Tensor]:
+    """Read a safetensors file; a missing file or a non-safetensors file (e.g. a pickle) is refused."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"weights file not found: {path}")
+    try:
+        return load_file(str(path), device=str(device))
+    except (SafetensorsError, OSError, ValueError) as err:
+        raise ValueError(
+            f"{path} is not a valid safetensors file ({err}); soundstorm never unpickles weights. "
+            "Convert a trusted PyTorch checkpoint with safetensors.torch.save_file first."
+        ) from err
+
+
+def save_pretrained(model, directory) -> None:
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    config = {"format": FORMAT, **model.config.to_dict()}
+    atomic_write_bytes(directory / CONFIG_NAME, json.dumps(config, indent=2).encode())
+    save_state_dict(model.state_dict(), directory / WEIGHTS_NAME, metadata={"format": FORMAT})
+
+
+def load_pretrained(model_cls, directory, map_location="cpu"):
+    from soundstorm.model import SoundStormConfig
+
+    directory = Path(directory)
+    if not directory.is_dir():
+        raise FileNotFoundError(f"pretrained directory not found: {directory}")
+    config_path = directory / CONFIG_NAME
+    if not config_path.is_file():
+        raise FileNotFoundError(f"{config_path} not found; expected a directory written by save_pretrained()")
+    try:
+        config_data = json.loads(config_path.read_text())
+    except json.JSONDecodeError as err:
+        raise ValueError(f"{config_path} is not valid JSON: {err}") from err
+    fmt = config_data.pop("format", None)
+    if fmt != FORMAT:
+        raise ValueError(f"{config_path} has format {fmt!r}, expected {FORMAT!r}")
+    model = model_cls(SoundStormConfig.from_dict(config_data))
+    state = load_state_dict(directory / WEIGHTS_NAME, device=map_location)
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    if missing or unexpected:
+        raise ValueError(f"{directory / WEIGHTS_NAME} does not match the config: missing {missing}, unexpected {unexpected}")
+    return model.to(map_location)

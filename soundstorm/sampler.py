@@ -1,0 +1,291 @@
+"""Confidence-based parallel decoding, level by level (paper §3.3).
+
+Decoding starts with every acoustic token masked except the prompt. Levels are decoded coarse to
+fine; within level q, ``steps[q]`` MaskGIT iterations each predict all still-masked tokens of that
+level, keep the most confident ones according to a cosine schedule and leave the rest masked. The
+last iteration of a level reveals everything left, greedily (argmax) by default. With the default
+schedule ``(16, 1, ..., 1)`` that is 16 + (Q - 1) forward passes: 27 for Q = 12.
+
+The paper leaves these choices open, so they are :class:`SamplerConfig` fields with documented
+defaults: per-level temperature (1.0), top-k / top-p filtering (off), greedy last iteration (on)
+and the confidence: log-probability of the sampled token plus Gumbel noise scaled by
+``choice_noise × (1 - progress)`` (MaskGIT's annealed choice temperature, 4.5).
+
+Shapes are fixed for the whole decode and every per-iteration quantity (level, temperature,
+schedule fraction, noise scale) is a 0-d tensor prepared before the loop, so one compiled graph
+serves every sampling iteration (torch_xla, CUDA graphs). Random numbers are counter-based
+(a hash of seed, iteration, example index, frame and token), not drawn from a stateful stream:
+no ``torch.multinomial``, and a sequence's samples do not depend on the padded length of the
+batch it is decoded in.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Callable, Sequence
+
+import torch
+
+from soundstorm._checks import check_int_tensor, check_lengths, check_range, frame_mask
+
+
+@dataclass
+class SamplerConfig:
+    """Decoding schedule and sampling knobs; ``resolve(num_levels)`` validates against a model.
+
+    steps: iterations per level, coarse to fine; None → ``(16, 1, ..., 1)`` (the paper).
+    temperature: one float for every level, or one per level.
+    top_k / top_p: optional filtering of each position's distribution before sampling.
+    greedy_last: the last iteration of each level takes the argmax (the paper).
+    choice_noise: scale of the Gumbel noise added to the confidence, annealed to 0 over a level.
+    """
+
+    steps: Sequence[int] | None = None
+    temperature: float | Sequence[float] = 1.0
+    top_k: int | None = None
+    top_p: float | None = None
+    greedy_last: bool = True
+    choice_noise: float = 4.5
+
+    @classmethod
+    def paper(cls, **overrides) -> "SamplerConfig":
+        return cls(**overrides)
+
+    @classmethod
+    def greedy(cls, num_levels: int, **overrides) -> "SamplerConfig":
+        """One greedy pass per level: Q forward passes."""
+        return cls(**{"steps": (1,) * num_levels, **overrides})
+
+    def resolve(self, num_levels: int) -> "ResolvedSchedule":
+        steps = tuple(self.steps) if self.steps is not None else (16,) + (1,) * (num_levels - 1)
+        if len(steps) != num_levels:
+            raise ValueError(f"SamplerConfig.steps has {len(steps)} entries {steps}, expected one per level "
+                             f"(num_levels={num_levels})")
+        if any(isinstance(s, bool) or not isinstance(s, int) or s < 1 for s in steps):
+            raise ValueError(f"SamplerConfig.steps must be positive integers, got {steps}")
+        if isinstance(self.temperature, (int, float)):
+            temperatures = (float(self.temperature),) * num_levels
+        else:
+            temperatures = tuple(float(t) for t in self.temperature)
+            if len(temperatures) != num_levels:
+                raise ValueError(f"SamplerConfig.temperature has {len(temperatures)} entries, expected 1 or "
+                                 f"num_levels={num_levels}")
+        if any(not t > 0 or not math.isfinite(t) for t in temperatures):
+            raise ValueError(f"SamplerConfig.temperature must be finite and > 0, got {temperatures}")
+        if self.top_k is not None and (isinstance(self.top_k, bool) or not isinstance(self.top_k, int) or self.top_k < 1):
+            raise ValueError(f"SamplerConfig.top_k must be None or a positive integer, got {self.top_k!r}")
+        if self.top_p is not None and not 0.0 < float(self.top_p) <= 1.0:
+            raise ValueError(f"SamplerConfig.top_p must be None or in (0, 1], got {self.top_p!r}")
+        if not self.choice_noise >= 0 or not math.isfinite(self.choice_noise):
+            raise ValueError(f"SamplerConfig.choice_noise must be finite and >= 0, got {self.choice_noise!r}")
+        return ResolvedSchedule(steps, temperatures, self.top_k, self.top_p, bool(self.greedy_last),
+                                float(self.choice_noise))
+
+
+@dataclass(frozen=True)
+class ResolvedSchedule:
+    steps: tuple[int, ...]
+    temperatures: tuple[float, ...]
+    top_k: int | None
+    top_p: float | None
+    greedy_last: bool
+    choice_noise: float
+
+    @property
+    def num_passes(self) -> int:
+        return sum(self.steps)
+
+
+@dataclass
+class _Iteration:
+    """One decoding iteration: Python facts that pick the graph, tensors that parametrise it."""
+
+    is_last: bool  # reveal everything still masked at this level
+    greedy: bool  # argmax instead of sampling
+    tensors: dict = field(default_factory=dict)  # level, temperature, keep_fraction, choice_scale, counter
+
+
+def _iterations(schedule: ResolvedSchedule, device) -> list[_Iteration]:
+    out, counter = [], 0
+    for level, (num_steps, temperature) in enumerate(zip(schedule.steps, schedule.temperatures)):
+        for i in range(num_steps):
+            is_last = i == num_steps - 1
+            progress = (i + 1) / num_steps
+            values = {
+                "level": torch.tensor(level, dtype=torch.long),
+                "is_first": torch.tensor(i == 0),
+                "inv_temperature": torch.tensor(1.0 / temperature),
+                # fraction of the level's initially-masked tokens still masked after this iteration
+                "keep_fraction": torch.tensor(math.cos(math.pi / 2 * progress)),
+                "choice_scale": torch.tensor(schedule.choice_noise * (1.0 - progress)),
+                "counter": torch.tensor(counter, dtype=torch.long),
+            }
+            out.append(_Iteration(is_last, is_last and schedule.greedy_last,
+                                  {k: v.to(device) for k, v in values.items()}))
+            counter += 1
+    return out
+
+
+# ---------------------------------------------------------------------- counter-based noise
+_M32 = 0xFFFFFFFF
+
+
+def _mix32(x: torch.Tensor) -> torch.Tensor:
+    """A 32-bit integer hash in int64 arithmetic (multipliers < 2^31, so no int64 overflow)."""
+    x = x & _M32
+    x = x ^ (x >> 16)
+    x = (x * 0x7FEB352D) & _M32
+    x = x ^ (x >> 15)
+    x = (x * 0x5BD1E995) & _M32
+    return x ^ (x >> 16)
+
+
+def counter_gumbel(key_B: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+    """Gumbel(0, 1) noise, a pure function of a per-example key ``[B]`` and positions ``index``."""
+    key = key_B.view(-1, *([1] * index.ndim))
+    bits = _mix32(_mix32(index[None] ^ key) + key)
+    uniform = ((bits >> 8).float() + 0.5) * (1.0 / (1 << 24))
+    return -torch.log(-torch.log(uniform))
+
+
+def _stream_keys(seed: torch.Tensor, salt: int, counter: torch.Tensor, batch_size: int) -> torch.Tensor:
+    examples_B = torch.arange(batch_size, device=seed.device, dtype=torch.long)
+    return _mix32(_mix32(_mix32(seed + salt) + counter) + examples_B)
+
+
+# ---------------------------------------------------------------------- filtering
+def filter_logits(logits_BTV: torch.Tensor, top_k: int | None, top_p: float | None) -> torch.Tensor:
+    """Set logits outside the top-k / nucleus (top-p) to -inf; shapes stay fixed."""
+    if top_k is not None and top_k < logits_BTV.shape[-1]:
+        kth_BT1 = torch.topk(logits_BTV, top_k, dim=-1).values[..., -1:]
+        logits_BTV = logits_BTV.masked_fill(logits_BTV < kth_BT1, float("-inf"))
+    if top_p is not None and top_p < 1.0:
+        sorted_BTV, order_BTV = logits_BTV.sort(dim=-1, descending=True)
+        probs_BTV = sorted_BTV.softmax(dim=-1)
+        # drop a token when the mass strictly before it already reaches top_p (the top token stays)
+        drop_sorted_BTV = (probs_BTV.cumsum(dim=-1) - probs_BTV) >= top_p
+        drop_BTV = torch.zeros_like(drop_sorted_BTV).scatter(-1, order_BTV, drop_sorted_BTV)
+        logits_BTV = logits_BTV.masked_fill(drop_BTV, float("-inf"))
+    return logits_BTV
+
+
+# ---------------------------------------------------------------------- decoding
+LogitsFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+def decode(
+    logits_fn: LogitsFn,
+    codes_BQT: torch.Tensor,
+    valid_BT: torch.Tensor,
+    schedule: ResolvedSchedule,
+    seed: torch.Tensor,
+    mask_id: int,
+) -> torch.Tensor:
+    """Fill every masked, non-padding position of ``codes_BQT`` level by level.
+
+    ``logits_fn(codes_BQT, level)`` returns ``[B, T, V]`` logits for one level (``level`` a 0-d long
+    tensor); it is called exactly ``sum(schedule.steps)`` times. Positions that are not masked on
+    entry (the prompt) and padding frames (``valid_BT`` False) are never changed.
+    """
+    batch_size, num_levels, num_frames = codes_BQT.shape
+    device = codes_BQT.device
+    levels_Q = torch.arange(num_levels, device=device)
+    frames_T = torch.arange(num_frames, device=device, dtype=torch.long)
+    initial_unknown_B = torch.zeros(batch_size, dtype=torch.long, device=device)
+    token_index_TV = None
+
+    for it in _iterations(schedule, device):
+        t = it.tensors
+        at_level_Q = levels_Q == t["level"]
+        codes_BT = codes_BQT.index_select(1, t["level"].view(1)).squeeze(1)
+        unknown_BT = (codes_BT == mask_id) & valid_BT
+        num_unknown_B = unknown_BT.sum(dim=-1)
+        initial_unknown_B = torch.where(t["is_first"], num_unknown_B, initial_unknown_B)
+
+        logits_BTV = logits_fn(codes_BQT, t["level"]).float()
+        if it.greedy:
+            sampled_BT = logits_BTV.argmax(dim=-1)
+        else:
+            logits_BTV = filter_logits(logits_BTV * t["inv_temperature"], schedule.top_k, schedule.top_p)
+            if token_index_TV is None:
+                token_index_TV = torch.arange(num_frames * logits_BTV.shape[-1], device=device).view(num_frames, -1)
+            sample_key_B = _stream_keys(seed, 0x5EED, t["counter"], batch_size)
+            sampled_BT = (logits_BTV + counter_gumbel(sample_key_B, token_index_TV)).argmax(dim=-1)
+
+        if it.is_last:
+            reveal_BT = unknown_BT
+        else:
+            log_probs_BTV = logits_BTV.log_softmax(dim=-1)
+            confidence_BT = log_probs_BTV.gather(-1, sampled_BT[..., None]).squeeze(-1)
+            choice_key_B = _stream_keys(seed, 0xC401CE, t["counter"], batch_size)
+            confidence_BT = confidence_BT + t["choice_scale"] * counter_gumbel(choice_key_B, frames_T)
+            confidence_BT = torch.where(unknown_BT, confidence_BT, torch.full_like(confidence_BT, float("inf")))
+            # tokens left masked: cosine share of the level's initial count, at least one revealed
+            keep_masked_B = torch.floor(initial_unknown_B * t["keep_fraction"]).long()
+            keep_masked_B = torch.minimum(keep_masked_B, num_unknown_B - 1).clamp(min=0)
+            rank_BT = confidence_BT.argsort(dim=-1, stable=True).argsort(dim=-1, stable=True)
+            reveal_BT = unknown_BT & (rank_BT >= keep_masked_B[:, None])
+
+        write_BQT = at_level_Q[None, :, None] & reveal_BT[:, None, :]
+        codes_BQT = torch.where(write_BQT, sampled_BT[:, None, :], codes_BQT)
+    return codes_BQT
+
+
+@torch.no_grad()
+def generate(
+    model,
+    semantic: torch.Tensor,
+    *,
+    prompt: torch.Tensor | None = None,
+    lengths: torch.Tensor | None = None,
+    config: SamplerConfig | None = None,
+    generator: torch.Generator | None = None,
+) -> torch.Tensor:
+    """Generate acoustic codes ``[B, Q, T]`` (``T = S × semantic_upsample``) from ``semantic [B, S]``.
+
+    prompt: optional ``[B, Qp, Tp]`` codes with ``Qp <= Q`` and ``Tp <= T`` covering the first
+    levels and frames; they are returned unchanged. A prompt entry equal to the mask id
+    (``codebook_size``) means "not given" and is generated, which lets prompts differ in length
+    within a batch.
+    lengths: optional ``[B]`` real frames per example; padding frames come back as the mask id.
+    generator: the source of the seed; the same seed gives the same output.
+    """
+    cfg = model.config
+    semantic_BS = check_int_tensor("semantic", semantic, 2, "[B, S]")
+    check_range("semantic", semantic_BS, 0, cfg.semantic_vocab_size)
+    batch_size, num_frames = semantic_BS.shape[0], semantic_BS.shape[1] * cfg.semantic_upsample
+    if num_frames < 1:
+        raise ValueError(f"semantic must have at least one frame, got shape {tuple(semantic_BS.shape)}")
+    schedule = (config or SamplerConfig()).resolve(cfg.num_levels)
+    if schedule.top_k is not None and schedule.top_k > cfg.codebook_size:
+        raise ValueError(f"SamplerConfig.top_k={schedule.top_k} exceeds codebook_size={cfg.codebook_size}")
+    device = next(model.parameters()).device
+    lengths_B = None if lengths is None else check_lengths(lengths, batch_size, num_frames).to(device)
+
+    codes_BQT = torch.full((batch_size, cfg.num_levels, num_frames), cfg.mask_id, dtype=torch.long, device=device)
+    if prompt is not None:
+        prompt_BQT = check_int_tensor("prompt", prompt, 3, "[B, Qp, Tp]")
+        b, qp, tp = prompt_BQT.shape
+        if b != batch_size:
+            raise ValueError(f"prompt has batch {b}, semantic has batch {batch_size}")
+        if qp > cfg.num_levels or tp > num_frames:
+            raise ValueError(f"prompt shape {tuple(prompt_BQT.shape)} is longer than the output "
+                             f"[{batch_size}, {cfg.num_levels}, {num_frames}] (levels or frames)")
+        check_range("prompt", prompt_BQT, 0, cfg.mask_id + 1)
+        codes_BQT[:, :qp, :tp] = prompt_BQT.to(device)
+
+    valid_BT = frame_mask(lengths_B, batch_size, num_frames, device)
+    seed = torch.randint(0, 2**31 - 1, (), generator=generator).to(device)
+    semantic_BS = semantic_BS.to(device)
+
+    def logits_fn(codes, level):
+        return model(codes, semantic_BS, lengths_B, level=level, validate=False)
+
+    was_training = model.training
+    model.eval()
+    try:
+        codes_BQT = decode(logits_fn, codes_BQT, valid_BT, schedule, seed, cfg.mask_id)
+    finally:
+        model.train(was_training)
+    return codes_BQT
