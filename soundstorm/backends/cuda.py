@@ -1,0 +1,42 @@
+"""The CUDA backend: bf16 autocast, nccl, device syncs and the allocator's peak memory."""
+
+from __future__ import annotations
+
+import torch
+
+from soundstorm.backends.base import Backend
+
+
+class CUDABackend(Backend):
+    name = "cuda"
+    dist_backend = "nccl"
+
+    def __init__(self, dtype: str = "bfloat16"):
+        super().__init__()
+        if not torch.cuda.is_available():
+            raise ValueError("backend 'cuda' was requested but torch.cuda.is_available() is False; "
+                             "use backend=cpu or backend=auto")
+        dtypes = {"bfloat16": torch.bfloat16, "float16": torch.float16, "float32": None}
+        if dtype not in dtypes:
+            raise ValueError(f"dtype must be one of {sorted(dtypes)}, got {dtype!r}")
+        self.autocast_dtype = dtypes[dtype]
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+
+    @property
+    def device(self) -> torch.device:
+        return torch.device("cuda", self.dist.local_rank % max(torch.cuda.device_count(), 1))
+
+    def init_distributed(self):
+        info = super().init_distributed()
+        torch.cuda.set_device(self.device)
+        return info
+
+    def sync(self) -> None:
+        torch.cuda.synchronize(self.device)
+
+    def reset_peak_memory(self) -> None:
+        torch.cuda.reset_peak_memory_stats(self.device)
+
+    def peak_memory_bytes(self) -> int | None:
+        return int(torch.cuda.max_memory_allocated(self.device))
