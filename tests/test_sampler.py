@@ -201,3 +201,17 @@ def test_generate_rejects_bad_inputs_naming_them():
         generate(model, semantic, lengths=torch.tensor([16.0, 3.0]))
     with pytest.raises(ValueError, match="top_k"):
         generate(model, semantic, config=SamplerConfig(top_k=cfg.codebook_size + 1))
+
+
+def test_thirty_seconds_from_750_semantic_ids_in_27_passes_with_a_3s_prompt():
+    model = _model(num_levels=12, codebook_size=64)
+    cfg = model.config
+    calls = []
+    model.register_forward_hook(lambda *_: calls.append(1))
+    semantic = torch.randint(0, cfg.semantic_vocab_size, (1, 750), generator=_seeded(0))
+    prompt = torch.randint(0, cfg.codebook_size, (1, 12, 150), generator=_seeded(1))
+    codes = generate(model, semantic, prompt=prompt, generator=_seeded(2))
+    assert codes.shape == (1, 12, 1500)
+    assert len(calls) == 27
+    assert torch.equal(codes[:, :, :150], prompt)
+    assert ((codes >= 0) & (codes < cfg.codebook_size)).all()
