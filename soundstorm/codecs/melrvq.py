@@ -82,6 +82,10 @@ class MelRVQCodec:
                              "(num_levels, codebook_size, n_mels)")
         self.codebooks_QKF = codebooks_QKF.float()
 
+    @property
+    def is_fitted(self) -> bool:
+        return self.codebooks_QKF is not None
+
     def _require_fitted(self) -> torch.Tensor:
         if self.codebooks_QKF is None:
             raise ValueError("MelRVQCodec is not fitted: call fit(wavs) or MelRVQCodec.load(directory) first")

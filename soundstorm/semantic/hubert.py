@@ -55,6 +55,10 @@ class HubertKMeans:
         self.frame_rate = self.sample_rate / HOP / downsample
         self.centroids = None
 
+    @property
+    def is_fitted(self) -> bool:
+        return self.centroids is not None
+
     def num_frames(self, num_samples: int) -> int:
         return math.ceil(num_samples / (HOP * self.downsample))
 

@@ -72,6 +72,10 @@ class MFCCKMeans:
                 raise ValueError(f"MFCCKMeans state {key!r} has shape {got}, expected {shape}")
         self.state = {k: state[k].float() for k in expected}
 
+    @property
+    def is_fitted(self) -> bool:
+        return self.state is not None
+
     def features(self, wav_BN: torch.Tensor) -> torch.Tensor:
         """Un-normalised MFCC + Δ + ΔΔ frames ``[B, S, 3 * n_mfcc]``, ``S = num_frames(N)``."""
         mfcc_BCS = self.mfcc(check_mono(wav_BN))
