@@ -9,6 +9,7 @@ initialises them by residual k-means on the encoder's output frames. Q = bandwid
 from __future__ import annotations
 
 import math
+import warnings
 from pathlib import Path
 
 import torch
@@ -36,18 +37,9 @@ class EncodecCodec:
             raise ValueError("EncodecCodec: repository= only applies with pretrained=True")
         self.pretrained, self.seed = bool(pretrained), int(seed)
         self.fit_iters, self.fit_max_frames = int(fit_iters), int(fit_max_frames)
-        if pretrained:
-            try:
-                model = EncodecModel.encodec_model_24khz(pretrained=True,
-                                                         repository=Path(repository) if repository else None)
-            except (OSError, RuntimeError, ValueError) as err:  # URLError is an OSError
-                raise RuntimeError(f"could not load the pretrained EnCodec 24 kHz weights ({err}); they are "
-                                   "downloaded on first use (needs internet) or read from repository=DIR holding "
-                                   "encodec_24khz-d7cc33bc.th; offline, use pretrained=False and fit()") from err
-        else:
-            with torch.random.fork_rng():
-                torch.manual_seed(self.seed)
-                model = EncodecModel.encodec_model_24khz(pretrained=False)
+        with warnings.catch_warnings():  # encodec uses the deprecated torch.nn.utils.weight_norm
+            warnings.filterwarnings("ignore", message=".*weight_norm.*", category=FutureWarning)
+            model = self._build(EncodecModel, pretrained, repository)
         model.set_target_bandwidth(float(bandwidth))
         self.model = model.eval()
         self.bandwidth = float(bandwidth)
@@ -56,6 +48,18 @@ class EncodecCodec:
         self.num_levels = int(model.quantizer.get_num_quantizers_for_bandwidth(model.frame_rate, self.bandwidth))
         self.codebook_size = int(model.quantizer.bins)
         self.hop_length = int(math.prod(model.encoder.ratios))
+
+    def _build(self, EncodecModel, pretrained: bool, repository):
+        if not pretrained:
+            with torch.random.fork_rng():
+                torch.manual_seed(self.seed)
+                return EncodecModel.encodec_model_24khz(pretrained=False)
+        try:
+            return EncodecModel.encodec_model_24khz(pretrained=True, repository=Path(repository) if repository else None)
+        except (OSError, RuntimeError, ValueError) as err:  # URLError is an OSError
+            raise RuntimeError(f"could not load the pretrained EnCodec 24 kHz weights ({err}); they are "
+                               "downloaded on first use (needs internet) or read from repository=DIR holding "
+                               "encodec_24khz-d7cc33bc.th; offline, use pretrained=False and fit()") from err
 
     @property
     def _codebooks(self):
