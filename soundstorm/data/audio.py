@@ -23,6 +23,8 @@ class BadAudio(Exception):
 
 def read_audio(path, min_seconds: float) -> tuple[torch.Tensor, int]:
     """Mono ``wav_N`` (float32) and its sample rate; ``BadAudio`` with a reason for a file to skip."""
+    if Path(path).is_file() and Path(path).stat().st_size == 0:
+        raise BadAudio("empty (0-byte file)")
     try:
         data, sample_rate = sf.read(str(path), dtype="float32", always_2d=True)
     except Exception as err:  # soundfile raises LibsndfileError, RuntimeError, TypeError, ...
@@ -45,9 +47,9 @@ def resample(wav_N: torch.Tensor, from_rate: int, to_rate: int) -> torch.Tensor:
 
 
 def list_folder(folder: Path) -> list[dict]:
-    """Audio files under ``folder`` (recursively, sorted); ids are relative paths without suffix."""
-    items = []
-    for path in sorted(p for p in folder.rglob("*") if p.suffix.lower() in AUDIO_SUFFIXES and p.is_file()):
-        rel = path.relative_to(folder).with_suffix("")
-        items.append({"utt_id": "__".join(rel.parts), "path": str(path), "text": ""})
-    return items
+    """Audio files under ``folder`` (recursively, sorted). Ids are relative paths without suffix, with
+    ``__`` for ``/``; files that would share an id (``a.wav``, ``a.flac``) keep their suffix."""
+    paths = sorted(p for p in folder.rglob("*") if p.suffix.lower() in AUDIO_SUFFIXES and p.is_file())
+    stems = ["__".join(p.relative_to(folder).with_suffix("").parts) for p in paths]
+    return [{"utt_id": stem if stems.count(stem) == 1 else "__".join(path.relative_to(folder).parts),
+             "path": str(path), "text": ""} for stem, path in zip(stems, paths)]
