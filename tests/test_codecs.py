@@ -5,8 +5,14 @@ from __future__ import annotations
 import pytest
 import torch
 
-from conftest import load_corpus_wavs
+from conftest import single_thread, load_corpus_wavs
 from soundstorm.codecs import EncodecCodec, MelRVQCodec, MelRVQConfig, load_codec, mel_distance
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    with single_thread():
+        yield
 
 
 @pytest.fixture(scope="module")

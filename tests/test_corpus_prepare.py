@@ -11,13 +11,19 @@ import pytest
 import soundfile as sf
 import torch
 
-from conftest import PREPARE_SMALL, run_cli
+from conftest import single_thread, PREPARE_SMALL, run_cli
 from soundstorm.codecs import MelRVQCodec, MelRVQConfig, load_codec
 from soundstorm.corpus import synth_corpus
 from soundstorm.data import TokenManifest
 from soundstorm.data.prepare import PrepareOptions, prepare
 from soundstorm.data.shards import read_shard
 from soundstorm.semantic import MFCCKMeans, MFCCKMeansConfig
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    with single_thread():
+        yield
 
 
 def small_components():

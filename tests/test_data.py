@@ -6,8 +6,15 @@ import pytest
 import torch
 from torch.utils.data import DataLoader, DistributedSampler
 
+from conftest import single_thread
 from soundstorm import SoundStormConfig
 from soundstorm.data import LengthBucketSampler, TokenDataset, TokenManifest, collate, split_heldout
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    with single_thread():
+        yield
 
 
 def matching_config(**overrides):

@@ -5,8 +5,14 @@ from __future__ import annotations
 import pytest
 import torch
 
-from conftest import load_corpus_wavs
+from conftest import single_thread, load_corpus_wavs
 from soundstorm.semantic import HubertKMeans, MFCCKMeans, MFCCKMeansConfig, align_lengths, load_tokenizer, upsample_ratio
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    with single_thread():
+        yield
 
 
 @pytest.fixture(scope="module")
