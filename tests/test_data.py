@@ -78,6 +78,7 @@ def test_collate_pads_to_frames_multiple(espeak_tokens):
         assert torch.equal(batch["codes"][b, :, : lengths[b]], item["codes"])
         assert int(batch["codes"][b, :, lengths[b]:].abs().sum()) == 0
         assert int(batch["semantic"][b, lengths[b] // 2:].abs().sum()) == 0
+    assert collate(items)["codes"].shape[2] == max(lengths)  # default: pad to the longest only
     with pytest.raises(ValueError, match="frames_multiple=5"):
         collate(items, frames_multiple=5)
     with pytest.raises(ValueError, match="frames_multiple=3"):

@@ -112,15 +112,17 @@ def check_frames_multiple(frames_multiple: int, upsample: int) -> None:
                          f"{upsample} (frames are padded to it and semantic frames must stay whole)")
 
 
-def collate(items: list[dict], frames_multiple: int = 1) -> dict:
+def collate(items: list[dict], frames_multiple: int | None = None) -> dict:
     """Pad a list of items to ``codes [B, Q, T]``, ``semantic [B, S]`` (pad id 0), ``lengths [B]``.
 
     ``T`` is the longest item rounded up to a multiple of ``frames_multiple`` (codec frames, a
-    multiple of the upsample ratio ``T_i / S_i``); ``lengths`` holds the real frames per item.
+    multiple of the upsample ratio ``T_i / S_i``; None → the ratio itself, i.e. no extra padding);
+    ``lengths`` holds the real frames per item.
     """
     if not items:
         raise ValueError("collate needs at least one item")
     upsample = items[0]["codes"].shape[1] // max(1, items[0]["semantic"].shape[0])
+    frames_multiple = upsample if frames_multiple is None else frames_multiple
     check_frames_multiple(frames_multiple, upsample)
     lengths = [item["codes"].shape[1] for item in items]
     for item, length in zip(items, lengths):
