@@ -163,3 +163,36 @@ def test_prepare_fits_untrained_encodec_and_reuses_it(espeak_corpus, tmp_path, c
     other.model.quantizer.vq.layers[0]._codebook.embed.mul_(2.0)  # a differently fitted codec
     with pytest.raises(ValueError, match="different codec"):
         prepare(options, other, tokenizer)
+
+
+def test_prepare_cli_killed_midway_then_resumed(espeak_corpus, tmp_path):
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from conftest import REPO_ROOT
+
+    out = tmp_path / "tokens"
+    args = [sys.executable, "-m", "soundstorm.cli.prepare", f"input={espeak_corpus}", f"output={out}", *PREPARE_SMALL,
+            "shard_size=1"]
+    env = {**os.environ, "PYTHONPATH": str(REPO_ROOT), "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen(args, env=env, cwd=REPO_ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        for _ in range(1200):  # wait for the first finished shard, then kill -9 mid-run
+            if (out / "shard-00000.json").exists() or proc.poll() is not None:
+                break
+            time.sleep(0.1)
+        proc.send_signal(signal.SIGKILL)
+    finally:
+        proc.wait()
+    done_before = {p.name: p.stat().st_mtime_ns for p in out.glob("shard-*.json")}
+    assert done_before and not (out / "manifest.json").exists()
+    result = run_cli("soundstorm.cli.prepare", *args[3:])
+    assert result.returncode == 0, result.stderr
+    assert "resuming" in result.stdout
+    manifest = TokenManifest.load(out)
+    assert len(manifest.utterances) == 20 and len({u["shard"] for u in manifest.utterances}) == 20
+    assert all((out / name).stat().st_mtime_ns == mtime for name, mtime in done_before.items())
+    for utt in manifest.utterances:
+        assert read_shard(out / f"{utt['shard']}.safetensors")[f"codes.{utt['index']}"].shape[1] == utt["num_frames"]
