@@ -7,14 +7,12 @@ temporary name, fsynced and renamed, so a shard is either complete or absent.
 
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from soundstorm.pretrained import load_state_dict, save_state_dict
+from soundstorm.pretrained import atomic_file, load_state_dict, save_state_dict
 
 SUFFIX = {"safetensors": ".safetensors", "npz": ".npz"}
 
@@ -40,17 +38,8 @@ def write_shard(path: Path, codes: list[torch.Tensor], semantic: list[torch.Tens
     if path.suffix == ".safetensors":
         save_state_dict(tensors, path, metadata={"format": "soundstorm-tokens/v1"})
         return
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            np.savez(f, **{k: v.numpy() for k, v in tensors.items()})
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    with atomic_file(path) as tmp, open(tmp, "wb") as f:
+        np.savez(f, **{k: v.numpy() for k, v in tensors.items()})
 
 
 def read_shard(path: Path) -> dict[str, torch.Tensor]:
