@@ -7,7 +7,6 @@ get a logger whose methods do nothing. Per-level metrics arrive as lists and are
 
 from __future__ import annotations
 
-import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -48,13 +47,16 @@ def flatten_levels(prefix: str, metrics: dict) -> dict[str, float]:
 
 
 def format_line(step: int, metrics: dict) -> str:
-    """A compact stdout line: scalars only, levels summarised by their first entries."""
+    """A compact stdout line: scalars, and of the per-level entries only level 1 (wandb gets all)."""
     parts = [f"step {step}"]
     for key, value in metrics.items():
+        if "_level" in key and not key.endswith("_level1"):
+            continue
+        name = key.removeprefix("train/")
         if isinstance(value, float):
-            parts.append(f"{key.split('/')[-1]}={value:.4g}" if math.isfinite(value) else f"{key}={value}")
+            parts.append(f"{name}={value:.4g}")
         elif isinstance(value, int):
-            parts.append(f"{key.split('/')[-1]}={value}")
+            parts.append(f"{name}={value}")
     return " ".join(parts)
 
 
