@@ -5,7 +5,8 @@ generalises poorly far beyond the window lengths it was trained on. :func:`gener
 therefore decodes ``window_frames`` frames at a time. Window k+1 starts ``prompt_frames`` before
 window k ends, and those last frames of window k (all levels) are its acoustic prompt, so voice and
 recording conditions carry over; only the new frames are generated. An optional user prompt
-(e.g. the first 3 s of a reference) conditions the first window. Window starts are multiples of
+(e.g. the first 3 s of a reference) conditions the first window; a prompt longer than a window
+conditions it through its last ``prompt_frames`` frames only. Window starts are multiples of
 the semantic upsample ratio so the semantic tokens stay aligned.
 """
 
@@ -35,12 +36,14 @@ def generate_windowed(model, semantic_S: torch.Tensor, *, window_frames: int, pr
     total = semantic_S.shape[0] * up
     q = model.config.num_levels
     codes_QT = torch.full((q, total), model.config.mask_id, dtype=torch.long)
-    if prompt_QT is not None:
-        if prompt_QT.ndim != 2 or prompt_QT.shape[0] > q or prompt_QT.shape[1] > min(total, window_frames - up):
-            raise ValueError(f"prompt_QT shape {tuple(prompt_QT.shape)} must be [Qp <= {q}, Tp < window_frames "
-                             f"and <= the output's {total} frames]")
-        codes_QT[:prompt_QT.shape[0], :prompt_QT.shape[1]] = prompt_QT
     start = 0
+    if prompt_QT is not None:
+        if prompt_QT.ndim != 2 or prompt_QT.shape[0] > q or prompt_QT.shape[1] > total:
+            raise ValueError(f"prompt_QT shape {tuple(prompt_QT.shape)} must be [Qp <= {q}, Tp <= the output's "
+                             f"{total} frames]")
+        codes_QT[:prompt_QT.shape[0], :prompt_QT.shape[1]] = prompt_QT
+        if prompt_QT.shape[1] > window_frames - up:  # only the prompt's last prompt_frames fit the first window
+            start = (prompt_QT.shape[1] - prompt_frames) // up * up
     while True:
         end = min(start + window_frames, total)
         window_QT = generate(model, semantic_S[None, start // up:end // up], prompt=codes_QT[None, :, start:end],

@@ -164,3 +164,20 @@ def load_checkpoint(directory: Path, map_location="cpu") -> tuple[dict, dict, di
     ema_path = directory / EMA_NAME
     ema_state = load_state_dict(ema_path, device=map_location) if ema_path.is_file() else None
     return model_state, state, ema_state
+
+
+def load_for_inference(directory, use_ema: bool = True, map_location="cpu"):
+    """``(SoundStorm, used_ema)`` from a checkpoint or ``save_pretrained`` directory; the EMA weights
+    replace the raw ones when ``use_ema`` and the directory has them."""
+    from soundstorm.model import SoundStorm
+
+    directory = Path(directory)
+    if not directory.is_dir():
+        raise FileNotFoundError(f"checkpoint={str(directory)!r}: directory not found")
+    model = SoundStorm.from_pretrained(directory, map_location=map_location)
+    ema_path = directory / EMA_NAME
+    if use_ema and ema_path.is_file():
+        ema = load_state_dict(ema_path, device=map_location)
+        model.load_state_dict({**model.state_dict(), **ema})
+        return model.eval(), True
+    return model.eval(), False

@@ -49,6 +49,7 @@ class TrainerConfig:
     max_nonfinite: int = 10
     ema_decay: float = 0.0
     progress: bool = True
+    max_minutes: float | None = None  # wall-clock budget of this session; checked at log steps
 
     def __post_init__(self):
         for name in ("max_steps", "grad_accum", "log_every", "eval_every", "ckpt_every", "keep_last"):
@@ -59,6 +60,8 @@ class TrainerConfig:
             raise ValueError(f"trainer.grad_clip must be > 0, got {self.grad_clip!r}")
         if self.max_nonfinite < 0:
             raise ValueError(f"trainer.max_nonfinite must be >= 0, got {self.max_nonfinite!r}")
+        if self.max_minutes is not None and not self.max_minutes > 0:
+            raise ValueError(f"trainer.max_minutes must be null or > 0, got {self.max_minutes!r}")
         if self.ema_decay and not 0.0 < self.ema_decay < 1.0:
             raise ValueError(f"trainer.ema_decay must be 0 (off) or in (0, 1), got {self.ema_decay!r}")
 
@@ -284,7 +287,7 @@ class Trainer:
         """Train to ``max_steps`` (or until a signal); returns the last logged metrics."""
         if resume_from is not None:
             self.load(resume_from)
-        cfg, last = self.config, {}
+        cfg, last, started = self.config, {}, time.perf_counter()
         self.model.train()
         self._zero_sums()
         bar = None
@@ -300,12 +303,14 @@ class Trainer:
                 at_log = self.step % cfg.log_every == 0 or self.step == cfg.max_steps
                 if at_log:
                     last = self._log_window(bar)
+                    if cfg.max_minutes is not None and time.perf_counter() - started > 60 * cfg.max_minutes:
+                        self.stop_signal = self.stop_signal or f"the time limit trainer.max_minutes={cfg.max_minutes}"
                 if self.evaluate is not None and self.step % cfg.eval_every == 0:
                     self._run_eval()
                 if self._stop_agreed(at_log):
                     if self.dist.is_main:
-                        print(f"received {self.stop_signal or 'a stop signal'}: checkpointing step {self.step} "
-                              "and exiting", flush=True)
+                        print(f"stopping at step {self.step} ({self.stop_signal or 'a signal on another rank'}): "
+                              "writing a checkpoint and exiting", flush=True)
                     break
                 if self.step % cfg.ckpt_every == 0 and self.step < cfg.max_steps:
                     self.save()
