@@ -63,10 +63,11 @@ def test_composes_and_sections_validate(primary, overrides):
 def test_model_levels_come_from_the_codec():
     cfg = compose_cfg("train", ["data.root=/t", "codec.num_levels=6", "codec.codebook_size=128",
                                 "semantic.vocab_size=50"])
-    config = builders.build_model_config(cfg.model, None) if False else None  # upsample needs the manifest
     model = builders.resolved(cfg.model)
     assert (model["num_levels"], model["codebook_size"], model["semantic_vocab_size"]) == (6, 128, 50)
-    assert config is None
+    assert model["semantic_upsample"] is None  # from the token manifest
+    with pytest.raises(ValueError, match="semantic_upsample"):
+        builders.build_model_config(cfg.model, None)
 
 
 def test_unknown_key_in_a_section_fails_loudly():

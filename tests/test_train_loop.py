@@ -2,8 +2,6 @@
 non-finite handling."""
 
 import math
-import os
-from pathlib import Path
 
 import pytest
 import torch
@@ -50,14 +48,16 @@ def test_loss_decreases(tmp_path):
 
 
 def test_exact_resume(tmp_path):
-    straight = make_trainer(tmp_path / "a", max_steps=9)  # 6 batches per epoch: crosses an epoch
+    straight = make_trainer(tmp_path / "a", max_steps=9, ema_decay=0.9)  # 6 batches per epoch: crosses an epoch
     straight.fit()
-    part = make_trainer(tmp_path / "b", max_steps=4, total_steps=9)
+    part = make_trainer(tmp_path / "b", max_steps=4, total_steps=9, ema_decay=0.9)
     part.fit()
-    resumed = make_trainer(tmp_path / "b", max_steps=9)
+    assert (tmp_path / "b" / "checkpoints" / "step_00000004" / "ema.safetensors").is_file()
+    resumed = make_trainer(tmp_path / "b", max_steps=9, ema_decay=0.9)
     resumed.fit(resume_from=ckpt.resolve_resume("auto", tmp_path / "b" / "checkpoints"))
     a, b = weights(straight), weights(resumed)
     assert all(torch.equal(a[k], b[k]) for k in a)
+    assert all(torch.equal(straight.ema.shadow[k], resumed.ema.shadow[k]) for k in a)
     assert resumed.optimizer.state_dict()["state"][0]["step"] == straight.optimizer.state_dict()["state"][0]["step"]
 
 

@@ -78,6 +78,8 @@ def save_checkpoint(root: Path, step: int, model, state: dict, ema_state: dict |
     root = Path(root)
     root.mkdir(parents=True, exist_ok=True)
     final = root / f"step_{step:08d}"
+    if is_valid(final):  # this step is already saved (a stop signal right after a periodic save)
+        return final
     tmp = root / f".tmp-step_{step:08d}-{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir()
@@ -91,7 +93,7 @@ def save_checkpoint(root: Path, step: int, model, state: dict, ema_state: dict |
         files = sorted(p.name for p in tmp.iterdir()) + [META_NAME]
         atomic_write_bytes(tmp / META_NAME, json.dumps({"step": step, "files": files}, indent=2).encode())
         _fsync_dir(tmp)
-        if final.exists():  # re-saving the same step (e.g. a signal right after a periodic save)
+        if final.exists():  # an invalid leftover of this step (never a complete checkpoint)
             shutil.rmtree(final)
         os.replace(tmp, final)
         _fsync_dir(root)

@@ -33,16 +33,15 @@ class LoggerConfig:
             raise ValueError(f"logger.mode must be one of {WANDB_MODES}, got {self.mode!r}")
 
 
-def flatten_levels(prefix: str, metrics: dict) -> dict[str, float]:
-    """``{"loss_per_level": [a, b]}`` → ``{"prefix/loss_level1": a, "prefix/loss_level2": b}``."""
+def flatten_levels(metrics: dict) -> dict:
+    """``{"train/loss_per_level": [a, b]}`` → ``{"train/loss_level1": a, "train/loss_level2": b}``."""
     out = {}
     for key, value in metrics.items():
         if isinstance(value, (list, tuple)):
             base = key.replace("_per_level", "")
-            for i, v in enumerate(value):
-                out[f"{prefix}/{base}_level{i + 1}"] = float(v)
+            out.update({f"{base}_level{i + 1}": float(v) for i, v in enumerate(value)})
         else:
-            out[f"{prefix}/{key}"] = value
+            out[key] = value
     return out
 
 
@@ -80,10 +79,6 @@ class RunLogger:
     @property
     def run_id(self) -> str | None:
         return None if self.run is None else self.run.id
-
-    @property
-    def run_dir(self) -> str | None:
-        return None if self.run is None else str(Path(self.run.dir).parent)
 
     def log(self, metrics: dict, step: int, echo: bool = True) -> None:
         if not self.enabled:

@@ -20,7 +20,6 @@ applied, and (multi-process) when a SIGTERM/SIGINT seen by any rank is agreed on
 from __future__ import annotations
 
 import contextlib
-import math
 import signal
 import time
 from dataclasses import dataclass
@@ -32,6 +31,7 @@ from torch import nn
 
 from soundstorm.masking import Corruption
 from soundstorm.train import checkpoint as ckpt
+from soundstorm.train.logging import flatten_levels
 from soundstorm.train.optim import EMA, guarded_step
 
 
@@ -143,7 +143,8 @@ class Trainer:
             batch = self.backend.to_device({k: batch[k] for k in ("codes", "semantic", "lengths", "inputs",
                                                                    "loss_mask", "level")})
             last = i == len(micro) - 1
-            sync = contextlib.nullcontext() if last or not self.dist.distributed else self.loss_module.no_sync()
+            accumulate_only = not last and hasattr(self.loss_module, "no_sync")  # DDP: all-reduce on the last only
+            sync = self.loss_module.no_sync() if accumulate_only else contextlib.nullcontext()
             with sync:
                 with self.backend.autocast():
                     loss_sum, metrics = self.loss_module(batch["codes"], batch["semantic"], batch["lengths"],
@@ -169,6 +170,7 @@ class Trainer:
         self._sums = {k: torch.zeros(n, device=self.backend.device)
                       for k, n in (("ce", q), ("correct", q), ("tokens", q), ("scalars", 4))}
         self._tokens_window, self._window_start, self._steps_window = 0, time.perf_counter(), 0
+        self._eval_seconds = 0.0  # evaluation time inside the window, left out of the throughput
 
     def _accumulate(self, metrics: dict) -> None:
         tokens_Q = metrics["tokens_per_level"].detach().float()
@@ -194,7 +196,7 @@ class Trainer:
         ce, correct, tokens = values[:q], values[q:2 * q], values[2 * q:3 * q]
         loss_sum, norm_sum, nonfinite, steps = values[3 * q:3 * q + 4]
         steps, finite_steps = steps / ws, max(steps / ws - nonfinite / ws, 1.0)
-        elapsed = max(time.perf_counter() - self._window_start, 1e-9)
+        elapsed = max(time.perf_counter() - self._window_start - self._eval_seconds, 1e-9)
         self.nonfinite_total += int(round(nonfinite / ws))
         self.tokens_seen += int(values[-1])
         return {
@@ -272,7 +274,7 @@ class Trainer:
     def _log_window(self, bar) -> dict:
         metrics = self._read_metrics()
         if self.logger is not None:
-            self.logger.log(_flatten(metrics), step=self.step)
+            self.logger.log(flatten_levels(metrics), step=self.step)
         if bar is not None:
             bar.set_postfix(loss=f"{metrics['train/loss']:.3f}", tok_s=f"{metrics['train/tokens_per_s']:.0f}")
         if self.nonfinite_total > self.config.max_nonfinite:
@@ -321,6 +323,7 @@ class Trainer:
 
     def _run_eval(self) -> None:
         """Evaluate with the EMA weights when EMA is on (all ranks call; see :mod:`soundstorm.evaluation`)."""
+        started = time.perf_counter()
         self.model.eval()
         backup = None
         if self.ema is not None:
@@ -332,16 +335,7 @@ class Trainer:
             if backup is not None:
                 self.model.load_state_dict(backup)
             self.model.train()
+            self._eval_seconds += time.perf_counter() - started
         if self.logger is not None and metrics:
-            self.logger.log(_flatten(metrics), step=self.step)
+            self.logger.log(flatten_levels(metrics), step=self.step)
 
-
-def _flatten(metrics: dict) -> dict:
-    out = {}
-    for key, value in metrics.items():
-        if isinstance(value, (list, tuple)):
-            base = key.replace("_per_level", "")
-            out.update({f"{base}_level{i + 1}": float(v) for i, v in enumerate(value)})
-        else:
-            out[key] = value
-    return out
