@@ -143,3 +143,18 @@ def test_token_data_mismatch_is_an_error(espeak_tokens, tmp_path):
                  *TRAIN, "codec.num_levels=8", "trainer.max_steps=1")
     assert result.returncode == 2
     assert "num_levels" in result.stderr
+
+
+def test_torchrun_two_processes_train_and_evaluate(espeak_tokens, tmp_path):
+    """DDP through the real CLI: rank 0 logs and checkpoints, evaluation on rank 0 does not hang rank 1."""
+    out = tmp_path / "ddp"
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m",
+           "soundstorm.cli.train", f"data.root={espeak_tokens}", f"out_dir={out}", "trainer.max_steps=4",
+           *TRAIN[:-4], "trainer.eval_every=2", "evaluation.max_utterances=1", "evaluation.max_batches=1",
+           "evaluation.mask_ratios=[1.0]", "data.batch_size=2"]
+    result = subprocess.run(cmd, capture_output=True, text=True, env=env(), cwd=ROOT, timeout=300)
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
+    assert result.stdout.count("step 4 loss=") == 1  # only rank 0 logs
+    assert "2 process(es)" in result.stdout
+    assert [p.name for p in ckpt.list_checkpoints(out / "checkpoints")] == ["step_00000004"]
+    assert len(list((out / "wandb").glob("offline-run-*"))) == 1
