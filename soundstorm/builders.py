@@ -317,9 +317,9 @@ def build_datasets(cfg, model_config=None, seed: int = 0):
     """``(section, train TokenDataset, held-out TokenDataset or None)`` split by ``split_heldout``."""
     from soundstorm.data import TokenDataset, TokenManifest, split_heldout
 
+    if isinstance(cfg, DictConfig) and OmegaConf.is_missing(cfg, "root") or not cfg.get("root"):
+        raise ValueError("data.root is not set; expected data.root=TOKEN_FOLDER (written by soundstorm-prepare)")
     s = strict(DataSection, resolved(cfg), "data")
-    if s.root in ("???", "", None):
-        raise ValueError("data.root is not set; expected a token folder written by soundstorm-prepare")
     manifest = TokenManifest.load(s.root)
     train_ids, heldout_ids = split_heldout([u["utt_id"] for u in manifest.utterances], s.heldout_fraction,
                                            s.split_seed)
