@@ -57,3 +57,21 @@ def test_token_metrics_and_callables():
     assert load_callable("math:sqrt")(4.0) == 2.0
     with pytest.raises(ValueError, match="package.module:function"):
         load_callable("math.sqrt")
+
+
+def fake_transcribe(wav_N, sample_rate):
+    return "hello there world"
+
+
+def fake_embed(wav_N, sample_rate):
+    return torch.stack([wav_N.abs().mean(), wav_N.std(), torch.tensor(1.0)])
+
+
+def test_pluggable_wer_and_speaker_similarity():
+    from soundstorm.evaluation.metrics import SpeakerSimilarity, WordErrorRate
+
+    wav = torch.sin(torch.linspace(0, 100, 1600))
+    assert WordErrorRate(fake_transcribe)(wav, wav, 16000, "Hello world") == pytest.approx(0.5)
+    assert SpeakerSimilarity(fake_embed)(wav, wav, 16000, "") == pytest.approx(1.0)
+    assert SpeakerSimilarity(fake_embed)(wav, 0.1 * wav + 0.5, 16000, "") < 1.0
+    assert load_callable(f"{__name__}:fake_transcribe") is fake_transcribe

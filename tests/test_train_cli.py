@@ -48,7 +48,7 @@ def trained(espeak_tokens, tmp_path_factory):
 
 def test_train_writes_checkpoints_logs_and_wandb(trained):
     out, result = trained
-    assert "step 6 " in result.stdout and "loss_level1=" in result.stdout and "tokens_per_s=" in result.stdout
+    assert "step 6 " in result.stdout and "loss_levels=" in result.stdout and "tokens_per_s=" in result.stdout
     names = [p.name for p in ckpt.list_checkpoints(out / "checkpoints")]
     assert names == ["step_00000003", "step_00000006"]
     state = torch.load(out / "checkpoints" / "step_00000006" / "state.pt", weights_only=True)

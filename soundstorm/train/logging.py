@@ -8,6 +8,7 @@ get a logger whose methods do nothing. Per-level metrics arrive as lists and are
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -46,16 +47,18 @@ def flatten_levels(metrics: dict) -> dict:
 
 
 def format_line(step: int, metrics: dict) -> str:
-    """A compact stdout line: scalars, and of the per-level entries only level 1 (wandb gets all)."""
-    parts = [f"step {step}"]
+    """One stdout line: scalars, and per-level values grouped as ``loss_levels=a/b/c`` (level 1 first)."""
+    parts, levels = [f"step {step}"], {}
     for key, value in metrics.items():
-        if "_level" in key and not key.endswith("_level1"):
-            continue
         name = key.removeprefix("train/")
-        if isinstance(value, float):
+        match = re.fullmatch(r"(.*)_level(\d+)", name)
+        if match and isinstance(value, float):
+            levels.setdefault(match.group(1), []).append(f"{value:.3g}")
+        elif isinstance(value, float):
             parts.append(f"{name}={value:.4g}")
         elif isinstance(value, int):
             parts.append(f"{name}={value}")
+    parts += [f"{name}_levels={'/'.join(values)}" for name, values in levels.items()]
     return " ".join(parts)
 
 
