@@ -137,8 +137,11 @@ def build_prepare(cfg):
     if OmegaConf.is_missing(cfg, "input") or OmegaConf.is_missing(cfg, "output"):
         raise ValueError("soundstorm-prepare needs input=FOLDER_OR_MANIFEST and output=TOKEN_FOLDER")
     section = strict(PrepareSection, cfg, "prepare")
-    if section.num_threads is not None:
+    if section.num_threads is not None:  # torch intra-op threads and scikit-learn's OpenMP pool
+        from threadpoolctl import threadpool_limits
+
         torch.set_num_threads(section.num_threads)
+        threadpool_limits(limits=section.num_threads)
     options = PrepareOptions(**{f.name: getattr(section, f.name) for f in dataclasses.fields(PrepareOptions)})
     return options, build_codec(cfg.codec), build_semantic(cfg.semantic)
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import contextlib
 import subprocess
 import sys
 from pathlib import Path
@@ -17,6 +18,20 @@ import soundfile as sf
 import torch
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+@contextlib.contextmanager
+def single_thread():
+    """One torch and one OpenMP/BLAS thread (k-means and DSP oversubscribe badly on a busy 2-core box)."""
+    from threadpoolctl import threadpool_limits
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        with threadpool_limits(limits=1):
+            yield
+    finally:
+        torch.set_num_threads(before)
 
 
 def run_cli(module: str, *args: str, env_extra: dict | None = None) -> subprocess.CompletedProcess:

@@ -11,13 +11,19 @@ import pytest
 import soundfile as sf
 import torch
 
-from conftest import PREPARE_SMALL, run_cli
+from conftest import single_thread, PREPARE_SMALL, run_cli
 from soundstorm.codecs import MelRVQCodec, MelRVQConfig, load_codec
 from soundstorm.corpus import synth_corpus
 from soundstorm.data import TokenManifest
 from soundstorm.data.prepare import PrepareOptions, prepare
 from soundstorm.data.shards import read_shard
 from soundstorm.semantic import MFCCKMeans, MFCCKMeansConfig
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    with single_thread():
+        yield
 
 
 def small_components():
@@ -48,7 +54,7 @@ def test_synth_corpus_without_espeak(tmp_path, monkeypatch):
 def test_prepare_cli_end_to_end(espeak_corpus, espeak_tokens):
     manifest = TokenManifest.load(espeak_tokens)
     assert manifest.codec == {"name": "melrvq", "sample_rate": 24_000, "frame_rate": 50.0, "num_levels": 4,
-                              "codebook_size": 64, "bandwidth_kbps": None, "n_mels": 80, "n_fft": 1024}
+                              "codebook_size": 64, "bandwidth_kbps": 1.2, "n_mels": 80, "n_fft": 1024}
     assert manifest.semantic["name"] == "mfcc_kmeans" and manifest.semantic["frame_rate"] == 25.0
     assert manifest.semantic["vocab_size"] == 32 and manifest.semantic_upsample == 2
     assert len(manifest.utterances) == 20 and manifest.skipped == []
@@ -125,3 +131,68 @@ def test_prepare_cli_reports_bad_config(tmp_path, espeak_corpus):
     result = run_cli("soundstorm.cli.prepare", f"input={espeak_corpus}", f"output={tmp_path}", "codec=encodec_24khz",
                      "codec.pretrained=false", "semantic.frame_rate=50.0", "semantic.sample_rate=16000")
     assert result.returncode == 2 and "75.0 Hz" in result.stderr and "50.0 Hz" in result.stderr
+
+
+def test_prepare_fits_untrained_encodec_and_reuses_it(espeak_corpus, tmp_path, capsys):
+    from soundstorm.codecs import EncodecCodec
+    from soundstorm.data.prepare import resolve_component
+
+    lines = sorted(espeak_corpus.read_text().splitlines(), key=lambda line: -json.loads(line)["duration"])[:3]
+    subset = tmp_path / "subset.jsonl"  # the 3 longest utterances: > 1024 frames at 75/s to fit 1024 codes
+    subset.write_text("\n".join(line.replace('"wavs/', f'"{espeak_corpus.parent}/wavs/') for line in lines) + "\n")
+    out = tmp_path / "tokens"
+    options = PrepareOptions(input=str(subset), output=str(out), progress=False)
+    tokenizer = MFCCKMeans(MFCCKMeansConfig(vocab_size=16))
+    codec = EncodecCodec(bandwidth=1.5, pretrained=False)
+    manifest = prepare(options, codec, tokenizer)
+    assert "fitting the codec (encodec_24khz)" in capsys.readouterr().out
+    assert manifest.codec["bandwidth_kbps"] == 1.5 and manifest.codec["num_levels"] == 2
+    assert manifest.codec["frame_rate"] == 75.0 and manifest.semantic_upsample == 3
+    assert all(u["num_frames"] == 3 * u["num_semantic_frames"] for u in manifest.utterances)
+    shard = read_shard(out / "shard-00000.safetensors")
+    for level in range(2):
+        assert torch.cat([shard[f"codes.{j}"][level] for j in range(3)]).unique().numel() >= 100
+    # A rerun reuses the fitted codebooks saved with the tokens instead of fitting again.
+    reused = resolve_component(EncodecCodec(bandwidth=1.5, pretrained=False), out / "codec", load_codec, [], options,
+                               0.04, "codec")
+    assert "fitting" not in capsys.readouterr().out
+    assert reused is not codec and reused.is_fitted
+    for level in range(2):
+        assert torch.equal(reused._codebooks[level].embed, codec._codebooks[level].embed)
+    other = load_codec(out / "codec")
+    other.model.quantizer.vq.layers[0]._codebook.embed.mul_(2.0)  # a differently fitted codec
+    with pytest.raises(ValueError, match="different codec"):
+        prepare(options, other, tokenizer)
+
+
+def test_prepare_cli_killed_midway_then_resumed(espeak_corpus, tmp_path):
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from conftest import REPO_ROOT
+
+    out = tmp_path / "tokens"
+    args = [sys.executable, "-m", "soundstorm.cli.prepare", f"input={espeak_corpus}", f"output={out}", *PREPARE_SMALL,
+            "shard_size=1"]
+    env = {**os.environ, "PYTHONPATH": str(REPO_ROOT), "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen(args, env=env, cwd=REPO_ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        for _ in range(1200):  # wait for the first finished shard, then kill -9 mid-run
+            if (out / "shard-00000.json").exists() or proc.poll() is not None:
+                break
+            time.sleep(0.1)
+        proc.send_signal(signal.SIGKILL)
+    finally:
+        proc.wait()
+    done_before = {p.name: p.stat().st_mtime_ns for p in out.glob("shard-*.json")}
+    assert done_before and not (out / "manifest.json").exists()
+    result = run_cli("soundstorm.cli.prepare", *args[3:])
+    assert result.returncode == 0, result.stderr
+    assert "resuming" in result.stdout
+    manifest = TokenManifest.load(out)
+    assert len(manifest.utterances) == 20 and len({u["shard"] for u in manifest.utterances}) == 20
+    assert all((out / name).stat().st_mtime_ns == mtime for name, mtime in done_before.items())
+    for utt in manifest.utterances:
+        assert read_shard(out / f"{utt['shard']}.safetensors")[f"codes.{utt['index']}"].shape[1] == utt["num_frames"]

@@ -6,8 +6,15 @@ import pytest
 import torch
 from torch.utils.data import DataLoader, DistributedSampler
 
+from conftest import single_thread
 from soundstorm import SoundStormConfig
 from soundstorm.data import LengthBucketSampler, TokenDataset, TokenManifest, collate, split_heldout
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    with single_thread():
+        yield
 
 
 def matching_config(**overrides):
@@ -71,6 +78,7 @@ def test_collate_pads_to_frames_multiple(espeak_tokens):
         assert torch.equal(batch["codes"][b, :, : lengths[b]], item["codes"])
         assert int(batch["codes"][b, :, lengths[b]:].abs().sum()) == 0
         assert int(batch["semantic"][b, lengths[b] // 2:].abs().sum()) == 0
+    assert collate(items)["codes"].shape[2] == max(lengths)  # default: pad to the longest only
     with pytest.raises(ValueError, match="frames_multiple=5"):
         collate(items, frames_multiple=5)
     with pytest.raises(ValueError, match="frames_multiple=3"):

@@ -5,8 +5,14 @@ from __future__ import annotations
 import pytest
 import torch
 
-from conftest import load_corpus_wavs
-from soundstorm.semantic import HubertKMeans, MFCCKMeans, MFCCKMeansConfig, align_lengths, load_tokenizer, upsample_ratio
+from conftest import single_thread, load_corpus_wavs
+from soundstorm.semantic import HubertKMeans, SemanticTokenizer, MFCCKMeans, MFCCKMeansConfig, align_lengths, load_tokenizer, upsample_ratio
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    with single_thread():
+        yield
 
 
 @pytest.fixture(scope="module")
@@ -49,7 +55,8 @@ def test_mfcc_kmeans_fit_tokenize_save_load(wavs_16k, tmp_path):
     assert ids_BS.unique().numel() >= 30
     assert int(ids_BS.max()) < 64
     tokenizer.save(tmp_path / "mfcc")
-    assert torch.equal(load_tokenizer(tmp_path / "mfcc").tokenize(wav_N[None]), ids_BS)
+    loaded = load_tokenizer(tmp_path / "mfcc")
+    assert isinstance(loaded, SemanticTokenizer) and torch.equal(loaded.tokenize(wav_N[None]), ids_BS)
     with pytest.raises(ValueError, match="frame_rate=30.0"):
         MFCCKMeansConfig(frame_rate=30.0, sample_rate=16_000)
 

@@ -9,6 +9,7 @@ Decoding a prefix of the levels (``codes[:, :q]``) is the codec at Q = q (the RV
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass
 
 import torch
@@ -135,7 +136,9 @@ class MelRVQCodec:
     # ------------------------------------------------------------------ persistence
     def describe(self) -> dict:
         return {"name": self.name, "sample_rate": self.sample_rate, "frame_rate": self.frame_rate,
-                "num_levels": self.num_levels, "codebook_size": self.codebook_size, "bandwidth_kbps": None,
+                "num_levels": self.num_levels, "codebook_size": self.codebook_size,
+                # the token bitrate, Q × log2(K) bits per frame (12 × 10 bits at 50/s = 6 kbps, as SoundStream)
+                "bandwidth_kbps": self.num_levels * math.log2(self.codebook_size) * self.frame_rate / 1000,
                 "n_mels": self.config.n_mels, "n_fft": self.config.n_fft}
 
     def save(self, directory) -> None:

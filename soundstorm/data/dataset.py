@@ -5,6 +5,9 @@ start are a pure function of ``(seed, epoch, index)``, so any sampler (including
 one) and any resume point give the same data. Windows start on a semantic-frame boundary, so
 ``T_i == S_i * semantic_upsample``. ``collate`` pads T up to a multiple of ``frames_multiple`` to
 keep the number of distinct shapes small (static shapes for XLA).
+
+The epoch lives on the dataset (``set_epoch``); with ``DataLoader(persistent_workers=True)`` the
+workers keep their own copy, so use non-persistent workers (the default) to see new epochs.
 """
 
 from __future__ import annotations
@@ -34,6 +37,8 @@ class TokenDataset(Dataset):
         if not 0.0 <= min_seconds <= max_seconds or max_seconds <= 0:
             raise ValueError(f"need 0 <= min_seconds <= max_seconds and max_seconds > 0, got min_seconds={min_seconds}, "
                              f"max_seconds={max_seconds}")
+        if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+            raise ValueError(f"seed must be a non-negative int, got {seed!r}")
         self.upsample = self.manifest.semantic_upsample
         self.frames_multiple = self.upsample if frames_multiple is None else frames_multiple
         check_frames_multiple(self.frames_multiple, self.upsample)
@@ -107,15 +112,17 @@ def check_frames_multiple(frames_multiple: int, upsample: int) -> None:
                          f"{upsample} (frames are padded to it and semantic frames must stay whole)")
 
 
-def collate(items: list[dict], frames_multiple: int = 1) -> dict:
+def collate(items: list[dict], frames_multiple: int | None = None) -> dict:
     """Pad a list of items to ``codes [B, Q, T]``, ``semantic [B, S]`` (pad id 0), ``lengths [B]``.
 
     ``T`` is the longest item rounded up to a multiple of ``frames_multiple`` (codec frames, a
-    multiple of the upsample ratio ``T_i / S_i``); ``lengths`` holds the real frames per item.
+    multiple of the upsample ratio ``T_i / S_i``; None → the ratio itself, i.e. no extra padding);
+    ``lengths`` holds the real frames per item.
     """
     if not items:
         raise ValueError("collate needs at least one item")
     upsample = items[0]["codes"].shape[1] // max(1, items[0]["semantic"].shape[0])
+    frames_multiple = upsample if frames_multiple is None else frames_multiple
     check_frames_multiple(frames_multiple, upsample)
     lengths = [item["codes"].shape[1] for item in items]
     for item, length in zip(items, lengths):

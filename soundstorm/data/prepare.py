@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -89,16 +90,32 @@ def _fit_wavs(items: list[dict], sample_rate: int, options: PrepareOptions, min_
 
 
 def resolve_component(component, directory: Path, loader, items, options, min_seconds, kind: str):
-    """Reuse ``directory`` if saved there before, else fit (when needed) and save ``component`` there."""
-    if (directory / "config.json").is_file():
+    """The codec/tokenizer to use, saved in ``directory`` so the tokens can be decoded later.
+
+    An unfitted component reuses what an earlier run fitted and saved there (same settings), or is
+    fitted on a sample of the inputs and saved. A fitted one (pretrained or loaded) is saved there,
+    or must match what is already there byte for byte.
+    """
+    saved_here = (directory / "config.json").is_file()
+    if getattr(component, "is_fitted", True):
+        if not saved_here:
+            component.save(directory)
+        else:
+            with tempfile.TemporaryDirectory(dir=directory.parent) as tmp:
+                component.save(tmp)
+                if _sha1(Path(tmp) / "weights.safetensors") != _sha1(directory / "weights.safetensors") or \
+                        loader(directory).describe() != component.describe():
+                    raise ValueError(f"{directory} holds a different {kind} than the one configured now; use a "
+                                     "fresh output folder")
+        return component
+    if saved_here:
         saved = loader(directory)
         if saved.describe() != component.describe():
             raise ValueError(f"{directory} holds a {kind} with settings {saved.describe()}, but the config asks for "
                              f"{component.describe()}; use a fresh output folder")
         return saved
-    if not getattr(component, "is_fitted", True):
-        print(f"fitting the {kind} ({component.name}) on up to {options.fit_max_files} files ...", flush=True)
-        component.fit(_fit_wavs(items, component.sample_rate, options, min_seconds))
+    print(f"fitting the {kind} ({component.name}) on up to {options.fit_max_files} files ...", flush=True)
+    component.fit(_fit_wavs(items, component.sample_rate, options, min_seconds))
     component.save(directory)
     return component
 
