@@ -157,12 +157,13 @@ def resolve_resume(resume: str | None, root: Path) -> Path | None:
 
 def load_checkpoint(directory: Path, map_location="cpu") -> tuple[dict, dict, dict | None]:
     """``(model_state, training_state, ema_state or None)`` from a checkpoint directory; never unpickles
-    arbitrary objects (``weights_only=True``)."""
+    arbitrary objects (``weights_only=True``). Weights go to ``map_location``; the training state stays
+    on the CPU (RNG states must; ``optimizer.load_state_dict`` moves moments to the parameters)."""
     directory = Path(directory)
     if not is_valid(directory):
         raise ValueError(f"{directory} is not a complete checkpoint (expected files {list(REQUIRED)})")
     model_state = load_state_dict(directory / "model.safetensors", device=map_location)
-    state = torch.load(directory / STATE_NAME, map_location=map_location, weights_only=True)
+    state = torch.load(directory / STATE_NAME, map_location="cpu", weights_only=True)
     ema_path = directory / EMA_NAME
     ema_state = load_state_dict(ema_path, device=map_location) if ema_path.is_file() else None
     return model_state, state, ema_state
