@@ -1,0 +1,83 @@
+"""`soundstorm-eval`: metrics of a checkpoint on held-out utterances → ``out_dir/metrics.json``.
+
+Teacher-forced per-level accuracy and NLL at ``evaluation.mask_ratios``; generation (unprompted and
+prompted with the first ``evaluation.prompt_seconds``) with per-level token accuracy, mel distances
+and the unigram / random-token baselines; optional WER and speaker similarity
+(``evaluation.asr=pkg.mod:fn``, ``evaluation.speaker=pkg.mod:fn``); example wavs and spectrogram PNGs,
+and a ``evaluation.long_seconds`` long-form generation. Exit code 2 on bad inputs.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import hydra
+from omegaconf import DictConfig
+
+from soundstorm import builders
+from soundstorm.evaluation.generation import GenerationEvalConfig, GenerationEvaluator
+from soundstorm.evaluation.metrics import most_frequent_tokens
+from soundstorm.evaluation.teacher_forced import summarize, teacher_forced_sums
+from soundstorm.pretrained import atomic_write_bytes
+from soundstorm.train.checkpoint import load_for_inference
+from soundstorm.train.eval_hook import heldout_batches
+
+
+def evaluate(cfg: DictConfig, backend) -> dict:
+    """Every metric of the eval config; writes examples under ``out_dir`` and returns the metrics."""
+    section = builders.build_evaluation(cfg.evaluation)
+    model, used_ema = load_for_inference(cfg.checkpoint, section.use_ema, backend.device)
+    data, train_set, heldout = builders.build_datasets(cfg.data, model.config, int(cfg.seed))
+    if heldout is None:
+        raise ValueError(f"data.heldout_fraction={data.heldout_fraction} holds out no utterance; expected > 0")
+    codec = builders.build_codec(builders.resolved(cfg.codec))
+    sampler = builders.build_sampler(cfg.sampler, model.config.num_levels)
+    batches = [backend.to_device({k: b[k] for k in ("codes", "semantic", "lengths")})
+               for b in heldout_batches(heldout, data.batch_size, section.max_batches)]
+    ratios = list(section.mask_ratios)
+    teacher_forced = summarize(teacher_forced_sums(model, batches, ratios, section.seed, backend.autocast), ratios)
+    num_train = min(len(train_set), section.unigram_max_utterances)
+    unigram = most_frequent_tokens([train_set.utterance(i)["codes"] for i in range(num_train)])
+    config = GenerationEvalConfig(max_utterances=section.max_utterances, prompt_seconds=section.prompt_seconds,
+                                  window_seconds=section.window_seconds,
+                                  window_prompt_seconds=section.window_prompt_seconds,
+                                  num_examples=section.num_examples, long_seconds=section.long_seconds,
+                                  long_prompt_seconds=section.long_prompt_seconds, seed=section.seed,
+                                  extra_metrics=builders.build_extra_metrics(section))
+    evaluator = GenerationEvaluator(model, codec, sampler, config, unigram_token=unigram)
+    utterances = [heldout.utterance(i) for i in range(len(heldout))]
+    out_dir = Path(cfg.out_dir)
+    metrics = evaluator.run(utterances, out_dir)
+    if section.long_seconds > 0:
+        metrics.update(evaluator.long_form(utterances, out_dir))
+    metrics.update({"teacher_forced": teacher_forced, "checkpoint": str(cfg.checkpoint), "used_ema": used_ema,
+                    "num_heldout_utterances": len(heldout), "sampler": dict(builders.resolved(cfg.sampler)),
+                    "codec": codec.describe(), "model": model.config.to_dict()})
+    return metrics
+
+
+@hydra.main(config_path="pkg://soundstorm.configs", config_name="eval", version_base="1.3")
+def main(cfg: DictConfig) -> None:
+    backend = None
+    try:
+        backend = builders.build_backend(cfg.backend)
+        metrics = evaluate(cfg, backend)
+        out_dir = Path(cfg.out_dir)
+        out_dir.mkdir(parents=True, exist_ok=True)
+        atomic_write_bytes(out_dir / "metrics.json", json.dumps(metrics, indent=2).encode())
+        headline = {k: metrics[k] for k in ("heldout_level1_accuracy", "unigram_level1_accuracy",
+                                            "mel_distance_generated", "mel_distance_random") if k in metrics}
+        print(json.dumps(headline, indent=2))
+        print(f"wrote {out_dir / 'metrics.json'}")
+    except (ValueError, FileNotFoundError) as err:
+        print(f"soundstorm-eval: error: {err}", file=sys.stderr)
+        sys.exit(2)
+    finally:
+        if backend is not None:
+            backend.shutdown()
+
+
+if __name__ == "__main__":
+    main()

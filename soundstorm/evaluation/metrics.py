@@ -1,0 +1,76 @@
+"""Metrics of generated tokens and audio, and the pluggable ASR / speaker-similarity metrics.
+
+Token metrics compare generated codes with the reference per level. Audio metrics take decoded
+waveforms. WER and speaker similarity need models we do not ship: the user passes a callable
+(``transcribe(wav_N, sample_rate) -> str`` or ``embed(wav_N, sample_rate) -> [D] tensor``), e.g. via
+``eval.asr=my_pkg.asr:transcribe`` on the command line; :func:`load_callable` resolves such paths.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections import Counter
+from typing import Callable
+
+import torch
+
+
+def token_accuracy_per_level(generated_QT: torch.Tensor, reference_QT: torch.Tensor, start: int = 0) -> list[float]:
+    """Fraction of frames ``t >= start`` where the generated id equals the reference, per level."""
+    if generated_QT.shape != reference_QT.shape:
+        raise ValueError(f"generated codes {tuple(generated_QT.shape)} and reference {tuple(reference_QT.shape)} differ")
+    if not 0 <= start < generated_QT.shape[1]:
+        raise ValueError(f"start={start} must be in [0, {generated_QT.shape[1]})")
+    return (generated_QT[:, start:] == reference_QT[:, start:]).float().mean(dim=1).tolist()
+
+
+def most_frequent_tokens(codes_list, level: int = 0) -> int:
+    """The most frequent id of ``level`` over ``[Q, T]`` code tensors (the unigram baseline's guess)."""
+    counts = Counter()
+    for codes_QT in codes_list:
+        counts.update(codes_QT[level].tolist())
+    if not counts:
+        raise ValueError("most_frequent_tokens needs at least one non-empty code tensor")
+    return counts.most_common(1)[0][0]
+
+
+def load_callable(path: str | None) -> Callable | None:
+    """``"package.module:function"`` → the function (None stays None)."""
+    if path in (None, "", "null"):
+        return None
+    module_name, sep, attr = str(path).partition(":")
+    if not sep or not attr:
+        raise ValueError(f"expected 'package.module:function', got {path!r}")
+    try:
+        return getattr(importlib.import_module(module_name), attr)
+    except (ImportError, AttributeError) as err:
+        raise ValueError(f"cannot load {path!r}: {err}") from err
+
+
+class WordErrorRate:
+    """WER (jiwer) of ``transcribe(generated)`` against the utterance's text."""
+
+    name = "wer"
+
+    def __init__(self, transcribe: Callable[[torch.Tensor, int], str]):
+        import jiwer  # noqa: F401  (fail early when the 'eval' extra is missing)
+
+        self.transcribe = transcribe
+
+    def __call__(self, generated_N: torch.Tensor, reference_N: torch.Tensor, sample_rate: int, text: str) -> float:
+        import jiwer
+
+        return float(jiwer.wer(text.lower(), self.transcribe(generated_N, sample_rate).lower()))
+
+
+class SpeakerSimilarity:
+    """Cosine similarity of ``embed(generated)`` and ``embed(reference)``."""
+
+    name = "speaker_similarity"
+
+    def __init__(self, embed: Callable[[torch.Tensor, int], torch.Tensor]):
+        self.embed = embed
+
+    def __call__(self, generated_N: torch.Tensor, reference_N: torch.Tensor, sample_rate: int, text: str) -> float:
+        a, b = self.embed(generated_N, sample_rate).flatten(), self.embed(reference_N, sample_rate).flatten()
+        return float(torch.nn.functional.cosine_similarity(a, b, dim=0))

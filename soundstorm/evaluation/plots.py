@@ -1,0 +1,37 @@
+"""Spectrogram figures: reference vs. generated log-mel spectrograms stacked in one PNG."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+import torchaudio
+
+
+def log_mel(wav_N: torch.Tensor, sample_rate: int, n_mels: int = 80) -> torch.Tensor:
+    mel = torchaudio.transforms.MelSpectrogram(sample_rate, n_fft=1024, hop_length=sample_rate // 100, n_mels=n_mels)
+    return torch.log(mel(wav_N.float().cpu()).clamp(min=1e-5))
+
+
+def save_spectrograms(path, waves: dict[str, torch.Tensor], sample_rate: int, title: str = "") -> Path:
+    """Write one panel per named waveform (``{"reference": wav_N, "generated": wav_N}``) to ``path``."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig, axes = plt.subplots(len(waves), 1, figsize=(12, 2.6 * len(waves)), squeeze=False)
+    for ax, (name, wav) in zip(axes[:, 0], waves.items()):
+        spec = log_mel(wav, sample_rate).numpy()
+        ax.imshow(spec, origin="lower", aspect="auto", cmap="magma",
+                  extent=(0, wav.shape[-1] / sample_rate, 0, spec.shape[0]))
+        ax.set_ylabel(f"{name}\nmel bin")
+    axes[-1, 0].set_xlabel("time (s)")
+    if title:
+        axes[0, 0].set_title(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=80)
+    plt.close(fig)
+    return path

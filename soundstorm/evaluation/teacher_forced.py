@@ -1,0 +1,69 @@
+"""Teacher-forced evaluation: per-level masked accuracy and NLL at fixed mask ratios.
+
+For a mask ratio r and a level q, every example masks level q at a fraction r of its frames
+(Bernoulli, from a seeded generator), masks all finer levels entirely and keeps coarser levels
+visible; no prompt. This is the §3.2 corruption with q and p fixed, so the numbers are comparable
+across checkpoints and runs. Sums are returned so several ranks can add theirs before dividing.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from soundstorm._checks import frame_mask
+from soundstorm.masking import Corruption
+
+
+def fixed_corruption(codes_BQT: torch.Tensor, lengths_B: torch.Tensor, level: int, mask_ratio: float,
+                     generator: torch.Generator, mask_id: int) -> Corruption:
+    """Mask ``level`` at ``mask_ratio`` of the real frames and every finer level at all real frames."""
+    batch_size, num_levels, num_frames = codes_BQT.shape
+    device = codes_BQT.device
+    valid_BT = frame_mask(lengths_B, batch_size, num_frames, device)
+    bernoulli_BT = torch.rand(batch_size, num_frames, generator=generator).to(device) < mask_ratio
+    levels_Q = torch.arange(num_levels, device=device)
+    loss_mask_BQT = (levels_Q == level)[None, :, None] & (bernoulli_BT & valid_BT)[:, None, :]
+    masked_BQT = loss_mask_BQT | ((levels_Q > level)[None, :, None] & valid_BT[:, None, :])
+    inputs_BQT = torch.where(masked_BQT, torch.full_like(codes_BQT, mask_id), codes_BQT)
+    level_B = torch.full((batch_size,), level, dtype=torch.long, device=device)
+    return Corruption(inputs_BQT, loss_mask_BQT, level_B, torch.zeros_like(level_B),
+                      torch.full((batch_size,), float(mask_ratio), device=device))
+
+
+@torch.no_grad()
+def teacher_forced_sums(model, batches, mask_ratios, seed: int = 0, autocast=None) -> torch.Tensor:
+    """Sums ``[R, 3, Q]`` (rows: NLL sum, correct count, token count) over ``batches`` (on the
+    model's device, each with ``codes``, ``semantic``, ``lengths``) for each ratio in ``mask_ratios``."""
+    q = model.config.num_levels
+    device = next(model.parameters()).device
+    sums = torch.zeros(len(mask_ratios), 3, q, device=device)
+    generator = torch.Generator().manual_seed(seed)
+    was_training = model.training
+    model.eval()
+    try:
+        for batch in batches:
+            codes, semantic, lengths = batch["codes"], batch["semantic"], batch["lengths"]
+            for r, ratio in enumerate(mask_ratios):
+                for level in range(q):
+                    corruption = fixed_corruption(codes, lengths, level, ratio, generator, model.config.mask_id)
+                    with autocast() if autocast else torch.autocast(device.type, enabled=False):
+                        _, m = model.loss_on_corruption(codes, semantic, lengths, corruption)
+                    tokens_Q = m["tokens_per_level"].float()
+                    sums[r] += torch.stack([m["loss_per_level"].float() * tokens_Q,
+                                            m["accuracy_per_level"].float() * tokens_Q, tokens_Q])
+    finally:
+        model.train(was_training)
+    return sums
+
+
+def summarize(sums: torch.Tensor, mask_ratios) -> dict:
+    """``{"mask_0.5": {"nll_per_level": [...], "accuracy_per_level": [...], "tokens_per_level": [...]}}``."""
+    out = {}
+    for r, ratio in enumerate(mask_ratios):
+        nll, correct, tokens = sums[r].tolist()
+        out[f"mask_{ratio:g}"] = {
+            "nll_per_level": [n / t if t else float("nan") for n, t in zip(nll, tokens)],
+            "accuracy_per_level": [c / t if t else float("nan") for c, t in zip(correct, tokens)],
+            "tokens_per_level": [int(t) for t in tokens],
+        }
+    return out

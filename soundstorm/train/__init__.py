@@ -1,0 +1,3 @@
+"""Training: the loop (:mod:`.loop`), checkpoints (:mod:`.checkpoint`), optimisation (:mod:`.optim`),
+the data path with the per-example corruption (:mod:`.data`, :mod:`.corruption`) and logging
+(:mod:`.logging`). Nothing here reads Hydra configs; :mod:`soundstorm.builders` does."""

@@ -1,0 +1,341 @@
+"""The training loop: accumulate, clip, step, log, evaluate, checkpoint, resume, stop on signals.
+
+:class:`Trainer` talks to the device only through a :class:`~soundstorm.backends.base.Backend`
+(placement, autocast, ``mark_step``, distributed set-up and collectives), so the CPU, CUDA and XLA
+backends share this file. One optimizer step:
+
+1. take ``grad_accum`` micro-batches from the data position ``(epoch, batch_in_epoch)``;
+2. each example arrives corrupted on the CPU from ``(seed, epoch, dataset index)`` by the data
+   path (:mod:`.data`, :mod:`.corruption`), with its loss-token count as a Python int;
+3. normalise the summed cross-entropy by the *global* number of loss tokens (all ranks, all
+   micro-batches), so N processes on B/N examples compute the update of one process on B;
+4. clip, then a guarded AdamW step that is undone on device when the loss or the gradient norm is
+   not finite (:func:`.optim.guarded_step`); schedule, EMA.
+
+Nothing in a step reads a device value back to the host. Metric sums stay on device and are read,
+once, every ``log_every`` steps; that is also when non-finite steps are counted and the stop limit
+applied, and (multi-process) when a SIGTERM/SIGINT seen by any rank is agreed on.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import signal
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Iterable, Iterator
+
+import torch
+from torch import nn
+
+from soundstorm.masking import Corruption
+from soundstorm.train import checkpoint as ckpt
+from soundstorm.train.logging import flatten_levels
+from soundstorm.train.optim import EMA, guarded_step
+
+
+@dataclass
+class TrainerConfig:
+    """Loop settings. Steps count optimizer updates; a global batch is batch × ranks × grad_accum."""
+
+    max_steps: int = 1000
+    grad_accum: int = 1
+    grad_clip: float = 1.0
+    log_every: int = 10
+    eval_every: int = 500
+    ckpt_every: int = 500
+    keep_last: int = 3
+    max_nonfinite: int = 10
+    ema_decay: float = 0.0
+    progress: bool = True
+    max_minutes: float | None = None  # wall-clock budget of this session; checked at log steps
+
+    def __post_init__(self):
+        for name in ("max_steps", "grad_accum", "log_every", "eval_every", "ckpt_every", "keep_last"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"trainer.{name} must be a positive integer, got {value!r}")
+        if not self.grad_clip > 0:
+            raise ValueError(f"trainer.grad_clip must be > 0, got {self.grad_clip!r}")
+        if self.max_nonfinite < 0:
+            raise ValueError(f"trainer.max_nonfinite must be >= 0, got {self.max_nonfinite!r}")
+        if self.max_minutes is not None and not self.max_minutes > 0:
+            raise ValueError(f"trainer.max_minutes must be null or > 0, got {self.max_minutes!r}")
+        if self.ema_decay and not 0.0 < self.ema_decay < 1.0:
+            raise ValueError(f"trainer.ema_decay must be 0 (off) or in (0, 1), got {self.ema_decay!r}")
+
+
+class NonFiniteLossError(RuntimeError):
+    """Raised when more than ``trainer.max_nonfinite`` steps had a non-finite loss or gradient."""
+
+
+class MaskedLoss(nn.Module):
+    """``model.loss_on_corruption`` as a module (DDP hooks need the call to go through ``forward``).
+    Returns the *summed* cross-entropy over loss tokens, and the model's per-level metrics."""
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.model = model
+
+    def forward(self, codes, semantic, lengths, inputs, loss_mask, level):
+        corruption = Corruption(inputs, loss_mask, level, None, None)
+        loss, metrics = self.model.loss_on_corruption(codes, semantic, lengths, corruption)
+        return loss * metrics["num_tokens"], metrics
+
+
+# (epoch, batches to skip) -> batches with codes, semantic, lengths, inputs, loss_mask, level (tensors)
+# and num_loss_tokens, num_frames (ints); see soundstorm.train.data.
+BatchSource = Callable[[int, int], Iterable[dict]]
+
+
+class Trainer:
+    """Runs the optimisation of one model; see the module docstring."""
+
+    def __init__(self, model, backend, optimizer, scheduler, config: TrainerConfig, out_dir, batches: BatchSource,
+                 logger=None, evaluate: Callable | None = None):
+        self.model, self.backend, self.config = model, backend, config
+        self.optimizer, self.scheduler = optimizer, scheduler
+        self.out_dir = Path(out_dir)
+        self.ckpt_root = self.out_dir / "checkpoints"
+        self.batches, self.logger, self.evaluate = batches, logger, evaluate
+        self.dist = backend.dist
+        self.loss_module = backend.wrap_model(MaskedLoss(model))
+        self.ema = EMA(model, config.ema_decay) if config.ema_decay else None
+        self.step, self.epoch, self.batch_in_epoch = 0, 0, 0
+        self.nonfinite_total, self.tokens_seen = 0, 0
+        self.stop_signal: str | None = None
+        self._iter: Iterator | None = None
+        self._sums = None
+
+    # ------------------------------------------------------------------ data position
+    def _next_batch(self) -> dict:
+        for _ in range(2):
+            if self._iter is None:
+                self._iter = iter(self.batches(self.epoch, self.batch_in_epoch))
+            try:
+                batch = next(self._iter)
+                self.batch_in_epoch += 1
+                return batch
+            except StopIteration:
+                self._iter, self.epoch, self.batch_in_epoch = None, self.epoch + 1, 0
+        raise ValueError(f"the data source yielded no batch for epoch {self.epoch}; is the dataset empty or "
+                         f"smaller than one batch per rank?")
+
+    # ------------------------------------------------------------------ one step
+    def _micro_batches(self) -> tuple[list[dict], int, int]:
+        micro, loss_tokens, frames = [], 0, 0
+        for _ in range(self.config.grad_accum):
+            batch = self._next_batch()
+            loss_tokens += batch["num_loss_tokens"]  # Python ints from the collate: no device sync
+            frames += batch["num_frames"]
+            micro.append(batch)
+        return micro, loss_tokens, frames
+
+    def train_step(self) -> None:
+        """One optimizer update over ``grad_accum`` micro-batches (no host sync)."""
+        micro, loss_tokens, frames = self._micro_batches()
+        device = self.backend.device
+        global_tokens = self.backend.all_reduce_sum(torch.tensor(float(loss_tokens), device=device))
+        scale = float(self.dist.world_size) / global_tokens.clamp(min=1.0)
+        loss_total = torch.zeros((), device=device)
+        for i, batch in enumerate(micro):
+            batch = self.backend.to_device({k: batch[k] for k in ("codes", "semantic", "lengths", "inputs",
+                                                                   "loss_mask", "level")})
+            last = i == len(micro) - 1
+            accumulate_only = not last and hasattr(self.loss_module, "no_sync")  # DDP: all-reduce on the last only
+            sync = self.loss_module.no_sync() if accumulate_only else contextlib.nullcontext()
+            with sync:
+                with self.backend.autocast():
+                    loss_sum, metrics = self.loss_module(batch["codes"], batch["semantic"], batch["lengths"],
+                                                         batch["inputs"], batch["loss_mask"], batch["level"])
+                (loss_sum * scale).backward()
+            loss_total = loss_total + loss_sum.detach()
+            self._accumulate(metrics)
+        params = [p for p in self.model.parameters() if p.grad is not None]
+        grad_norm = torch.nn.utils.clip_grad_norm_(params, self.config.grad_clip)
+        finite = torch.isfinite(loss_total) & torch.isfinite(grad_norm)
+        guarded_step(self.optimizer, finite, self.backend.optimizer_step)
+        self.optimizer.zero_grad(set_to_none=True)
+        self.scheduler.step()
+        if self.ema is not None:
+            self.ema.update(self.model)
+        self._accumulate_step(loss_total, grad_norm, finite, frames * self.model.config.num_levels)
+        self.backend.mark_step()
+        self.step += 1
+
+    # ------------------------------------------------------------------ metrics on device
+    def _zero_sums(self) -> None:
+        q = self.model.config.num_levels
+        self._sums = {k: torch.zeros(n, device=self.backend.device)
+                      for k, n in (("ce", q), ("correct", q), ("tokens", q), ("scalars", 4))}
+        self._tokens_window, self._window_start, self._steps_window = 0, time.perf_counter(), 0
+        self._eval_seconds = 0.0  # evaluation time inside the window, left out of the throughput
+
+    def _accumulate(self, metrics: dict) -> None:
+        tokens_Q = metrics["tokens_per_level"].detach().float()
+        self._sums["ce"] += metrics["loss_per_level"].detach().float() * tokens_Q
+        self._sums["correct"] += metrics["accuracy_per_level"].detach().float() * tokens_Q
+        self._sums["tokens"] += tokens_Q
+
+    def _accumulate_step(self, loss_total, grad_norm, finite, acoustic_tokens: int) -> None:
+        # scalars: summed finite loss, finite grad norm, non-finite step count, steps
+        ok = finite.float()
+        self._sums["scalars"] += torch.stack([torch.where(finite, loss_total, 0.0), torch.where(finite, grad_norm, 0.0),
+                                              1.0 - ok, torch.ones_like(ok)]).float()
+        self._tokens_window += acoustic_tokens
+        self._steps_window += 1
+
+    def _read_metrics(self) -> dict:
+        """All-reduce and read the window's sums (the one host sync per log interval)."""
+        s = self._sums
+        packed = torch.cat([s["ce"], s["correct"], s["tokens"], s["scalars"],
+                            torch.tensor([float(self._tokens_window)], device=self.backend.device)])
+        values = self.backend.all_reduce_sum(packed).tolist()
+        q, ws = self.model.config.num_levels, self.dist.world_size
+        ce, correct, tokens = values[:q], values[q:2 * q], values[2 * q:3 * q]
+        loss_sum, norm_sum, nonfinite, steps = values[3 * q:3 * q + 4]
+        steps, finite_steps = steps / ws, max(steps / ws - nonfinite / ws, 1.0)
+        elapsed = max(time.perf_counter() - self._window_start - self._eval_seconds, 1e-9)
+        self.nonfinite_total += int(round(nonfinite / ws))
+        self.tokens_seen += int(values[-1])
+        return {
+            "train/loss": sum(ce) / max(sum(tokens), 1.0),
+            "train/accuracy": sum(correct) / max(sum(tokens), 1.0),
+            "train/loss_per_level": [c / t if t else float("nan") for c, t in zip(ce, tokens)],
+            "train/accuracy_per_level": [c / t if t else float("nan") for c, t in zip(correct, tokens)],
+            "train/grad_norm": norm_sum / ws / finite_steps,
+            "train/lr": float(self.scheduler.get_last_lr()[0]),
+            "train/tokens_per_s": values[-1] / elapsed,
+            "train/steps_per_s": steps / elapsed,
+            "train/nonfinite_skipped": self.nonfinite_total,
+            "train/epoch": self.epoch,
+        }
+
+    # ------------------------------------------------------------------ checkpoints
+    def training_state(self) -> dict:
+        return {"step": self.step, "epoch": self.epoch, "batch_in_epoch": self.batch_in_epoch,
+                "optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
+                "rng": ckpt.capture_rng(), "nonfinite_skipped": self.nonfinite_total,
+                "tokens_seen": self.tokens_seen, "world_size": self.dist.world_size,
+                "wandb_id": getattr(self.logger, "run_id", None) or ""}
+
+    def save(self) -> Path | None:
+        """Rank 0 writes the checkpoint; every rank waits for it."""
+        path = None
+        if self.dist.is_main:
+            ema_state = self.ema.state_dict() if self.ema is not None else None
+            path = ckpt.save_checkpoint(self.ckpt_root, self.step, self.model, self.training_state(), ema_state,
+                                        self.config.keep_last)
+        self.backend.barrier()
+        return path
+
+    def load(self, directory: Path) -> None:
+        """Restore weights, optimizer, scheduler, RNG, data position and counters."""
+        model_state, state, ema_state = ckpt.load_checkpoint(directory, map_location=self.backend.device)
+        self.model.load_state_dict(model_state)
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        ckpt.restore_rng(state["rng"])
+        if self.ema is not None:
+            if ema_state is None:
+                raise ValueError(f"{directory} has no ema.safetensors but trainer.ema_decay={self.config.ema_decay}")
+            self.ema.load_state_dict(ema_state)
+        self.step, self.epoch, self.batch_in_epoch = state["step"], state["epoch"], state["batch_in_epoch"]
+        self.nonfinite_total, self.tokens_seen = state["nonfinite_skipped"], state["tokens_seen"]
+        if state["world_size"] != self.dist.world_size and self.dist.is_main:
+            print(f"warning: {directory} was written by {state['world_size']} processes, resuming with "
+                  f"{self.dist.world_size}: the data order is not the one of the original run", flush=True)
+        self._iter = None
+
+    # ------------------------------------------------------------------ signals
+    def _on_signal(self, signum, _frame) -> None:
+        self.stop_signal = signal.Signals(signum).name
+
+    @contextlib.contextmanager
+    def _signals(self):
+        previous = {s: signal.signal(s, self._on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
+        try:
+            yield
+        finally:
+            for s, handler in previous.items():
+                signal.signal(s, handler)
+
+    def _stop_agreed(self, at_log_step: bool) -> bool:
+        """Single process: the flag. Several: agreed by all-reduce at log steps, so no rank hangs."""
+        if not self.dist.distributed:
+            return self.stop_signal is not None
+        if not at_log_step:
+            return False
+        flag = torch.tensor([1.0 if self.stop_signal else 0.0], device=self.backend.device)
+        return bool(self.backend.all_reduce_sum(flag).item() > 0)
+
+    # ------------------------------------------------------------------ the run
+    def _log_window(self, bar) -> dict:
+        metrics = self._read_metrics()
+        if self.logger is not None:
+            self.logger.log(flatten_levels(metrics), step=self.step)
+        if bar is not None:
+            bar.set_postfix(loss=f"{metrics['train/loss']:.3f}", tok_s=f"{metrics['train/tokens_per_s']:.0f}")
+        if self.nonfinite_total > self.config.max_nonfinite:
+            raise NonFiniteLossError(
+                f"{self.nonfinite_total} steps had a non-finite loss or gradient norm (limit trainer.max_nonfinite="
+                f"{self.config.max_nonfinite}); stopping at step {self.step}. Lower optim.lr or raise the limit; "
+                f"the last checkpoint under {self.ckpt_root} holds finite weights.")
+        self._zero_sums()
+        return metrics
+
+    def fit(self, resume_from: Path | None = None) -> dict:
+        """Train to ``max_steps`` (or until a signal); returns the last logged metrics."""
+        if resume_from is not None:
+            self.load(resume_from)
+        cfg, last, started = self.config, {}, time.perf_counter()
+        self.model.train()
+        self._zero_sums()
+        bar = None
+        if cfg.progress and self.dist.is_main:
+            from tqdm.auto import tqdm
+
+            bar = tqdm(total=cfg.max_steps, initial=self.step, desc="train", dynamic_ncols=True)
+        with self._signals():
+            while self.step < cfg.max_steps:
+                self.train_step()
+                if bar is not None:
+                    bar.update(1)
+                at_log = self.step % cfg.log_every == 0 or self.step == cfg.max_steps
+                if at_log:
+                    last = self._log_window(bar)
+                    if cfg.max_minutes is not None and time.perf_counter() - started > 60 * cfg.max_minutes:
+                        self.stop_signal = self.stop_signal or f"the time limit trainer.max_minutes={cfg.max_minutes}"
+                if self.evaluate is not None and self.step % cfg.eval_every == 0:
+                    self._run_eval()
+                if self._stop_agreed(at_log):
+                    if self.dist.is_main:
+                        print(f"stopping at step {self.step} ({self.stop_signal or 'a signal on another rank'}): "
+                              "writing a checkpoint and exiting", flush=True)
+                    break
+                if self.step % cfg.ckpt_every == 0 and self.step < cfg.max_steps:
+                    self.save()
+        if bar is not None:
+            bar.close()
+        self.save()
+        return last
+
+    def _run_eval(self) -> None:
+        """Evaluate with the EMA weights when EMA is on (all ranks call; see :mod:`soundstorm.evaluation`)."""
+        started = time.perf_counter()
+        self.model.eval()
+        backup = None
+        if self.ema is not None:
+            backup = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
+            self.ema.copy_to(self.model)
+        try:
+            metrics = self.evaluate(self.model, self.step) or {}
+        finally:
+            if backup is not None:
+                self.model.load_state_dict(backup)
+            self.model.train()
+            self._eval_seconds += time.perf_counter() - started
+        if self.logger is not None and metrics:
+            self.logger.log(flatten_levels(metrics), step=self.step)
+

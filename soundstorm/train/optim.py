@@ -1,0 +1,134 @@
+"""Optimisation pieces of the training loop: AdamW, warmup + cosine schedule, EMA, guarded step.
+
+* :func:`make_optimizer` builds ``torch.optim.AdamW`` with weight decay on matrices only.
+* :class:`WarmupCosine` is the multiplier given to ``torch.optim.lr_scheduler.LambdaLR``: linear
+  warmup to 1, then a cosine down to ``min_ratio`` at ``total_steps``. It is a small class (not a
+  lambda) so the scheduler's ``state_dict`` holds plain numbers and loads with ``weights_only=True``.
+* :class:`EMA` keeps an exponential moving average of the parameters with ``torch._foreach_lerp_``
+  (``torch.optim.swa_utils.AveragedModel`` reads its counter back to the host every update).
+* :func:`guarded_step` steps the optimizer and undoes the update on device when ``finite`` is False,
+  so a non-finite loss or gradient is skipped without a host sync.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+
+@dataclass
+class OptimConfig:
+    """AdamW and its schedule. ``total_steps`` is the cosine's length (usually the run's max steps)."""
+
+    lr: float = 3e-4
+    betas: tuple[float, float] = (0.9, 0.98)
+    eps: float = 1e-8
+    weight_decay: float = 0.01
+    warmup_steps: int = 500
+    total_steps: int = 10000
+    min_lr_ratio: float = 0.1
+
+    def __post_init__(self):
+        if not self.lr > 0 or not math.isfinite(self.lr):
+            raise ValueError(f"optim.lr must be finite and > 0, got {self.lr!r}")
+        if len(self.betas) != 2 or not all(0.0 <= b < 1.0 for b in self.betas):
+            raise ValueError(f"optim.betas must be two numbers in [0, 1), got {self.betas!r}")
+        if self.weight_decay < 0:
+            raise ValueError(f"optim.weight_decay must be >= 0, got {self.weight_decay!r}")
+        if self.warmup_steps < 0 or self.total_steps < 1:
+            raise ValueError(f"optim.warmup_steps must be >= 0 and optim.total_steps >= 1, got "
+                             f"{self.warmup_steps!r} and {self.total_steps!r}")
+        if not 0.0 <= self.min_lr_ratio <= 1.0:
+            raise ValueError(f"optim.min_lr_ratio must be in [0, 1], got {self.min_lr_ratio!r}")
+
+
+def make_optimizer(model: nn.Module, config: OptimConfig) -> torch.optim.AdamW:
+    """AdamW; weight decay on parameters with >= 2 dims, none on norms, biases and embeddings."""
+    decay, no_decay = [], []
+    for name, param in model.named_parameters():
+        if not param.requires_grad:
+            continue
+        (decay if param.ndim >= 2 and "embed" not in name else no_decay).append(param)
+    groups = [{"params": decay, "weight_decay": config.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    return torch.optim.AdamW(groups, lr=config.lr, betas=tuple(config.betas), eps=config.eps)
+
+
+class WarmupCosine:
+    """LR multiplier: ``step / warmup`` during warmup, then cosine from 1 to ``min_ratio``."""
+
+    def __init__(self, warmup_steps: int, total_steps: int, min_ratio: float):
+        self.warmup_steps = int(warmup_steps)
+        self.total_steps = int(total_steps)
+        self.min_ratio = float(min_ratio)
+
+    def __call__(self, step: int) -> float:
+        if step < self.warmup_steps:
+            return (step + 1) / self.warmup_steps
+        span = max(self.total_steps - self.warmup_steps, 1)
+        progress = min(max(step - self.warmup_steps, 0) / span, 1.0)
+        return self.min_ratio + (1.0 - self.min_ratio) * 0.5 * (1.0 + math.cos(math.pi * progress))
+
+
+def make_scheduler(optimizer: torch.optim.Optimizer, config: OptimConfig) -> torch.optim.lr_scheduler.LambdaLR:
+    return torch.optim.lr_scheduler.LambdaLR(
+        optimizer, WarmupCosine(config.warmup_steps, config.total_steps, config.min_lr_ratio))
+
+
+class EMA:
+    """Exponential moving average of a model's floating-point parameters and buffers, on device."""
+
+    def __init__(self, model: nn.Module, decay: float):
+        if not 0.0 < decay < 1.0:
+            raise ValueError(f"trainer.ema_decay must be in (0, 1) to enable EMA, got {decay!r}")
+        self.decay = float(decay)
+        self.shadow = {k: v.detach().clone() for k, v in model.state_dict().items() if v.is_floating_point()}
+
+    @torch.no_grad()
+    def update(self, model: nn.Module) -> None:
+        state = model.state_dict()
+        names = list(self.shadow)
+        torch._foreach_lerp_([self.shadow[k] for k in names], [state[k].detach() for k in names], 1.0 - self.decay)
+
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        return dict(self.shadow)
+
+    def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
+        missing = sorted(set(self.shadow) - set(state))
+        if missing:
+            raise ValueError(f"EMA weights are missing {missing[:5]} (and {max(len(missing) - 5, 0)} more)")
+        for k in self.shadow:
+            self.shadow[k].copy_(state[k])
+
+    def copy_to(self, model: nn.Module) -> None:
+        """Load the averaged weights into ``model`` (non-float buffers are left as they are)."""
+        model.load_state_dict({**model.state_dict(), **self.shadow})
+
+
+def _shaped_states(optimizer: torch.optim.Optimizer, param: torch.Tensor) -> dict[str, torch.Tensor]:
+    return {k: v for k, v in optimizer.state.get(param, {}).items()
+            if isinstance(v, torch.Tensor) and v.shape == param.shape}
+
+
+@torch.no_grad()
+def guarded_step(optimizer: torch.optim.Optimizer, finite: torch.Tensor, step_fn=None) -> None:
+    """``optimizer.step()`` that leaves parameters and moments unchanged where ``finite`` is False.
+
+    ``finite`` is a 0-d bool tensor on the parameters' device; nothing is read back to the host.
+    Gradients are zeroed when not finite (so NaNs never reach the moments), the step runs, and
+    every parameter and moment buffer is put back to its previous value with ``torch.where``.
+    The optimizer's step counter still advances (it only scales the bias correction).
+    ``step_fn(optimizer)`` performs the step (a backend's ``optimizer_step``), default ``step()``.
+    """
+    params = [p for group in optimizer.param_groups for p in group["params"] if p.grad is not None]
+    before = []
+    for p in params:
+        p.grad.copy_(torch.where(finite, p.grad, torch.zeros_like(p.grad)))
+        before.append((p.detach().clone(), {k: v.clone() for k, v in _shaped_states(optimizer, p).items()}))
+    (step_fn or (lambda opt: opt.step()))(optimizer)
+    for p, (old_param, old_states) in zip(params, before):
+        p.copy_(torch.where(finite, p, old_param))
+        for k, v in _shaped_states(optimizer, p).items():
+            v.copy_(torch.where(finite, v, old_states.get(k, torch.zeros_like(v))))
