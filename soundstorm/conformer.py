@@ -35,10 +35,11 @@ class RotaryEmbedding(nn.Module):
         """``(cos_TH, sin_TH)`` for positions ``0..num_frames-1`` (H = head dim)."""
         key = (num_frames, str(device), dtype)
         if key not in self._cache:
-            positions_T = torch.arange(num_frames, device=device, dtype=torch.float32)
-            angles_TH2 = positions_T[:, None] * self.inv_freq.to(device)[None, :]
+            # computed on the host and copied: on XLA the tables are device data, not part of a graph
+            positions_T = torch.arange(num_frames, dtype=torch.float32)
+            angles_TH2 = positions_T[:, None] * self.inv_freq.detach().cpu()[None, :]
             angles_TH = torch.cat([angles_TH2, angles_TH2], dim=-1)
-            self._cache[key] = (angles_TH.cos().to(dtype), angles_TH.sin().to(dtype))
+            self._cache[key] = (angles_TH.cos().to(device, dtype), angles_TH.sin().to(device, dtype))
         return self._cache[key]
 
     @staticmethod

@@ -121,8 +121,10 @@ def _iterations(schedule: ResolvedSchedule, device) -> list[_Iteration]:
                 "choice_scale": torch.tensor(schedule.choice_noise * (1.0 - progress)),
                 "counter": torch.tensor(counter, dtype=torch.long),
             }
+            # copied as [1] and viewed as 0-d on the device: torch_xla bakes some 0-d host values
+            # (0, 1, ...) into the graph as constants, which would give iterations distinct graphs
             out.append(_Iteration(is_last, is_last and schedule.greedy_last,
-                                  {k: v.to(device) for k, v in values.items()}))
+                                  {k: v.view(1).to(device).view(()) for k, v in values.items()}))
             counter += 1
     return out
 
@@ -181,21 +183,26 @@ def decode(
     schedule: ResolvedSchedule,
     seed: torch.Tensor,
     mask_id: int,
+    mark_step: Callable[[], None] | None = None,
 ) -> torch.Tensor:
     """Fill every masked, non-padding position of ``codes_BQT`` level by level.
 
     ``logits_fn(codes_BQT, level)`` returns ``[B, T, V]`` logits for one level (``level`` a 0-d long
     tensor); it is called exactly ``sum(schedule.steps)`` times. Positions that are not masked on
     entry (the prompt) and padding frames (``valid_BT`` False) are never changed.
+    ``mark_step()`` (the XLA backend's) runs once after the set-up and after every iteration, so
+    that each iteration is one graph and every sampling iteration, like every greedy one, reuses it.
     """
     batch_size, num_levels, num_frames = codes_BQT.shape
     device = codes_BQT.device
     levels_Q = torch.arange(num_levels, device=device)
     frames_T = torch.arange(num_frames, device=device, dtype=torch.long)
     initial_unknown_B = torch.zeros(batch_size, dtype=torch.long, device=device)
-    token_index_TV = None
+    iterations = _iterations(schedule, device)
+    if mark_step is not None:
+        mark_step()  # materialise the set-up (XLA keeps small host copies as pending constants)
 
-    for it in _iterations(schedule, device):
+    for it in iterations:
         t = it.tensors
         at_level_Q = levels_Q == t["level"]
         codes_BT = codes_BQT.index_select(1, t["level"].view(1)).squeeze(1)
@@ -208,8 +215,7 @@ def decode(
             sampled_BT = logits_BTV.argmax(dim=-1)
         else:
             logits_BTV = filter_logits(logits_BTV * t["inv_temperature"], schedule.top_k, schedule.top_p)
-            if token_index_TV is None:
-                token_index_TV = torch.arange(num_frames * logits_BTV.shape[-1], device=device).view(num_frames, -1)
+            token_index_TV = torch.arange(num_frames * logits_BTV.shape[-1], device=device).view(num_frames, -1)
             sample_key_B = _stream_keys(seed, 0x5EED, t["counter"], batch_size)
             sampled_BT = (logits_BTV + counter_gumbel(sample_key_B, token_index_TV)).argmax(dim=-1)
 
@@ -229,6 +235,8 @@ def decode(
 
         write_BQT = at_level_Q[None, :, None] & reveal_BT[:, None, :]
         codes_BQT = torch.where(write_BQT, sampled_BT[:, None, :], codes_BQT)
+        if mark_step is not None:
+            mark_step()
     return codes_BQT
 
 
@@ -241,6 +249,7 @@ def generate(
     lengths: torch.Tensor | None = None,
     config: SamplerConfig | None = None,
     generator: torch.Generator | None = None,
+    mark_step: Callable[[], None] | None = None,
 ) -> torch.Tensor:
     """Generate acoustic codes ``[B, Q, T]`` (``T = S × semantic_upsample``) from ``semantic [B, S]``.
 
@@ -250,6 +259,7 @@ def generate(
     within a batch.
     lengths: optional ``[B]`` real frames per example; padding frames come back as the mask id.
     generator: the source of the seed; the same seed gives the same output.
+    mark_step: called after the set-up and every decoding iteration (``backend.mark_step`` on XLA).
     """
     cfg = model.config
     semantic_BS = check_int_tensor("semantic", semantic, 2, "[B, S]")
@@ -276,7 +286,7 @@ def generate(
         codes_BQT[:, :qp, :tp] = prompt_BQT.to(device)
 
     valid_BT = frame_mask(lengths_B, batch_size, num_frames, device)
-    seed = torch.randint(0, 2**31 - 1, (), generator=generator).to(device)
+    seed = torch.randint(0, 2**31 - 1, (1,), generator=generator).to(device).view(())  # see _iterations
     semantic_BS = semantic_BS.to(device)
 
     def logits_fn(codes, level):
@@ -285,7 +295,7 @@ def generate(
     was_training = model.training
     model.eval()
     try:
-        codes_BQT = decode(logits_fn, codes_BQT, valid_BT, schedule, seed, cfg.mask_id)
+        codes_BQT = decode(logits_fn, codes_BQT, valid_BT, schedule, seed, cfg.mask_id, mark_step)
     finally:
         model.train(was_training)
     return codes_BQT
