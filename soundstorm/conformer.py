@@ -93,6 +93,14 @@ class SelfAttention(nn.Module):
         return self.out_dropout(self.to_out(rearrange(out_BNTH, "b n t h -> b t (n h)")))
 
 
+def _glu(x_BTC: torch.Tensor) -> torch.Tensor:
+    """``F.glu`` over the last dim; on XLA as ``a * sigmoid(b)`` (torch_xla has no ``glu_backward``)."""
+    if x_BTC.device.type != "xla":
+        return F.glu(x_BTC, dim=-1)
+    a_BTC, b_BTC = x_BTC.chunk(2, dim=-1)
+    return a_BTC * torch.sigmoid(b_BTC)
+
+
 class ConvModule(nn.Module):
     """Pointwise conv + GLU → depthwise conv → LayerNorm → Swish → pointwise conv.
 
@@ -116,7 +124,7 @@ class ConvModule(nn.Module):
         self.dropout = nn.Dropout(dropout)
 
     def forward(self, x_BTD: torch.Tensor, valid_BT1: torch.Tensor | None) -> torch.Tensor:
-        h_BTD = F.glu(self.pointwise_in(self.norm(x_BTD)), dim=-1)
+        h_BTD = _glu(self.pointwise_in(self.norm(x_BTD)))
         if valid_BT1 is not None:
             h_BTD = h_BTD * valid_BT1
         h_BTD = self.depthwise(h_BTD.transpose(1, 2)).transpose(1, 2)

@@ -176,7 +176,7 @@ class SoundStorm(nn.Module):
         if validate:
             codes, semantic, lengths = self.check_inputs(codes, semantic, lengths)
             check_range("codes (clean, no mask ids, in loss)", codes, 0, self.config.codebook_size)
-        corruption = corrupt(codes, lengths, generator, mask_id=self.config.mask_id)
+        corruption = corrupt(codes, lengths, generator, mask_id=self.config.mask_id, validate=validate)
         return self.loss_on_corruption(codes, semantic, lengths, corruption)
 
     def loss_on_corruption(self, codes_BQT, semantic_BS, lengths_B, corruption):
