@@ -13,7 +13,7 @@ import tempfile
 from pathlib import Path
 
 import torch
-from safetensors import SafetensorsError
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 CONFIG_NAME = "config.json"
@@ -61,7 +61,7 @@ def load_state_dict(path: Path, device="cpu") -> dict[str, torch.Tensor]:
         raise FileNotFoundError(f"weights file not found: {path}")
     try:
         return load_file(str(path), device=str(device))
-    except (SafetensorsError, OSError, ValueError) as err:
+    except (SafetensorError, OSError, ValueError) as err:
         raise ValueError(
             f"{path} is not a valid safetensors file ({err}); soundstorm never unpickles weights. "
             "Convert a trusted PyTorch checkpoint with safetensors.torch.save_file first."

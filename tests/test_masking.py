@@ -1,0 +1,111 @@
+"""Paper §3.2 masking rules, tested directly on `soundstorm.masking.corrupt` and `SoundStorm.loss`."""
+
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from soundstorm import SoundStorm, SoundStormConfig, corrupt
+
+MASK = 99
+
+
+def _codes(batch, levels, frames, seed=0):
+    return torch.randint(0, 50, (batch, levels, frames), generator=torch.Generator().manual_seed(seed))
+
+
+def test_level_is_uniform_over_levels():
+    out = corrupt(_codes(20000, 4, 8), generator=torch.Generator().manual_seed(1), mask_id=MASK)
+    freq = torch.bincount(out.level, minlength=4).float() / 20000
+    assert freq.shape == (4,)
+    assert torch.allclose(freq, torch.full((4,), 0.25), atol=0.015), freq
+
+
+def test_mask_ratio_follows_cosine_of_uniform():
+    out = corrupt(_codes(20000, 3, 4), generator=torch.Generator().manual_seed(2), mask_id=MASK)
+    p = out.mask_ratio
+    # p = cos(u), u ~ U[0, pi/2]  =>  P(p <= x) = 1 - (2/pi) arccos(x), E[p] = 2/pi, E[p^2] = 1/2
+    assert abs(p.mean().item() - 2 / math.pi) < 0.01
+    assert abs((p**2).mean().item() - 0.5) < 0.01
+    for x in (0.1, 0.3, 0.5, 0.7, 0.9):
+        expected = 1 - (2 / math.pi) * math.acos(x)
+        assert abs((p <= x).float().mean().item() - expected) < 0.015
+
+
+def test_masked_fraction_on_level_q_matches_the_ratio():
+    codes = _codes(3000, 3, 64)
+    out = corrupt(codes, generator=torch.Generator().manual_seed(3), mask_id=MASK)
+    frames = torch.arange(64)
+    eligible_BT = frames[None] >= out.prompt_len[:, None]
+    masked_B = out.loss_mask.any(dim=1).sum(-1).float()
+    # Bernoulli(p) over eligible frames: E[masked] = p * eligible; check in aggregate and by correlation
+    expected_B = out.mask_ratio * eligible_BT.sum(-1)
+    assert abs(masked_B.sum().item() / expected_B.sum().item() - 1) < 0.02
+    big = eligible_BT.sum(-1) >= 32
+    frac_B = masked_B[big] / eligible_BT.sum(-1)[big]
+    assert (frac_B - out.mask_ratio[big]).abs().mean() < 0.08
+
+
+def test_prompt_visible_finer_masked_coarser_untouched():
+    codes = _codes(500, 5, 30)
+    lengths = torch.randint(1, 31, (500,), generator=torch.Generator().manual_seed(4))
+    out = corrupt(codes, lengths, generator=torch.Generator().manual_seed(5), mask_id=MASK)
+    frames = torch.arange(30)
+    for b in range(500):
+        t, q, n = out.prompt_len[b].item(), out.level[b].item(), lengths[b].item()
+        assert 0 <= t <= n - 1
+        assert torch.equal(out.inputs[b, :, :t], codes[b, :, :t]), "prompt frames must stay visible"
+        assert torch.equal(out.inputs[b, :q], codes[b, :q]), "coarser levels are never masked"
+        assert (out.inputs[b, q + 1:, t:n] == MASK).all(), "finer levels are fully masked after the prompt"
+        level_masked = out.inputs[b, q] == MASK
+        assert torch.equal(level_masked, out.loss_mask[b, q])
+        assert not out.loss_mask[b, :, n:].any(), "padding is never in the loss"
+        assert not out.loss_mask[b, :q].any() and not out.loss_mask[b, q + 1:].any()
+        assert not level_masked[:t].any()
+        assert torch.equal(out.inputs[b, q][~level_masked], codes[b, q][~level_masked])
+    del frames
+
+
+def test_prompt_delimiter_is_uniform_over_frames():
+    out = corrupt(_codes(40000, 2, 4), generator=torch.Generator().manual_seed(6), mask_id=MASK)
+    freq = torch.bincount(out.prompt_len, minlength=4).float() / 40000
+    assert torch.allclose(freq, torch.full((4,), 0.25), atol=0.015), freq
+
+
+def test_corrupt_is_reproducible_with_a_generator():
+    codes = _codes(8, 4, 16)
+    a = corrupt(codes, generator=torch.Generator().manual_seed(7), mask_id=MASK)
+    b = corrupt(codes, generator=torch.Generator().manual_seed(7), mask_id=MASK)
+    assert torch.equal(a.inputs, b.inputs) and torch.equal(a.loss_mask, b.loss_mask)
+
+
+def test_loss_counts_only_masked_level_q_tokens():
+    torch.manual_seed(0)
+    cfg = SoundStormConfig.tiny()
+    model = SoundStorm(cfg).eval()
+    codes = torch.randint(0, cfg.codebook_size, (6, cfg.num_levels, 12))
+    semantic = torch.randint(0, cfg.semantic_vocab_size, (6, 6))
+    corruption = corrupt(codes, generator=torch.Generator().manual_seed(8), mask_id=cfg.mask_id)
+    loss, metrics = model.loss_on_corruption(codes, semantic, None, corruption)
+    logits_BQTV = model(corruption.inputs, semantic)
+    ce_BQT = F.cross_entropy(logits_BQTV.permute(0, 3, 1, 2), codes, reduction="none")
+    expected = ce_BQT[corruption.loss_mask].mean()
+    assert torch.allclose(loss, expected, atol=1e-5)
+    assert metrics["num_tokens"].item() == corruption.loss_mask.sum().item()
+    per_level = [ce_BQT[:, q][corruption.loss_mask[:, q]] for q in range(cfg.num_levels)]
+    for q, values in enumerate(per_level):
+        if values.numel():
+            assert torch.allclose(metrics["loss_per_level"][q], values.mean(), atol=1e-5)
+        assert metrics["tokens_per_level"][q].item() == values.numel()
+
+
+def test_corrupt_rejects_bad_inputs():
+    with pytest.raises(ValueError, match="codes"):
+        corrupt(torch.zeros(2, 3), mask_id=MASK)
+    with pytest.raises(ValueError, match="integer"):
+        corrupt(torch.zeros(2, 3, 4), mask_id=MASK)
+    with pytest.raises(ValueError, match="lengths"):
+        corrupt(torch.zeros(2, 3, 4, dtype=torch.long), torch.tensor([5, 1]), mask_id=MASK)
+    with pytest.raises(ValueError, match="lengths"):
+        corrupt(torch.zeros(2, 3, 4, dtype=torch.long), torch.tensor([0, 1]), mask_id=MASK)
