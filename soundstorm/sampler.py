@@ -250,6 +250,7 @@ def generate(
     config: SamplerConfig | None = None,
     generator: torch.Generator | None = None,
     mark_step: Callable[[], None] | None = None,
+    wrap_logits: Callable[[LogitsFn, torch.Tensor], LogitsFn] | None = None,
 ) -> torch.Tensor:
     """Generate acoustic codes ``[B, Q, T]`` (``T = S × semantic_upsample``) from ``semantic [B, S]``.
 
@@ -260,6 +261,8 @@ def generate(
     lengths: optional ``[B]`` real frames per example; padding frames come back as the mask id.
     generator: the source of the seed; the same seed gives the same output.
     mark_step: called after the set-up and every decoding iteration (``backend.mark_step`` on XLA).
+    wrap_logits: ``wrap_logits(logits_fn, codes_BQT)`` returns the logits function to decode with,
+    e.g. a CUDA-graph replay of it (:func:`soundstorm.backends.cuda_graphs.graphed_logits_fn`).
     """
     cfg = model.config
     semantic_BS = check_int_tensor("semantic", semantic, 2, "[B, S]")
@@ -294,6 +297,8 @@ def generate(
 
     was_training = model.training
     model.eval()
+    if wrap_logits is not None:
+        logits_fn = wrap_logits(logits_fn, codes_BQT)
     try:
         codes_BQT = decode(logits_fn, codes_BQT, valid_BT, schedule, seed, cfg.mask_id, mark_step)
     finally:
