@@ -292,8 +292,10 @@ def generate(
     seed = torch.randint(0, 2**31 - 1, (1,), generator=generator).to(device).view(())  # see _iterations
     semantic_BS = semantic_BS.to(device)
 
+    semantic_BTD = model.embed_semantic(semantic_BS)  # the same for every pass: embedded once
+
     def logits_fn(codes, level):
-        return model(codes, semantic_BS, lengths_B, level=level, validate=False)
+        return model(codes, semantic_BS, lengths_B, level=level, validate=False, semantic_embedding=semantic_BTD)
 
     was_training = model.training
     model.eval()
