@@ -46,9 +46,10 @@ class BenchConfig:
     ar_baseline: bool = False  # estimate level-wise autoregressive decoding with the same backbone
     ar_positions: int = 6
     warmup: int = 1
+    warmup_schedule: str = "full"  # "full": the timed schedule; "short": (2, 1, ..., 1), same kernels/graphs
     runs: int = 3
     backend: str = "auto"
-    num_threads: int | None = None  # CPU threads (None: torch's default)
+    backend_options: dict = dataclasses.field(default_factory=dict)  # e.g. {"num_threads": 2} on the CPU
     matmul_size: int = 4096
     seed: int = 0
     output_json: str | None = "bench.json"
@@ -56,8 +57,9 @@ class BenchConfig:
     def __post_init__(self):
         if self.model_preset not in PRESETS:
             raise ValueError(f"BenchConfig.model_preset must be one of {PRESETS}, got {self.model_preset!r}")
-        if not isinstance(self.model_overrides, dict):
-            raise ValueError(f"BenchConfig.model_overrides must be a dict, got {self.model_overrides!r}")
+        for name in ("model_overrides", "backend_options"):
+            if not isinstance(getattr(self, name), dict):
+                raise ValueError(f"BenchConfig.{name} must be a dict, got {getattr(self, name)!r}")
         for name in ("duration_s", "frame_rate_hz"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
@@ -66,6 +68,8 @@ class BenchConfig:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < low:
                 raise ValueError(f"BenchConfig.{name} must be an integer >= {low}, got {value!r}")
+        if self.warmup_schedule not in ("full", "short"):
+            raise ValueError(f"BenchConfig.warmup_schedule must be 'full' or 'short', got {self.warmup_schedule!r}")
         if self.dtype not in DTYPES:
             raise ValueError(f"BenchConfig.dtype must be one of {sorted(DTYPES)}, got {self.dtype!r}")
         if self.backend not in NAMES:
@@ -81,8 +85,9 @@ class BenchConfig:
 
     def num_frames(self, config: SoundStormConfig) -> int:
         """Codec frames for ``duration_s``; must be a whole number of semantic frames."""
-        num_frames = round(self.duration_s * self.frame_rate_hz)
-        if num_frames < 1 or num_frames % config.semantic_upsample:
+        exact = self.duration_s * self.frame_rate_hz
+        num_frames = round(exact)
+        if abs(exact - num_frames) > 1e-6 or num_frames < 1 or num_frames % config.semantic_upsample:
             raise ValueError(f"BenchConfig.duration_s={self.duration_s} at frame_rate_hz={self.frame_rate_hz} gives "
                              f"{num_frames} frames, expected a positive multiple of semantic_upsample="
                              f"{config.semantic_upsample}")
@@ -90,12 +95,17 @@ class BenchConfig:
 
 
 def _make_backend(cfg: BenchConfig):
+    """The backend with its options; the bench's ``dtype`` is the autocast dtype on CUDA and XLA."""
     name = resolve_name(cfg.backend)
+    options = {k: v for k, v in cfg.backend_options.items() if not (name == "cpu" and v is None)}
     if name == "cpu":
         if cfg.dtype != "float32":
             raise ValueError(f"BenchConfig.dtype={cfg.dtype!r} on the CPU backend: only float32 is supported")
-        return get_backend("cpu", num_threads=cfg.num_threads)
-    return get_backend(name, dtype=cfg.dtype)
+        options.pop("dtype", None)
+    else:
+        options["dtype"] = cfg.dtype
+        options.pop("num_threads", None)
+    return get_backend(name, **options)
 
 
 def _versions() -> dict:
@@ -131,14 +141,14 @@ def _sampler_hooks(cfg: BenchConfig, backend, model):
     return runner, wrap
 
 
-def _timed_generations(cfg, backend, runner, wrap, semantic_BS, decode_fn, num_runs, counter):
+def _timed_generations(cfg, backend, runner, wrap, semantic_BS, decode_fn, num_runs, counter, steps):
     latencies, decode_s = [], []
     for run in range(num_runs):
         counter.clear()
         backend.sync()
         start = time.perf_counter()
         with backend.autocast():
-            codes_BQT = generate(runner, semantic_BS, config=SamplerConfig(steps=cfg.steps),
+            codes_BQT = generate(runner, semantic_BS, config=SamplerConfig(steps=steps),
                                  generator=torch.Generator().manual_seed(cfg.seed + run),
                                  mark_step=backend.mark_step, wrap_logits=wrap)
             backend.sync()
@@ -173,9 +183,11 @@ def run_bench(cfg: BenchConfig) -> dict:
     counter = []
     model.register_forward_hook(lambda *_: counter.append(1))
 
-    _timed_generations(cfg, backend, runner, wrap, semantic_BS, decode_fn, cfg.warmup, counter)
+    # warm-up: every kernel (CPU/CUDA) and every graph kind (XLA: set-up, sampling, greedy) once
+    warmup_steps = schedule.steps if cfg.warmup_schedule == "full" else (2,) + (1,) * (model_cfg.num_levels - 1)
+    _timed_generations(cfg, backend, runner, wrap, semantic_BS, decode_fn, cfg.warmup, counter, warmup_steps)
     latencies, decode_s, passes = _timed_generations(cfg, backend, runner, wrap, semantic_BS, decode_fn,
-                                                     cfg.runs, counter)
+                                                     cfg.runs, counter, schedule.steps)
     peak_bytes = backend.peak_memory_bytes()
     peak_growth = None if peak_bytes is None else peak_bytes - (baseline_bytes or 0)
     ar = None

@@ -6,6 +6,7 @@ Examples::
     soundstorm-bench duration_s=10 runs=2
     soundstorm-bench ar_baseline=true codec_decode=true
     soundstorm-bench model_preset=tiny duration_s=1 output_json=/tmp/bench.json
+    soundstorm-bench backend=cpu backend.options.num_threads=2 +model_overrides.depth=2
 """
 
 from __future__ import annotations
@@ -23,6 +24,12 @@ def to_bench_config(cfg: DictConfig) -> BenchConfig:
     """The Hydra config as a plain :class:`BenchConfig` (unknown keys are a ValueError)."""
     data = OmegaConf.to_container(cfg, resolve=True)
     data.pop("hydra", None)
+    backend = data.pop("backend", None) or {}
+    if isinstance(backend, str):  # a plain key, for callers without the config group
+        backend = {"name": backend}
+    if "name" in backend:
+        data["backend"] = backend["name"]
+        data["backend_options"] = dict(backend.get("options") or {})
     known = set(BenchConfig.__dataclass_fields__)
     unknown = sorted(set(data) - known)
     if unknown:
