@@ -13,6 +13,7 @@ the sampler, and not the interpreter and libraries loaded before.
 from __future__ import annotations
 
 import dataclasses
+import os
 import platform
 import statistics
 import time
@@ -197,11 +198,30 @@ def run_bench(cfg: BenchConfig) -> dict:
         ar = estimate_autoregressive(model, backend, num_frames, cfg.batch_size, cfg.ar_positions)
     peaks.append(measure_matmul_peak(backend, DTYPES[cfg.dtype], cfg.matmul_size))
 
+    result = _summarise(cfg, backend, model, schedule, num_frames, latencies, decode_s, passes, peaks, peak_growth)
+    if ar is not None:
+        ar["speedup_estimate"] = ar["latency_s_estimate"] / result["latency_s_median"]
+        result["ar_baseline"] = ar
+    backend.shutdown()
+    return result
+
+
+def _cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo") as f:
+            return next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), "")
+    except OSError:
+        return platform.processor()
+
+
+def _summarise(cfg, backend, model, schedule, num_frames, latencies, decode_s, passes, peaks, peak_growth) -> dict:
+    """The JSON-ready result: latency statistics, throughput, MFU, memory, device and versions."""
+    model_cfg = model.config
     median = statistics.median(latencies)
     flops = flops_per_pass(model_cfg, num_frames, cfg.batch_size)
     peak_flops = max(peaks)
     weights_bytes = sum(p.numel() * p.element_size() for p in model.parameters())
-    result = {
+    return {
         "config": {**dataclasses.asdict(cfg), "model": model_cfg.to_dict(), "num_frames": num_frames,
                    "steps": list(schedule.steps), "num_parameters": model.num_parameters()},
         "forward_passes": passes,
@@ -211,7 +231,7 @@ def run_bench(cfg: BenchConfig) -> dict:
         "latency_s_median": median,
         "latency_s_min": min(latencies),
         "latency_s_max": max(latencies),
-        "codec_decode_s_median": statistics.median(decode_s) if decode_fn is not None else None,
+        "codec_decode_s_median": statistics.median(decode_s) if cfg.codec_decode else None,
         "rtf": median / (cfg.duration_s * cfg.batch_size),
         "frames_per_s": cfg.batch_size * num_frames / median,
         "tokens_per_s": cfg.batch_size * num_frames * model_cfg.num_levels / median,
@@ -224,16 +244,11 @@ def run_bench(cfg: BenchConfig) -> dict:
         "peak_memory_definition": "high-water mark minus the baseline taken right before building the model",
         "weights_bytes": weights_bytes,
         "peak_memory_over_weights": None if peak_growth is None else peak_growth / weights_bytes,
-        "device": {**backend.describe(), "machine": platform.machine(), "processor": platform.processor(),
-                   "cpu_threads": torch.get_num_threads()},
+        "device": {**backend.describe(), "machine": platform.machine(), "cpu_model": _cpu_model(),
+                   "cpu_count": os.cpu_count(), "cpu_threads": torch.get_num_threads()},
         "dtype": cfg.dtype,
         "versions": _versions(),
     }
-    if ar is not None:
-        ar["speedup_estimate"] = ar["latency_s_estimate"] / median
-        result["ar_baseline"] = ar
-    backend.shutdown()
-    return result
 
 
 def format_table(result: dict) -> str:
