@@ -173,6 +173,21 @@ def filter_logits(logits_BTV: torch.Tensor, top_k: int | None, top_p: float | No
 
 
 # ---------------------------------------------------------------------- decoding
+def _most_confident(logits_BTV, sampled_BT, unknown_BT, num_unknown_B, initial_unknown_B, t, seed, frames_T):
+    """``reveal_BT``: the unknown positions whose confidence ranks above the cosine schedule's cut."""
+    batch_size = logits_BTV.shape[0]
+    log_probs_BTV = logits_BTV.log_softmax(dim=-1)
+    confidence_BT = log_probs_BTV.gather(-1, sampled_BT[..., None]).squeeze(-1)
+    choice_key_B = _stream_keys(seed, 0xC401CE, t["counter"], batch_size)
+    confidence_BT = confidence_BT + t["choice_scale"] * counter_gumbel(choice_key_B, frames_T)
+    confidence_BT = torch.where(unknown_BT, confidence_BT, torch.full_like(confidence_BT, float("inf")))
+    # tokens left masked: cosine share of the level's initial count, at least one revealed
+    keep_masked_B = torch.floor(initial_unknown_B * t["keep_fraction"]).long()
+    keep_masked_B = torch.minimum(keep_masked_B, num_unknown_B - 1).clamp(min=0)
+    rank_BT = confidence_BT.argsort(dim=-1, stable=True).argsort(dim=-1, stable=True)
+    return unknown_BT & (rank_BT >= keep_masked_B[:, None])
+
+
 LogitsFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
 
@@ -222,21 +237,29 @@ def decode(
         if it.is_last:
             reveal_BT = unknown_BT
         else:
-            log_probs_BTV = logits_BTV.log_softmax(dim=-1)
-            confidence_BT = log_probs_BTV.gather(-1, sampled_BT[..., None]).squeeze(-1)
-            choice_key_B = _stream_keys(seed, 0xC401CE, t["counter"], batch_size)
-            confidence_BT = confidence_BT + t["choice_scale"] * counter_gumbel(choice_key_B, frames_T)
-            confidence_BT = torch.where(unknown_BT, confidence_BT, torch.full_like(confidence_BT, float("inf")))
-            # tokens left masked: cosine share of the level's initial count, at least one revealed
-            keep_masked_B = torch.floor(initial_unknown_B * t["keep_fraction"]).long()
-            keep_masked_B = torch.minimum(keep_masked_B, num_unknown_B - 1).clamp(min=0)
-            rank_BT = confidence_BT.argsort(dim=-1, stable=True).argsort(dim=-1, stable=True)
-            reveal_BT = unknown_BT & (rank_BT >= keep_masked_B[:, None])
+            reveal_BT = _most_confident(logits_BTV, sampled_BT, unknown_BT, num_unknown_B, initial_unknown_B,
+                                        t, seed, frames_T)
 
         write_BQT = at_level_Q[None, :, None] & reveal_BT[:, None, :]
         codes_BQT = torch.where(write_BQT, sampled_BT[:, None, :], codes_BQT)
         if mark_step is not None:
             mark_step()
+    return codes_BQT
+
+
+def _initial_codes(cfg, prompt, batch_size: int, num_frames: int, device) -> torch.Tensor:
+    """``[B, Q, T]`` all masked except the (validated) prompt in the first levels and frames."""
+    codes_BQT = torch.full((batch_size, cfg.num_levels, num_frames), cfg.mask_id, dtype=torch.long, device=device)
+    if prompt is not None:
+        prompt_BQT = check_int_tensor("prompt", prompt, 3, "[B, Qp, Tp]")
+        b, qp, tp = prompt_BQT.shape
+        if b != batch_size:
+            raise ValueError(f"prompt has batch {b}, semantic has batch {batch_size}")
+        if qp > cfg.num_levels or tp > num_frames:
+            raise ValueError(f"prompt shape {tuple(prompt_BQT.shape)} is longer than the output "
+                             f"[{batch_size}, {cfg.num_levels}, {num_frames}] (levels or frames)")
+        check_range("prompt", prompt_BQT, 0, cfg.mask_id + 1)
+        codes_BQT[:, :qp, :tp] = prompt_BQT.to(device)
     return codes_BQT
 
 
@@ -276,18 +299,7 @@ def generate(
     device = next(model.parameters()).device
     lengths_B = None if lengths is None else check_lengths(lengths, batch_size, num_frames).to(device)
 
-    codes_BQT = torch.full((batch_size, cfg.num_levels, num_frames), cfg.mask_id, dtype=torch.long, device=device)
-    if prompt is not None:
-        prompt_BQT = check_int_tensor("prompt", prompt, 3, "[B, Qp, Tp]")
-        b, qp, tp = prompt_BQT.shape
-        if b != batch_size:
-            raise ValueError(f"prompt has batch {b}, semantic has batch {batch_size}")
-        if qp > cfg.num_levels or tp > num_frames:
-            raise ValueError(f"prompt shape {tuple(prompt_BQT.shape)} is longer than the output "
-                             f"[{batch_size}, {cfg.num_levels}, {num_frames}] (levels or frames)")
-        check_range("prompt", prompt_BQT, 0, cfg.mask_id + 1)
-        codes_BQT[:, :qp, :tp] = prompt_BQT.to(device)
-
+    codes_BQT = _initial_codes(cfg, prompt, batch_size, num_frames, device)
     valid_BT = frame_mask(lengths_B, batch_size, num_frames, device)
     seed = torch.randint(0, 2**31 - 1, (1,), generator=generator).to(device).view(())  # see _iterations
     semantic_BS = semantic_BS.to(device)
