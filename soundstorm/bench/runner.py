@@ -143,11 +143,11 @@ def _sampler_hooks(cfg: BenchConfig, backend, model):
 
 
 def _timed_generations(cfg, backend, runner, wrap, semantic_BS, decode_fn, num_runs, counter, steps):
-    latencies, decode_s = [], []
+    latencies, decode_s, cpu_s = [], [], []
     for run in range(num_runs):
         counter.clear()
         backend.sync()
-        start = time.perf_counter()
+        start, cpu_start = time.perf_counter(), time.process_time()
         with backend.autocast():
             codes_BQT = generate(runner, semantic_BS, config=SamplerConfig(steps=steps),
                                  generator=torch.Generator().manual_seed(cfg.seed + run),
@@ -160,7 +160,8 @@ def _timed_generations(cfg, backend, runner, wrap, semantic_BS, decode_fn, num_r
                 backend.sync()
         latencies.append(time.perf_counter() - start)
         decode_s.append(time.perf_counter() - generated)
-    return latencies, decode_s, len(counter)
+        cpu_s.append(time.process_time() - cpu_start)
+    return latencies, decode_s, cpu_s, len(counter)
 
 
 def run_bench(cfg: BenchConfig) -> dict:
@@ -187,7 +188,8 @@ def run_bench(cfg: BenchConfig) -> dict:
     # warm-up: every kernel (CPU/CUDA) and every graph kind (XLA: set-up, sampling, greedy) once
     warmup_steps = schedule.steps if cfg.warmup_schedule == "full" else (2,) + (1,) * (model_cfg.num_levels - 1)
     _timed_generations(cfg, backend, runner, wrap, semantic_BS, decode_fn, cfg.warmup, counter, warmup_steps)
-    latencies, decode_s, passes = _timed_generations(cfg, backend, runner, wrap, semantic_BS, decode_fn,
+    load_before = _load_average()
+    latencies, decode_s, cpu_s, passes = _timed_generations(cfg, backend, runner, wrap, semantic_BS, decode_fn,
                                                      cfg.runs, counter, schedule.steps)
     peak_bytes = backend.peak_memory_bytes()
     peak_growth = None if peak_bytes is None else peak_bytes - (baseline_bytes or 0)
@@ -199,11 +201,21 @@ def run_bench(cfg: BenchConfig) -> dict:
     peaks.append(measure_matmul_peak(backend, DTYPES[cfg.dtype], cfg.matmul_size))
 
     result = _summarise(cfg, backend, model, schedule, num_frames, latencies, decode_s, passes, peaks, peak_growth)
+    result["host"] = {"process_cpu_s": cpu_s, "load_average_1min": [load_before, _load_average()],
+                      "cpu_share": statistics.median(c / (w * torch.get_num_threads()) for c, w in zip(cpu_s, latencies))}
     if ar is not None:
         ar["speedup_estimate"] = ar["latency_s_estimate"] / result["latency_s_median"]
         result["ar_baseline"] = ar
     backend.shutdown()
     return result
+
+
+def _load_average() -> float | None:
+    """The host's 1-minute load average: other jobs sharing the CPU slow every number down."""
+    try:
+        return os.getloadavg()[0]
+    except OSError:
+        return None
 
 
 def _cpu_model() -> str:
@@ -276,6 +288,9 @@ def format_table(result: dict) -> str:
                                     f"({result['weights_bytes'] / 2**20:.0f} MiB)"))
     if result.get("codec_decode_s_median") is not None:
         rows.append(("codec decode (in latency)", f"{result['codec_decode_s_median']:.3f} s"))
+    host = result.get("host", {})
+    rows.append(("host", f"process CPU share {host.get('cpu_share', float('nan')):.2f} of "
+                         f"{result['device']['cpu_threads']} threads, load average {host.get('load_average_1min')}"))
     if "ar_baseline" in result:
         ar = result["ar_baseline"]
         rows.append(("AR baseline (ESTIMATE)", f"{ar['latency_s_estimate']:.1f} s for {ar['sequential_steps']} "
