@@ -7,6 +7,7 @@ safetensors file, so a checkpoint from an untrusted source cannot execute code.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import tempfile
@@ -21,30 +22,18 @@ WEIGHTS_NAME = "model.safetensors"
 FORMAT = "soundstorm/v1"
 
 
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` through a temporary file, fsync and rename (never half-written)."""
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+@contextlib.contextmanager
+def atomic_file(path: Path):
+    """Yield a temporary path beside ``path``; on success fsync it and rename it over ``path``.
 
-
-def save_state_dict(state_dict: dict[str, torch.Tensor], path: Path, metadata: dict | None = None) -> None:
-    """Save tensors as safetensors atomically (contiguous CPU copies; shared storage is fine)."""
+    A crash or an exception at any point leaves ``path`` as it was (old content or absent) and
+    removes the temporary file, so a reader never sees a half-written file.
+    """
     path = Path(path)
-    tensors = {k: v.detach().to("cpu").contiguous().clone() for k, v in state_dict.items()}
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     os.close(fd)
     try:
-        save_file(tensors, tmp, metadata=metadata)
+        yield Path(tmp)
         with open(tmp, "rb") as f:
             os.fsync(f.fileno())
         os.replace(tmp, path)
@@ -52,6 +41,19 @@ def save_state_dict(state_dict: dict[str, torch.Tensor], path: Path, metadata: d
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` atomically (see :func:`atomic_file`)."""
+    with atomic_file(path) as tmp:
+        tmp.write_bytes(data)
+
+
+def save_state_dict(state_dict: dict[str, torch.Tensor], path: Path, metadata: dict | None = None) -> None:
+    """Save tensors as safetensors atomically (contiguous CPU copies; shared storage is fine)."""
+    tensors = {k: v.detach().to("cpu").contiguous().clone() for k, v in state_dict.items()}
+    with atomic_file(path) as tmp:
+        save_file(tensors, str(tmp), metadata=metadata)
 
 
 def load_state_dict(path: Path, device="cpu") -> dict[str, torch.Tensor]:

@@ -1,0 +1,29 @@
+"""`soundstorm-prepare`: audio → codec codes + semantic ids in shards, with a manifest (Hydra).
+
+Example: ``soundstorm-prepare input=corpus/manifest.jsonl output=tokens codec=melrvq
+semantic=mfcc_kmeans codec.num_levels=8``. A rerun skips finished shards; bad files are listed.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import hydra
+from omegaconf import DictConfig
+
+from soundstorm.builders import build_prepare
+from soundstorm.data.prepare import prepare
+
+
+@hydra.main(config_path="pkg://soundstorm.configs", config_name="prepare", version_base="1.3")
+def main(cfg: DictConfig) -> None:
+    try:
+        options, codec, tokenizer = build_prepare(cfg)
+        prepare(options, codec, tokenizer)
+    except (ValueError, FileNotFoundError, RuntimeError) as err:
+        print(f"soundstorm-prepare: error: {err}", file=sys.stderr)
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,155 @@
+"""MelRVQCodec, the offline codec: log-mel frames quantised by residual k-means codebooks.
+
+Encoding: 24 kHz audio → log-mel frames at ``frame_rate`` (50/s as in the paper) → Q residual
+k-means codebooks fitted on data (:meth:`MelRVQCodec.fit`). Decoding: sum the chosen codewords per
+frame, ``exp`` back to a mel magnitude, invert with torchaudio ``InverseMelScale`` + ``GriffinLim``.
+Decoding a prefix of the levels (``codes[:, :q]``) is the codec at Q = q (the RVQ property).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass
+
+import torch
+import torchaudio
+
+from soundstorm._io import load_component, save_component
+from soundstorm._kmeans import fit_residual, residual_decode, residual_encode
+from soundstorm.codecs.base import check_codes, check_wav
+
+LOG_FLOOR = 1e-5
+
+
+@dataclass
+class MelRVQConfig:
+    """Settings of :class:`MelRVQCodec`; ``sample_rate / frame_rate`` must be an integer hop."""
+
+    sample_rate: int = 24_000
+    frame_rate: float = 50.0
+    num_levels: int = 12
+    codebook_size: int = 1024
+    n_fft: int = 1024
+    n_mels: int = 80
+    griffin_lim_iters: int = 32
+    fit_iters: int = 30
+    fit_max_frames: int = 100_000
+    seed: int = 0
+
+    def __post_init__(self):
+        for field in ("sample_rate", "num_levels", "codebook_size", "n_fft", "n_mels", "griffin_lim_iters",
+                      "fit_iters", "fit_max_frames"):
+            value = getattr(self, field)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"MelRVQConfig.{field} must be a positive integer, got {value!r}")
+        hop = self.sample_rate / self.frame_rate if self.frame_rate > 0 else 0.0
+        if self.frame_rate <= 0 or hop != int(hop):
+            raise ValueError(f"MelRVQConfig.frame_rate={self.frame_rate} must divide sample_rate={self.sample_rate} "
+                             "into an integer hop")
+        if self.n_fft < hop:
+            raise ValueError(f"MelRVQConfig.n_fft={self.n_fft} must be at least the hop {int(hop)}")
+
+    @property
+    def hop_length(self) -> int:
+        return int(self.sample_rate / self.frame_rate)
+
+
+class MelRVQCodec:
+    """Log-mel RVQ codec. Unfitted until :meth:`fit` (or :meth:`load`) sets the codebooks."""
+
+    name = "melrvq"
+
+    def __init__(self, config: MelRVQConfig | None = None, codebooks_QKF: torch.Tensor | None = None):
+        self.config = config = config or MelRVQConfig()
+        self.sample_rate = config.sample_rate
+        self.frame_rate = float(config.frame_rate)
+        self.num_levels = config.num_levels
+        self.codebook_size = config.codebook_size
+        self.mel = torchaudio.transforms.MelSpectrogram(config.sample_rate, n_fft=config.n_fft,
+                                                        hop_length=config.hop_length, n_mels=config.n_mels, power=1.0)
+        self.inverse_mel = torchaudio.transforms.InverseMelScale(config.n_fft // 2 + 1, config.n_mels,
+                                                                 config.sample_rate)
+        self.griffin_lim = torchaudio.transforms.GriffinLim(config.n_fft, n_iter=config.griffin_lim_iters,
+                                                            hop_length=config.hop_length, power=1.0, rand_init=False)
+        self.codebooks_QKF = None
+        if codebooks_QKF is not None:
+            self._set_codebooks(codebooks_QKF)
+
+    def _set_codebooks(self, codebooks_QKF: torch.Tensor) -> None:
+        expected = (self.num_levels, self.codebook_size, self.config.n_mels)
+        if tuple(codebooks_QKF.shape) != expected:
+            raise ValueError(f"MelRVQ codebooks have shape {tuple(codebooks_QKF.shape)}, expected {expected} "
+                             "(num_levels, codebook_size, n_mels)")
+        self.codebooks_QKF = codebooks_QKF.float()
+
+    @property
+    def is_fitted(self) -> bool:
+        return self.codebooks_QKF is not None
+
+    def _require_fitted(self) -> torch.Tensor:
+        if self.codebooks_QKF is None:
+            raise ValueError("MelRVQCodec is not fitted: call fit(wavs) or MelRVQCodec.load(directory) first")
+        return self.codebooks_QKF
+
+    # ------------------------------------------------------------------ features
+    def log_mel(self, wav_BN: torch.Tensor) -> torch.Tensor:
+        """``[B, F, T]`` natural-log mel magnitudes, ``T = num_frames(N)``."""
+        return self.mel(check_wav(wav_BN)).clamp(min=LOG_FLOOR).log()
+
+    def num_frames(self, num_samples: int) -> int:
+        return num_samples // self.config.hop_length + 1
+
+    def fit(self, wavs: list[torch.Tensor]) -> "MelRVQCodec":
+        """Fit the Q residual codebooks on the log-mel frames of ``wavs`` (1-D tensors at sample_rate)."""
+        if not wavs:
+            raise ValueError("MelRVQCodec.fit needs at least one waveform, got none")
+        frames = [self.log_mel(w.reshape(1, -1))[0].t() for w in wavs]
+        cfg = self.config
+        self._set_codebooks(fit_residual(torch.cat(frames), cfg.num_levels, cfg.codebook_size, cfg.seed,
+                                         cfg.fit_iters, cfg.fit_max_frames, what="MelRVQCodec.fit"))
+        return self
+
+    # ------------------------------------------------------------------ codec
+    @torch.no_grad()
+    def encode(self, wav_BN: torch.Tensor) -> torch.Tensor:
+        codebooks_QKF = self._require_fitted()
+        mel_BFT = self.log_mel(wav_BN)
+        batch, _, num_frames = mel_BFT.shape
+        codes_QN = residual_encode(mel_BFT.transpose(1, 2).reshape(batch * num_frames, -1), codebooks_QKF)
+        return codes_QN.reshape(-1, batch, num_frames).transpose(0, 1).contiguous()
+
+    def decode_mel(self, codes_BQT: torch.Tensor) -> torch.Tensor:
+        """Quantised log-mel ``[B, F, T]`` from codes with 1..Q levels."""
+        codebooks_QKF = self._require_fitted()
+        codes_BQT = check_codes(codes_BQT, self.num_levels, self.codebook_size)
+        batch, levels, num_frames = codes_BQT.shape
+        mel_NF = residual_decode(codes_BQT.transpose(0, 1).reshape(levels, -1), codebooks_QKF)
+        return mel_NF.reshape(batch, num_frames, -1).transpose(1, 2)
+
+    @torch.no_grad()
+    def decode(self, codes_BQT: torch.Tensor) -> torch.Tensor:
+        """Waveform ``[B, (T - 1) * hop]`` via InverseMelScale + GriffinLim (deterministic init)."""
+        mel_BFT = self.decode_mel(codes_BQT).exp()
+        return self.griffin_lim(self.inverse_mel(mel_BFT).clamp(min=0.0))
+
+    # ------------------------------------------------------------------ persistence
+    def describe(self) -> dict:
+        return {"name": self.name, "sample_rate": self.sample_rate, "frame_rate": self.frame_rate,
+                "num_levels": self.num_levels, "codebook_size": self.codebook_size,
+                # the token bitrate, Q × log2(K) bits per frame (12 × 10 bits at 50/s = 6 kbps, as SoundStream)
+                "bandwidth_kbps": self.num_levels * math.log2(self.codebook_size) * self.frame_rate / 1000,
+                "n_mels": self.config.n_mels, "n_fft": self.config.n_fft}
+
+    def save(self, directory) -> None:
+        save_component(directory, {"name": self.name, "config": dataclasses.asdict(self.config)},
+                       {"codebooks": self._require_fitted()})
+
+    @classmethod
+    def load(cls, directory) -> "MelRVQCodec":
+        config, tensors = load_component(directory, "MelRVQCodec")
+        if config["name"] != cls.name:
+            raise ValueError(f"{directory} holds codec {config['name']!r}, expected {cls.name!r}")
+        if "codebooks" not in tensors:
+            raise ValueError(f"{directory}: weights have no 'codebooks' tensor, got {sorted(tensors)}")
+        return cls(MelRVQConfig(**config["config"]), tensors["codebooks"])

@@ -1,0 +1,140 @@
+"""TokenDataset: random windows of prepared token shards, and ``collate`` into padded batches.
+
+Each item is a window of one utterance whose length (uniform in [min_seconds, max_seconds]) and
+start are a pure function of ``(seed, epoch, index)``, so any sampler (including a distributed
+one) and any resume point give the same data. Windows start on a semantic-frame boundary, so
+``T_i == S_i * semantic_upsample``. ``collate`` pads T up to a multiple of ``frames_multiple`` to
+keep the number of distinct shapes small (static shapes for XLA).
+
+The epoch lives on the dataset (``set_epoch``); with ``DataLoader(persistent_workers=True)`` the
+workers keep their own copy, so use non-persistent workers (the default) to see new epochs.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import OrderedDict
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from soundstorm.data.manifest import TokenManifest
+from soundstorm.data.shards import read_shard, shard_path
+
+
+class TokenDataset(Dataset):
+    """Map-style dataset over ``root/manifest.json`` + shards; ``len`` = number of utterances."""
+
+    def __init__(self, root, min_seconds: float = 0.0, max_seconds: float = 30.0, seed: int = 0,
+                 frames_multiple: int | None = None, utt_ids: list[str] | None = None, model_config=None,
+                 cache_shards: int = 4):
+        self.root = Path(root)
+        self.manifest = TokenManifest.load(self.root)
+        if model_config is not None:
+            self.manifest.check_compatible(model_config)
+        if not 0.0 <= min_seconds <= max_seconds or max_seconds <= 0:
+            raise ValueError(f"need 0 <= min_seconds <= max_seconds and max_seconds > 0, got min_seconds={min_seconds}, "
+                             f"max_seconds={max_seconds}")
+        if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+            raise ValueError(f"seed must be a non-negative int, got {seed!r}")
+        self.upsample = self.manifest.semantic_upsample
+        self.frames_multiple = self.upsample if frames_multiple is None else frames_multiple
+        check_frames_multiple(self.frames_multiple, self.upsample)
+        self.min_seconds, self.max_seconds, self.seed, self.epoch = float(min_seconds), float(max_seconds), int(seed), 0
+        by_id = {u["utt_id"]: u for u in self.manifest.utterances}
+        if utt_ids is None:
+            self.utterances = list(self.manifest.utterances)
+        else:
+            unknown = [u for u in utt_ids if u not in by_id]
+            if unknown:
+                raise ValueError(f"utt_ids not in {self.root / 'manifest.json'}: {unknown[:5]}")
+            self.utterances = [by_id[u] for u in utt_ids]
+        self._cache: OrderedDict[str, dict] = OrderedDict()
+        self._cache_size = cache_shards
+
+    def __len__(self) -> int:
+        return len(self.utterances)
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = int(epoch)
+
+    def window(self, index: int, epoch: int | None = None) -> tuple[int, int]:
+        """``(start, length)`` in semantic frames of item ``index`` at ``epoch`` (default: current)."""
+        num_semantic = self.utterances[index]["num_semantic_frames"]
+        rng = np.random.default_rng([self.seed, self.epoch if epoch is None else epoch, index])
+        seconds = rng.uniform(self.min_seconds, self.max_seconds)
+        length = int(min(num_semantic, max(1, round(seconds * self.manifest.semantic_frame_rate))))
+        start = int(rng.integers(0, num_semantic - length + 1))
+        return start, length
+
+    def window_lengths(self, epoch: int | None = None) -> list[int]:
+        """Codec frames ``T_i`` of every item's window (what a length-bucketing sampler needs)."""
+        return [self.window(i, epoch)[1] * self.upsample for i in range(len(self))]
+
+    def _tensors(self, utt: dict) -> tuple[torch.Tensor, torch.Tensor]:
+        name = utt["shard"]
+        if name not in self._cache:
+            self._cache[name] = read_shard(shard_path(self.root, name, self.manifest.shard_format))
+            while len(self._cache) > self._cache_size:
+                self._cache.popitem(last=False)
+        self._cache.move_to_end(name)
+        shard, j = self._cache[name], utt["index"]
+        return shard[f"codes.{j}"], shard[f"semantic.{j}"]
+
+    def __getitem__(self, index: int) -> dict:
+        if not 0 <= index < len(self):
+            raise IndexError(f"index {index} out of range for {len(self)} utterances")
+        utt = self.utterances[index]
+        codes_QT, semantic_S = self._tensors(utt)
+        start, length = self.window(index)
+        up = self.upsample
+        return {"codes": codes_QT[:, start * up: (start + length) * up].clone(),
+                "semantic": semantic_S[start: start + length].clone(), "utt_id": utt["utt_id"]}
+
+    def utterance(self, index: int) -> dict:
+        """The full, unwindowed item plus ``text``, source ``path`` and ``duration`` (for evaluation)."""
+        utt = self.utterances[index]
+        codes_QT, semantic_S = self._tensors(utt)
+        return {"codes": codes_QT.clone(), "semantic": semantic_S.clone(), "utt_id": utt["utt_id"],
+                "text": utt["text"], "path": utt["path"], "duration": utt["duration"]}
+
+    def collate(self, items: list[dict]) -> dict:
+        """:func:`collate` with this dataset's ``frames_multiple``."""
+        return collate(items, self.frames_multiple)
+
+
+def check_frames_multiple(frames_multiple: int, upsample: int) -> None:
+    if isinstance(frames_multiple, bool) or not isinstance(frames_multiple, int) or frames_multiple < 1 \
+            or frames_multiple % upsample:
+        raise ValueError(f"frames_multiple={frames_multiple!r} must be a positive multiple of the semantic upsample "
+                         f"{upsample} (frames are padded to it and semantic frames must stay whole)")
+
+
+def collate(items: list[dict], frames_multiple: int | None = None) -> dict:
+    """Pad a list of items to ``codes [B, Q, T]``, ``semantic [B, S]`` (pad id 0), ``lengths [B]``.
+
+    ``T`` is the longest item rounded up to a multiple of ``frames_multiple`` (codec frames, a
+    multiple of the upsample ratio ``T_i / S_i``; None → the ratio itself, i.e. no extra padding);
+    ``lengths`` holds the real frames per item.
+    """
+    if not items:
+        raise ValueError("collate needs at least one item")
+    upsample = items[0]["codes"].shape[1] // max(1, items[0]["semantic"].shape[0])
+    frames_multiple = upsample if frames_multiple is None else frames_multiple
+    check_frames_multiple(frames_multiple, upsample)
+    lengths = [item["codes"].shape[1] for item in items]
+    for item, length in zip(items, lengths):
+        if length != item["semantic"].shape[0] * upsample:
+            raise ValueError(f"item {item.get('utt_id')!r}: {length} codec frames != {item['semantic'].shape[0]} "
+                             f"semantic frames × {upsample}")
+    num_frames = math.ceil(max(lengths) / frames_multiple) * frames_multiple
+    num_levels = items[0]["codes"].shape[0]
+    codes_BQT = torch.zeros(len(items), num_levels, num_frames, dtype=torch.long)
+    semantic_BS = torch.zeros(len(items), num_frames // upsample, dtype=torch.long)
+    for b, item in enumerate(items):
+        codes_BQT[b, :, : lengths[b]] = item["codes"]
+        semantic_BS[b, : item["semantic"].shape[0]] = item["semantic"]
+    return {"codes": codes_BQT, "semantic": semantic_BS, "lengths": torch.tensor(lengths, dtype=torch.long),
+            "utt_ids": [item["utt_id"] for item in items]}

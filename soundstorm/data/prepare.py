@@ -1,0 +1,247 @@
+"""Token preparation: audio files → codec codes + semantic ids in shards, with a manifest.
+
+Reads a folder (wav/flac/ogg) or a JSONL manifest (``path``, optional ``text``/``utt_id``),
+fits or loads the codec and tokenizer (saved under ``output/codec`` and ``output/semantic`` so the
+same codec decodes later), encodes in batches, and writes ``shard-NNNNN`` files plus a sidecar JSON
+per shard, each atomically. A rerun skips shards whose sidecar exists. Bad files are skipped and
+listed; lengths are aligned with :func:`soundstorm.semantic.align_lengths` (``T = S × upsample``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from soundstorm.codecs import load_codec
+from soundstorm.data.audio import BadAudio, list_folder, read_audio, resample
+from soundstorm.data.manifest import TokenManifest
+from soundstorm.data.shards import shard_path, write_shard
+from soundstorm.pretrained import atomic_write_bytes
+from soundstorm.semantic import align_lengths, load_tokenizer, upsample_ratio
+
+
+@dataclass
+class PrepareOptions:
+    input: str
+    output: str
+    batch_size: int = 8
+    shard_size: int = 256
+    shard_format: str = "safetensors"
+    fit_max_files: int = 200
+    fit_seed: int = 0
+    max_shards: int | None = None  # stop after writing this many new shards (None: all); rerun to go on
+    progress: bool = True
+
+    def __post_init__(self):
+        for name in ("batch_size", "shard_size", "fit_max_files"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"prepare {name} must be >= 1, got {getattr(self, name)}")
+        if self.shard_format not in ("safetensors", "npz"):
+            raise ValueError(f"prepare shard_format={self.shard_format!r}, expected 'safetensors' or 'npz'")
+
+
+def list_inputs(source) -> list[dict]:
+    """Items ``{utt_id, path, text}`` from a folder of audio or a JSONL manifest (paths relative to it)."""
+    source = Path(source)
+    if source.is_dir():
+        items = list_folder(source)
+    elif source.is_file():
+        items = []
+        for lineno, line in enumerate(source.read_text().splitlines(), 1):
+            if not line.strip():
+                continue
+            try:
+                entry = json.loads(line)
+                path = Path(entry["path"])
+            except (json.JSONDecodeError, KeyError, TypeError) as err:
+                raise ValueError(f"{source}:{lineno}: expected a JSON object with a 'path' field ({err})") from err
+            path = path if path.is_absolute() else source.parent / path
+            items.append({"utt_id": str(entry.get("utt_id", path.stem)), "path": str(path),
+                          "text": str(entry.get("text", ""))})
+    else:
+        raise FileNotFoundError(f"prepare input not found: {source} (expected a folder of audio or a JSONL manifest)")
+    if not items:
+        raise ValueError(f"prepare input {source} lists no audio files (.wav, .flac, .ogg)")
+    ids = [item["utt_id"] for item in items]
+    if len(set(ids)) != len(ids):
+        raise ValueError(f"prepare input {source} has duplicate utt_ids, e.g. "
+                         f"{sorted({i for i in ids if ids.count(i) > 1})[:3]}")
+    return items
+
+
+def _fit_wavs(items: list[dict], sample_rate: int, options: PrepareOptions, min_seconds: float) -> list[torch.Tensor]:
+    rng = np.random.default_rng(options.fit_seed)
+    chosen = sorted(rng.permutation(len(items))[: options.fit_max_files].tolist())
+    wavs = []
+    for i in chosen:
+        try:
+            wav_N, rate = read_audio(items[i]["path"], min_seconds)
+        except BadAudio:
+            continue
+        wavs.append(resample(wav_N, rate, sample_rate))
+    return wavs
+
+
+def resolve_component(component, directory: Path, loader, items, options, min_seconds, kind: str):
+    """The codec/tokenizer to use, saved in ``directory`` so the tokens can be decoded later.
+
+    An unfitted component reuses what an earlier run fitted and saved there (same settings), or is
+    fitted on a sample of the inputs and saved. A fitted one (pretrained or loaded) is saved there,
+    or must match what is already there byte for byte.
+    """
+    saved_here = (directory / "config.json").is_file()
+    if getattr(component, "is_fitted", True):
+        if not saved_here:
+            component.save(directory)
+        else:
+            with tempfile.TemporaryDirectory(dir=directory.parent) as tmp:
+                component.save(tmp)
+                if _sha1(Path(tmp) / "weights.safetensors") != _sha1(directory / "weights.safetensors") or \
+                        loader(directory).describe() != component.describe():
+                    raise ValueError(f"{directory} holds a different {kind} than the one configured now; use a "
+                                     "fresh output folder")
+        return component
+    if saved_here:
+        saved = loader(directory)
+        if saved.describe() != component.describe():
+            raise ValueError(f"{directory} holds a {kind} with settings {saved.describe()}, but the config asks for "
+                             f"{component.describe()}; use a fresh output folder")
+        return saved
+    print(f"fitting the {kind} ({component.name}) on up to {options.fit_max_files} files ...", flush=True)
+    component.fit(_fit_wavs(items, component.sample_rate, options, min_seconds))
+    component.save(directory)
+    return component
+
+
+def _encode_batch(batch, codec, tokenizer, upsample):
+    """Codes ``[Q, T]`` and ids ``[S]`` per item of a batch of ``(codec_wav, semantic_wav)``."""
+    codec_wavs, semantic_wavs = [b[0] for b in batch], [b[1] for b in batch]
+    codes_BQT = codec.encode(torch.nn.utils.rnn.pad_sequence(codec_wavs, batch_first=True))
+    semantic_lengths_B = torch.tensor([w.shape[0] for w in semantic_wavs])
+    semantic_BS = tokenizer.tokenize(torch.nn.utils.rnn.pad_sequence(semantic_wavs, batch_first=True),
+                                     lengths_B=semantic_lengths_B)
+    out = []
+    for b, (codec_wav, semantic_wav) in enumerate(zip(codec_wavs, semantic_wavs)):
+        num_frames, num_semantic = codec.num_frames(codec_wav.shape[0]), tokenizer.num_frames(semantic_wav.shape[0])
+        if num_frames > codes_BQT.shape[2] or num_semantic > semantic_BS.shape[1]:
+            raise RuntimeError(f"{codec.name}/{tokenizer.name} returned fewer frames than num_frames() promises")
+        kept_frames, kept_semantic = align_lengths(num_frames, num_semantic, upsample)
+        out.append((codes_BQT[b, :, :kept_frames], semantic_BS[b, :kept_semantic]))
+    return out
+
+
+def _process_shard(items, codec, tokenizer, upsample, options, min_seconds, bar):
+    loaded, skipped = [], []
+    for item in items:
+        try:
+            wav_N, rate = read_audio(item["path"], min_seconds)
+            loaded.append((item, resample(wav_N, rate, codec.sample_rate), resample(wav_N, rate, tokenizer.sample_rate),
+                           wav_N.shape[0] / rate))
+        except BadAudio as err:
+            skipped.append({"path": item["path"], "reason": str(err)})
+    order = sorted(range(len(loaded)), key=lambda i: -loaded[i][1].shape[0])
+    results = {}
+    for lo in range(0, len(order), options.batch_size):
+        idx = order[lo: lo + options.batch_size]
+        for i, result in zip(idx, _encode_batch([loaded[i][1:3] for i in idx], codec, tokenizer, upsample)):
+            results[i] = result
+        bar.update(len(idx))
+    bar.update(len(skipped))
+    kept = [i for i in range(len(loaded)) if results[i][1].shape[0] > 0]
+    for i in sorted(set(range(len(loaded))) - set(kept)):
+        skipped.append({"path": loaded[i][0]["path"], "reason": "too short (no whole semantic frame after alignment)"})
+    return [(loaded[i][0], loaded[i][3], *results[i]) for i in kept], skipped
+
+
+def _sha1(path: Path) -> str:
+    return hashlib.sha1(path.read_bytes()).hexdigest() if path.is_file() else ""
+
+
+def _write_shard(out: Path, name: str, inputs, stored, skipped, settings, shard_format) -> dict:
+    utterances = []
+    for j, (item, duration, codes_QT, semantic_S) in enumerate(stored):
+        utterances.append({"utt_id": item["utt_id"], "shard": name, "index": j, "num_frames": int(codes_QT.shape[1]),
+                           "num_semantic_frames": int(semantic_S.shape[0]), "duration": round(duration, 4),
+                           "text": item["text"], "path": item["path"]})
+    write_shard(shard_path(out, name, shard_format), [s[2] for s in stored], [s[3] for s in stored])
+    sidecar = {"settings": settings, "inputs": [i["path"] for i in inputs], "utterances": utterances,
+               "skipped": skipped}
+    atomic_write_bytes(out / f"{name}.json", json.dumps(sidecar, ensure_ascii=False).encode())  # last: marks done
+    return sidecar
+
+
+def _done_sidecar(out: Path, name: str, inputs, settings) -> dict | None:
+    path = out / f"{name}.json"
+    if not path.is_file():
+        return None
+    sidecar = json.loads(path.read_text())
+    if sidecar["settings"] != settings:
+        raise ValueError(f"{path} was written with settings {sidecar['settings']}, now {settings}; "
+                         "use a fresh output folder (or delete the old shards)")
+    if sidecar["inputs"] != [i["path"] for i in inputs]:
+        raise ValueError(f"{path} covers different input files than this run plans (the input list changed); "
+                         "use a fresh output folder")
+    if not shard_path(out, name, settings["shard_format"]).is_file():
+        return None
+    return sidecar
+
+
+def prepare(options: PrepareOptions, codec, tokenizer) -> TokenManifest | None:
+    """Run the whole preparation; returns the manifest, or None when ``max_shards`` stopped it early."""
+    out = Path(options.output)
+    items = list_inputs(options.input)
+    upsample = upsample_ratio(codec.frame_rate, tokenizer.frame_rate)
+    min_seconds = 1.0 / tokenizer.frame_rate
+    out.mkdir(parents=True, exist_ok=True)
+    codec = resolve_component(codec, out / "codec", load_codec, items, options, min_seconds, "codec")
+    tokenizer = resolve_component(tokenizer, out / "semantic", load_tokenizer, items, options, min_seconds,
+                                  "semantic tokenizer")
+    settings = {"codec": codec.describe(), "semantic": tokenizer.describe(), "semantic_upsample": upsample,
+                "shard_format": options.shard_format, "codec_weights_sha1": _sha1(out / "codec" / "weights.safetensors"),
+                "semantic_weights_sha1": _sha1(out / "semantic" / "weights.safetensors")}
+    plan = [(f"shard-{k:05d}", items[lo: lo + options.shard_size])
+            for k, lo in enumerate(range(0, len(items), options.shard_size))]
+    sidecars, pending = {}, []
+    for name, shard_items in plan:
+        done = _done_sidecar(out, name, shard_items, settings)
+        if done is None:
+            pending.append((name, shard_items))
+        else:
+            sidecars[name] = done
+    if sidecars:
+        print(f"resuming: {len(sidecars)} of {len(plan)} shards already done", flush=True)
+    written = 0
+    with torch.inference_mode(), tqdm(total=sum(len(s) for _, s in pending), unit="utt", desc="prepare",
+                                      disable=not options.progress) as bar:
+        for name, shard_items in pending:
+            if options.max_shards is not None and written >= options.max_shards:
+                print(f"stopped after {written} new shards (max_shards); rerun to continue", flush=True)
+                return None
+            stored, skipped = _process_shard(shard_items, codec, tokenizer, upsample, options, min_seconds, bar)
+            sidecars[name] = _write_shard(out, name, shard_items, stored, skipped, settings, options.shard_format)
+            written += 1
+    manifest = TokenManifest(codec=codec.describe(), semantic=tokenizer.describe(), semantic_upsample=upsample,
+                             shard_format=options.shard_format, source=str(options.input),
+                             utterances=[u for name, _ in plan for u in sidecars[name]["utterances"]],
+                             skipped=[s for name, _ in plan for s in sidecars[name]["skipped"]])
+    manifest.save(out)
+    print_summary(manifest, out)
+    return manifest
+
+
+def print_summary(manifest: TokenManifest, out: Path) -> None:
+    seconds = sum(u["duration"] for u in manifest.utterances)
+    print(f"prepared {len(manifest.utterances)} utterances ({seconds:.1f} s) into {out}; codec {manifest.codec['name']} "
+          f"Q={manifest.num_levels} at {manifest.frame_rate} Hz, semantic {manifest.semantic['name']} at "
+          f"{manifest.semantic_frame_rate} Hz (upsample {manifest.semantic_upsample})", flush=True)
+    if manifest.skipped:
+        print(f"skipped {len(manifest.skipped)} files:", flush=True)
+        for entry in manifest.skipped:
+            print(f"  {entry['path']}: {entry['reason']}", flush=True)

@@ -1,0 +1,77 @@
+"""Shared fixtures for the data tests: a small espeak-ng corpus and its prepared tokens.
+
+Both are session-scoped and built through the real CLIs (as subprocesses), once per test run.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import contextlib
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import soundfile as sf
+import torch
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+@contextlib.contextmanager
+def single_thread():
+    """One torch and one OpenMP/BLAS thread (k-means and DSP oversubscribe badly on a busy 2-core box)."""
+    from threadpoolctl import threadpool_limits
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        with threadpool_limits(limits=1):
+            yield
+    finally:
+        torch.set_num_threads(before)
+
+
+def run_cli(module: str, *args: str, env_extra: dict | None = None) -> subprocess.CompletedProcess:
+    """Run ``python -m module args`` with the repository on PYTHONPATH; returns the finished process."""
+    env = {**os.environ, "PYTHONPATH": f"{REPO_ROOT}{os.pathsep}{os.environ.get('PYTHONPATH', '')}",
+           "OMP_NUM_THREADS": "1", **(env_extra or {})}
+    return subprocess.run([sys.executable, "-m", module, *args], capture_output=True, text=True, env=env,
+                          cwd=REPO_ROOT, timeout=300)
+
+
+@pytest.fixture(scope="session")
+def espeak_corpus(tmp_path_factory) -> Path:
+    """20 espeak-ng utterances made by ``soundstorm-synth-corpus``; returns the JSONL manifest path."""
+    if shutil.which("espeak-ng") is None:
+        pytest.skip("espeak-ng is not installed (sudo apt-get install espeak-ng)")
+    out = tmp_path_factory.mktemp("espeak_corpus")
+    result = run_cli("soundstorm.cli.synth_corpus", "--out", str(out), "--num-utterances", "20", "--seed", "0")
+    assert result.returncode == 0, result.stderr
+    return out / "manifest.jsonl"
+
+
+def load_corpus_wavs(manifest: Path, sample_rate: int) -> list[torch.Tensor]:
+    """The corpus's waveforms, mono float32, resampled to ``sample_rate``."""
+    import torchaudio
+
+    wavs = []
+    for line in manifest.read_text().splitlines():
+        data, rate = sf.read(str(manifest.parent / json.loads(line)["path"]), dtype="float32")
+        wavs.append(torchaudio.functional.resample(torch.from_numpy(data), rate, sample_rate))
+    return wavs
+
+
+PREPARE_SMALL = ("codec=melrvq", "codec.num_levels=4", "codec.codebook_size=64", "semantic=mfcc_kmeans",
+                 "semantic.vocab_size=32", "shard_size=8", "batch_size=4", "progress=false", "num_threads=1")
+
+
+@pytest.fixture(scope="session")
+def espeak_tokens(espeak_corpus, tmp_path_factory) -> Path:
+    """The corpus prepared by ``soundstorm-prepare`` with small offline codec/tokenizer; the token folder."""
+    out = tmp_path_factory.mktemp("espeak_tokens") / "tokens"
+    result = run_cli("soundstorm.cli.prepare", f"input={espeak_corpus}", f"output={out}", *PREPARE_SMALL)
+    assert result.returncode == 0, result.stderr + result.stdout
+    return out

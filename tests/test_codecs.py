@@ -1,0 +1,107 @@
+"""Codecs: MelRVQ fitting and Q-dependent reconstruction, EnCodec k-means init, save/load, checks."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from conftest import single_thread, load_corpus_wavs
+from soundstorm.codecs import Codec, EncodecCodec, MelRVQCodec, MelRVQConfig, load_codec, mel_distance
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    with single_thread():
+        yield
+
+
+@pytest.fixture(scope="module")
+def wavs_24k(espeak_corpus):
+    return load_corpus_wavs(espeak_corpus, 24_000)
+
+
+@pytest.fixture(scope="module")
+def melrvq(wavs_24k):
+    return MelRVQCodec(MelRVQConfig(num_levels=12, codebook_size=64, griffin_lim_iters=16)).fit(wavs_24k[:16])
+
+
+def test_melrvq_reconstruction_improves_with_levels(melrvq, wavs_24k):
+    held_out = wavs_24k[16:18]
+    for wav_N in held_out:
+        wav_BN = wav_N[None]
+        codes_BQT = melrvq.encode(wav_BN)
+        assert codes_BQT.shape == (1, 12, melrvq.num_frames(wav_N.shape[0]))
+        assert codes_BQT.dtype == torch.long
+        target_BFT = melrvq.log_mel(wav_BN)
+        feature_err = [float((melrvq.decode_mel(codes_BQT[:, :q]) - target_BFT).abs().mean()) for q in (1, 4, 8, 12)]
+        mel_err = [mel_distance(wav_BN, melrvq.decode(codes_BQT[:, :q]), 24_000) for q in (1, 4, 8, 12)]
+        assert all(a > b for a, b in zip(feature_err, feature_err[1:])), feature_err
+        assert all(a > b for a, b in zip(mel_err, mel_err[1:])), mel_err
+        assert codes_BQT[0, 0].unique().numel() >= 20  # level 1 uses many codes
+
+
+def test_melrvq_decode_shape_and_save_load(melrvq, wavs_24k, tmp_path):
+    wav_BN = torch.nn.utils.rnn.pad_sequence(wavs_24k[:2], batch_first=True)
+    codes_BQT = melrvq.encode(wav_BN[:, None, :])  # [B, 1, N] is accepted too
+    wav_out_BN = melrvq.decode(codes_BQT)
+    assert wav_out_BN.shape == (2, (codes_BQT.shape[2] - 1) * melrvq.config.hop_length)
+    melrvq.save(tmp_path / "codec")
+    loaded = load_codec(tmp_path / "codec")
+    assert isinstance(loaded, MelRVQCodec) and isinstance(loaded, Codec) and loaded.describe() == melrvq.describe()
+    assert torch.equal(loaded.encode(wav_BN), codes_BQT)
+    assert not list(tmp_path.glob("codec/*.tmp"))
+
+
+def test_melrvq_rejects_bad_inputs(melrvq):
+    with pytest.raises(ValueError, match="not fitted"):
+        MelRVQCodec(MelRVQConfig(num_levels=2, codebook_size=8)).encode(torch.zeros(1, 2400))
+    with pytest.raises(ValueError, match=r"shape \[B, N\]"):
+        melrvq.encode(torch.zeros(2, 3, 100))
+    with pytest.raises(ValueError, match="floating point"):
+        melrvq.encode(torch.zeros(1, 100, dtype=torch.long))
+    with pytest.raises(ValueError, match=r"expected every id in \[0, 63\]"):
+        melrvq.decode(torch.full((1, 2, 5), 64))
+    with pytest.raises(ValueError, match="13 levels"):
+        melrvq.decode(torch.zeros(1, 13, 5, dtype=torch.long))
+    with pytest.raises(ValueError, match="frame_rate=48.0"):
+        MelRVQConfig(frame_rate=48.0, sample_rate=1000)
+    with pytest.raises(ValueError, match="at least 64 frames"):
+        MelRVQCodec(MelRVQConfig(num_levels=1, codebook_size=64)).fit([torch.randn(2400)])
+
+
+def test_encodec_untrained_needs_fit_then_uses_many_codes(wavs_24k, tmp_path):
+    codec = EncodecCodec(bandwidth=1.5, pretrained=False)
+    assert (codec.num_levels, codec.frame_rate, codec.codebook_size, codec.sample_rate) == (2, 75.0, 1024, 24_000)
+    wav_BN = wavs_24k[18][None]
+    # The problem being solved: the raw untrained model maps every frame to token 0.
+    raw_codes = codec.model.encode(wav_BN[:, None])[0][0]
+    assert int(raw_codes.abs().sum()) == 0
+    with pytest.raises(ValueError, match="all-zero codebooks"):
+        codec.encode(wav_BN)
+    codec.fit(wavs_24k[:5])
+    codes_BQT = codec.encode(wav_BN)
+    assert codes_BQT.shape == (1, 2, codec.num_frames(wav_BN.shape[1]))
+    for level in range(2):
+        assert codes_BQT[0, level].unique().numel() >= 50, level
+    assert codec.decode(codes_BQT).shape == (1, codes_BQT.shape[2] * 320)
+    codec.save(tmp_path / "enc")
+    loaded = load_codec(tmp_path / "enc")
+    assert torch.equal(loaded.encode(wav_BN), codes_BQT)
+
+
+def test_encodec_settings_and_pretrained_errors(tmp_path):
+    assert EncodecCodec(bandwidth=6.0, pretrained=False).num_levels == 8
+    with pytest.raises(ValueError, match="bandwidth=5.0"):
+        EncodecCodec(bandwidth=5.0, pretrained=False)
+    with pytest.raises(RuntimeError, match="repository"):
+        EncodecCodec(bandwidth=6.0, pretrained=True, repository=tmp_path / "missing")
+
+
+def test_mel_distance():
+    torch.manual_seed(0)
+    wav_N = torch.randn(24_000) * 0.1
+    assert mel_distance(wav_N, wav_N, 24_000) == 0.0
+    assert mel_distance(wav_N, wav_N * 0.5, 24_000) > mel_distance(wav_N, wav_N * 0.9, 24_000) > 0
+    assert mel_distance(wav_N[None], torch.cat([wav_N, torch.zeros(100)])[None], 24_000) == 0.0
+    with pytest.raises(ValueError, match="batch"):
+        mel_distance(torch.zeros(2, 100), torch.zeros(3, 100), 24_000)

@@ -1,0 +1,129 @@
+"""TokenDataset windows, collate, length-bucketed and distributed sampling, split, manifest checks."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch.utils.data import DataLoader, DistributedSampler
+
+from conftest import single_thread
+from soundstorm import SoundStormConfig
+from soundstorm.data import LengthBucketSampler, TokenDataset, TokenManifest, collate, split_heldout
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    with single_thread():
+        yield
+
+
+def matching_config(**overrides):
+    return SoundStormConfig.tiny(**{**dict(num_levels=4, codebook_size=64, semantic_vocab_size=32,
+                                           semantic_upsample=2), **overrides})
+
+
+@pytest.mark.parametrize("field, value, manifest_value", [
+    ("num_levels", 8, 4), ("codebook_size", 1024, 64), ("semantic_vocab_size", 1024, 32), ("semantic_upsample", 3, 2),
+])
+def test_manifest_mismatch_names_field_and_values(espeak_tokens, field, value, manifest_value):
+    manifest = TokenManifest.load(espeak_tokens)
+    manifest.check_compatible(matching_config())
+    pattern = rf"{field}: manifest has {manifest_value} .*model config has {value}"
+    with pytest.raises(ValueError, match=pattern):
+        manifest.check_compatible(matching_config(**{field: value}))
+    with pytest.raises(ValueError, match=pattern):
+        TokenDataset(espeak_tokens, model_config=matching_config(**{field: value}))
+
+
+def test_manifest_load_errors(tmp_path):
+    with pytest.raises(FileNotFoundError, match="soundstorm-prepare"):
+        TokenManifest.load(tmp_path)
+    (tmp_path / "manifest.json").write_text('{"format": "other"}')
+    with pytest.raises(ValueError, match="format"):
+        TokenManifest.load(tmp_path)
+
+
+def test_windows_are_deterministic_and_aligned(espeak_tokens):
+    dataset = TokenDataset(espeak_tokens, min_seconds=0.5, max_seconds=1.5, seed=3, model_config=matching_config())
+    assert len(dataset) == 20
+    first = [dataset[i] for i in range(len(dataset))]
+    again = TokenDataset(espeak_tokens, min_seconds=0.5, max_seconds=1.5, seed=3)
+    for i, item in enumerate(first):
+        num_frames, num_semantic = item["codes"].shape[1], item["semantic"].shape[0]
+        assert item["codes"].shape[0] == 4 and num_frames == 2 * num_semantic
+        assert 0.5 * 25 - 1 <= num_semantic <= 1.5 * 25 + 1
+        assert torch.equal(again[i]["codes"], item["codes"]) and again[i]["utt_id"] == item["utt_id"]
+        full = dataset.utterance(i)
+        start, length = dataset.window(i)
+        assert torch.equal(full["codes"][:, 2 * start: 2 * (start + length)], item["codes"])
+        assert torch.equal(full["semantic"][start: start + length], item["semantic"])
+        assert full["text"] and full["path"].endswith(".wav")
+    dataset.set_epoch(1)
+    assert any(not torch.equal(dataset[i]["codes"], first[i]["codes"]) for i in range(len(dataset)))
+    whole = TokenDataset(espeak_tokens, min_seconds=60.0, max_seconds=60.0)
+    assert torch.equal(whole[0]["codes"], whole.utterance(0)["codes"])
+    with pytest.raises(ValueError, match="min_seconds"):
+        TokenDataset(espeak_tokens, min_seconds=2.0, max_seconds=1.0)
+
+
+def test_collate_pads_to_frames_multiple(espeak_tokens):
+    dataset = TokenDataset(espeak_tokens, 0.2, 2.0, seed=0, frames_multiple=20)
+    items = [dataset[i] for i in range(5)]
+    batch = dataset.collate(items)
+    lengths = [item["codes"].shape[1] for item in items]
+    assert batch["codes"].shape[2] % 20 == 0 and batch["codes"].shape[2] - max(lengths) < 20
+    assert batch["semantic"].shape == (5, batch["codes"].shape[2] // 2)
+    assert batch["lengths"].tolist() == lengths and batch["utt_ids"] == [item["utt_id"] for item in items]
+    for b, item in enumerate(items):
+        assert torch.equal(batch["codes"][b, :, : lengths[b]], item["codes"])
+        assert int(batch["codes"][b, :, lengths[b]:].abs().sum()) == 0
+        assert int(batch["semantic"][b, lengths[b] // 2:].abs().sum()) == 0
+    assert collate(items)["codes"].shape[2] == max(lengths)  # default: pad to the longest only
+    with pytest.raises(ValueError, match="frames_multiple=5"):
+        collate(items, frames_multiple=5)
+    with pytest.raises(ValueError, match="frames_multiple=3"):
+        TokenDataset(espeak_tokens, frames_multiple=3)
+
+
+def test_length_bucket_sampler(espeak_tokens):
+    dataset = TokenDataset(espeak_tokens, 0.0, 4.0, seed=0)
+    sampler = LengthBucketSampler(dataset, batch_size=4, seed=1)
+    sampler.set_epoch(2)
+    batches = list(sampler)
+    assert sorted(i for batch in batches for i in batch) == list(range(20)) and len(sampler) == 5
+    assert batches == list(sampler)  # deterministic for (seed, epoch)
+    lengths = dataset.window_lengths(2)
+    padded = sum(max(lengths[i] for i in batch) * len(batch) for batch in batches)
+    unsorted = sum(max(lengths[i] for i in range(lo, lo + 4)) * 4 for lo in range(0, 20, 4))
+    assert padded <= unsorted
+    sorted_lengths = sorted(lengths)
+    assert padded == sum(max(sorted_lengths[lo: lo + 4]) * 4 for lo in range(0, 20, 4))  # one bucket: optimal
+    ranks = [LengthBucketSampler(dataset, batch_size=3, seed=1, num_replicas=2, rank=r) for r in range(2)]
+    per_rank = [list(s) for s in ranks]
+    assert len(per_rank[0]) == len(per_rank[1]) == len(ranks[0]) == 4
+    covered = {i for batches_r in per_rank for batch in batches_r for i in batch}
+    assert covered == set(range(20))
+    loader = DataLoader(dataset, batch_sampler=ranks[1], collate_fn=dataset.collate)
+    assert sum(batch["codes"].shape[0] for batch in loader) == sum(len(b) for b in per_rank[1])
+
+
+def test_distributed_sampler_and_split(espeak_tokens):
+    manifest = TokenManifest.load(espeak_tokens)
+    ids = [u["utt_id"] for u in manifest.utterances]
+    train, heldout = split_heldout(ids, 0.2, seed=0)
+    assert len(heldout) == 4 and set(train) | set(heldout) == set(ids) and not set(train) & set(heldout)
+    assert split_heldout(ids, 0.2, seed=0) == (train, heldout) and split_heldout(ids, 0.2, seed=1) != (train, heldout)
+    assert len(split_heldout(ids, 0.01)[1]) == 1
+    with pytest.raises(ValueError, match="heldout_fraction"):
+        split_heldout(ids, 1.0)
+    dataset = TokenDataset(espeak_tokens, 0.0, 2.0, seed=0, utt_ids=train, frames_multiple=10)
+    assert [dataset[i]["utt_id"] for i in range(len(dataset))] == train
+    seen = []
+    for rank in range(2):
+        sampler = DistributedSampler(dataset, num_replicas=2, rank=rank, seed=0)
+        for batch in DataLoader(dataset, batch_size=4, sampler=sampler, collate_fn=dataset.collate):
+            assert batch["codes"].shape[2] % 10 == 0
+            seen += batch["utt_ids"]
+    assert sorted(seen) == sorted(train)
+    with pytest.raises(ValueError, match="not in"):
+        TokenDataset(espeak_tokens, utt_ids=["nope"])
