@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
-from einops import rearrange
 from torch import nn
 
 
@@ -35,17 +34,28 @@ class RotaryEmbedding(nn.Module):
         """``(cos_TH, sin_TH)`` for positions ``0..num_frames-1`` (H = head dim)."""
         key = (num_frames, str(device), dtype)
         if key not in self._cache:
-            positions_T = torch.arange(num_frames, device=device, dtype=torch.float32)
-            angles_TH2 = positions_T[:, None] * self.inv_freq.to(device)[None, :]
+            # computed on the host and copied: on XLA the tables are device data, not part of a graph
+            positions_T = torch.arange(num_frames, dtype=torch.float32)
+            angles_TH2 = positions_T[:, None] * self.inv_freq.detach().cpu()[None, :]
             angles_TH = torch.cat([angles_TH2, angles_TH2], dim=-1)
-            self._cache[key] = (angles_TH.cos().to(dtype), angles_TH.sin().to(dtype))
+            self._cache[key] = (angles_TH.cos().to(device, dtype), angles_TH.sin().to(device, dtype))
         return self._cache[key]
 
     @staticmethod
     def rotate(x_BNTH: torch.Tensor, cos_TH: torch.Tensor, sin_TH: torch.Tensor) -> torch.Tensor:
+        """``x·cos + rotate_half(x)·sin``, written half by half into one output (no cat, no neg).
+
+        Bit-identical to the textbook form: ``a + (-b)·s`` equals ``a - b·s`` in IEEE arithmetic.
+        """
         half = x_BNTH.shape[-1] // 2
         x1, x2 = x_BNTH[..., :half], x_BNTH[..., half:]
-        return x_BNTH * cos_TH + torch.cat([-x2, x1], dim=-1) * sin_TH
+        if torch.is_grad_enabled() and x_BNTH.requires_grad:  # out= has no autograd
+            return torch.cat([x1 * cos_TH[:, :half] - x2 * sin_TH[:, :half],
+                              x2 * cos_TH[:, half:] + x1 * sin_TH[:, half:]], dim=-1)
+        out_BNTH = torch.empty(x_BNTH.shape, dtype=torch.result_type(x_BNTH, cos_TH), device=x_BNTH.device)
+        torch.sub(x1 * cos_TH[:, :half], x2 * sin_TH[:, :half], out=out_BNTH[..., :half])
+        torch.add(x2 * cos_TH[:, half:], x1 * sin_TH[:, half:], out=out_BNTH[..., half:])
+        return out_BNTH
 
 
 class FeedForward(nn.Module):
@@ -80,16 +90,25 @@ class SelfAttention(nn.Module):
         self.out_dropout = nn.Dropout(dropout)
 
     def forward(self, x_BTD: torch.Tensor, attend_B11T: torch.Tensor | None) -> torch.Tensor:
-        num_frames = x_BTD.shape[1]
-        qkv = self.to_qkv(self.norm(x_BTD))
-        q_BNTH, k_BNTH, v_BNTH = rearrange(qkv, "b t (three n h) -> three b n t h", three=3, n=self.heads)
+        batch_size, num_frames, dim = x_BTD.shape
+        qkv_BTD3 = self.to_qkv(self.norm(x_BTD))
+        # plain views (no einops: its first call imports torch._dynamo, ≈120 MB of resident memory)
+        q_BNTH, k_BNTH, v_BNTH = qkv_BTD3.view(batch_size, num_frames, 3, self.heads, -1).permute(2, 0, 3, 1, 4)
         cos_TH, sin_TH = self.rotary.tables(num_frames, x_BTD.device, q_BNTH.dtype)
         q_BNTH = self.rotary.rotate(q_BNTH, cos_TH, sin_TH)
         k_BNTH = self.rotary.rotate(k_BNTH, cos_TH, sin_TH)
         out_BNTH = F.scaled_dot_product_attention(
             q_BNTH, k_BNTH, v_BNTH, attn_mask=attend_B11T, dropout_p=self.dropout if self.training else 0.0
         )
-        return self.out_dropout(self.to_out(rearrange(out_BNTH, "b n t h -> b t (n h)")))
+        return self.out_dropout(self.to_out(out_BNTH.transpose(1, 2).reshape(batch_size, num_frames, dim)))
+
+
+def _glu(x_BTC: torch.Tensor) -> torch.Tensor:
+    """``F.glu`` over the last dim; on XLA as ``a * sigmoid(b)`` (torch_xla has no ``glu_backward``)."""
+    if x_BTC.device.type != "xla":
+        return F.glu(x_BTC, dim=-1)
+    a_BTC, b_BTC = x_BTC.chunk(2, dim=-1)
+    return a_BTC * torch.sigmoid(b_BTC)
 
 
 class ConvModule(nn.Module):
@@ -115,7 +134,7 @@ class ConvModule(nn.Module):
         self.dropout = nn.Dropout(dropout)
 
     def forward(self, x_BTD: torch.Tensor, valid_BT1: torch.Tensor | None) -> torch.Tensor:
-        h_BTD = F.glu(self.pointwise_in(self.norm(x_BTD)), dim=-1)
+        h_BTD = _glu(self.pointwise_in(self.norm(x_BTD)))
         if valid_BT1 is not None:
             h_BTD = h_BTD * valid_BT1
         h_BTD = self.depthwise(h_BTD.transpose(1, 2)).transpose(1, 2)
@@ -133,10 +152,11 @@ class ConformerBlock(nn.Module):
         self.norm = nn.LayerNorm(dim)
 
     def forward(self, x_BTD, attend_B11T, valid_BT1):
-        x_BTD = x_BTD + 0.5 * self.ff1(x_BTD)
+        # torch.add(x, y, alpha=0.5) is one pass and bit-identical to x + 0.5 * y (0.5·y is exact)
+        x_BTD = torch.add(x_BTD, self.ff1(x_BTD), alpha=0.5)
         x_BTD = x_BTD + self.attn(x_BTD, attend_B11T)
         x_BTD = x_BTD + self.conv(x_BTD, valid_BT1)
-        x_BTD = x_BTD + 0.5 * self.ff2(x_BTD)
+        x_BTD = torch.add(x_BTD, self.ff2(x_BTD), alpha=0.5)
         return self.norm(x_BTD)
 
 

@@ -48,12 +48,14 @@ def corrupt(
     generator: torch.Generator | None = None,
     *,
     mask_id: int,
+    validate: bool = True,
 ) -> Corruption:
     """Apply the paper's masking to ``codes`` ``[B, Q, T]``; see the module docstring.
 
     ``lengths`` ``[B]`` gives the real frames per example (default: all ``T``). ``mask_id`` is the
     id a masked position holds (the model uses ``codebook_size``). Random draws come from
-    ``generator`` (on the codes' device) so results are reproducible.
+    ``generator`` (on the codes' device) so results are reproducible. ``validate=False`` skips the
+    range check of ``lengths`` (it reads values to the host) inside a compiled training step.
     """
     codes_BQT = check_int_tensor("codes", codes, 3, "[B, Q, T]")
     batch_size, num_levels, num_frames = codes_BQT.shape
@@ -63,7 +65,9 @@ def corrupt(
     if lengths is None:
         lengths_B = torch.full((batch_size,), num_frames, dtype=torch.long, device=device)
     else:
-        lengths_B = check_lengths(lengths, batch_size, num_frames).to(device=device, dtype=torch.long)
+        if validate:
+            lengths = check_lengths(lengths, batch_size, num_frames)
+        lengths_B = lengths.to(device=device, dtype=torch.long)
 
     def uniform(*shape):
         return torch.rand(*shape, generator=generator, device=device)

@@ -125,18 +125,28 @@ class SoundStorm(nn.Module):
         lengths_B = None if lengths is None else check_lengths(lengths, batch_size, num_frames)
         return codes_BQT, semantic_BS, lengths_B
 
-    def embed(self, codes_BQT: torch.Tensor, semantic_BS: torch.Tensor) -> torch.Tensor:
-        """Sum of the semantic and the Q acoustic embeddings per frame: ``[B, T, D]``."""
-        semantic_BT = semantic_BS.repeat_interleave(self.config.semantic_upsample, dim=1)
+    def embed_semantic(self, semantic_BS: torch.Tensor) -> torch.Tensor:
+        """The semantic tokens' embeddings at the codec frame rate: ``[B, T, D]``."""
+        return self.semantic_embed(semantic_BS.repeat_interleave(self.config.semantic_upsample, dim=1))
+
+    def embed(self, codes_BQT: torch.Tensor, semantic_BS: torch.Tensor,
+              semantic_BTD: torch.Tensor | None = None) -> torch.Tensor:
+        """Sum of the semantic and the Q acoustic embeddings per frame: ``[B, T, D]``.
+
+        ``semantic_BTD``: :meth:`embed_semantic` computed once and reused (the sampler's passes
+        share it; the result is bit-identical).
+        """
+        if semantic_BTD is None:
+            semantic_BTD = self.embed_semantic(semantic_BS)
         rows_BQT = codes_BQT + self.level_offsets[None, :, None]
-        return self.semantic_embed(semantic_BT) + self.acoustic_embed(rows_BQT).sum(dim=1)
+        return semantic_BTD + self.acoustic_embed(rows_BQT).sum(dim=1)
 
     # ------------------------------------------------------------------ forward
-    def hidden(self, codes_BQT, semantic_BS, lengths_B=None) -> torch.Tensor:
+    def hidden(self, codes_BQT, semantic_BS, lengths_B=None, semantic_BTD=None) -> torch.Tensor:
         """Backbone output ``[B, T, D]`` (inputs assumed valid; see :meth:`check_inputs`)."""
         batch_size, _, num_frames = codes_BQT.shape
         valid_BT = None if lengths_B is None else frame_mask(lengths_B, batch_size, num_frames, codes_BQT.device)
-        return self.head_norm(self.backbone(self.embed(codes_BQT, semantic_BS), valid_BT))
+        return self.head_norm(self.backbone(self.embed(codes_BQT, semantic_BS, semantic_BTD), valid_BT))
 
     def level_logits(self, hidden_BTD: torch.Tensor, level_B: torch.Tensor) -> torch.Tensor:
         """Logits ``[B, T, V]`` of one level per example (``level_B`` long, 0-based): one head only."""
@@ -144,7 +154,8 @@ class SoundStorm(nn.Module):
         bias_BV = self.head_bias.index_select(0, level_B)
         return torch.bmm(hidden_BTD, weight_BDV.to(hidden_BTD.dtype)) + bias_BV[:, None, :].to(hidden_BTD.dtype)
 
-    def forward(self, codes, semantic, lengths=None, *, level=None, validate: bool = True) -> torch.Tensor:
+    def forward(self, codes, semantic, lengths=None, *, level=None, validate: bool = True,
+                semantic_embedding: torch.Tensor | None = None) -> torch.Tensor:
         """Logits for masked-token prediction.
 
         codes: ``[B, Q, T]`` long, a masked position holds ``config.mask_id`` (at any level).
@@ -153,10 +164,12 @@ class SoundStorm(nn.Module):
         level: None → all levels, ``[B, Q, T, V]``; an int or a ``[B]``/scalar long tensor → that
         level only, ``[B, T, V]`` (the sampler's path: one head computed).
         validate: set False inside compiled loops once the inputs were checked.
+        semantic_embedding: optional ``embed_semantic(semantic)`` ``[B, T, D]``, computed once by
+        the sampler for all its passes.
         """
         if validate:
             codes, semantic, lengths = self.check_inputs(codes, semantic, lengths)
-        hidden_BTD = self.hidden(codes, semantic, lengths)
+        hidden_BTD = self.hidden(codes, semantic, lengths, semantic_embedding)
         if level is None:
             logits_BTQV = torch.einsum("btd,qdv->btqv", hidden_BTD, self.head_weight.to(hidden_BTD.dtype))
             return (logits_BTQV + self.head_bias.to(hidden_BTD.dtype)).permute(0, 2, 1, 3)
@@ -176,7 +189,7 @@ class SoundStorm(nn.Module):
         if validate:
             codes, semantic, lengths = self.check_inputs(codes, semantic, lengths)
             check_range("codes (clean, no mask ids, in loss)", codes, 0, self.config.codebook_size)
-        corruption = corrupt(codes, lengths, generator, mask_id=self.config.mask_id)
+        corruption = corrupt(codes, lengths, generator, mask_id=self.config.mask_id, validate=validate)
         return self.loss_on_corruption(codes, semantic, lengths, corruption)
 
     def loss_on_corruption(self, codes_BQT, semantic_BS, lengths_B, corruption):

@@ -121,8 +121,10 @@ def _iterations(schedule: ResolvedSchedule, device) -> list[_Iteration]:
                 "choice_scale": torch.tensor(schedule.choice_noise * (1.0 - progress)),
                 "counter": torch.tensor(counter, dtype=torch.long),
             }
+            # copied as [1] and viewed as 0-d on the device: torch_xla bakes some 0-d host values
+            # (0, 1, ...) into the graph as constants, which would give iterations distinct graphs
             out.append(_Iteration(is_last, is_last and schedule.greedy_last,
-                                  {k: v.to(device) for k, v in values.items()}))
+                                  {k: v.view(1).to(device).view(()) for k, v in values.items()}))
             counter += 1
     return out
 
@@ -171,6 +173,21 @@ def filter_logits(logits_BTV: torch.Tensor, top_k: int | None, top_p: float | No
 
 
 # ---------------------------------------------------------------------- decoding
+def _most_confident(logits_BTV, sampled_BT, unknown_BT, num_unknown_B, initial_unknown_B, t, seed, frames_T):
+    """``reveal_BT``: the unknown positions whose confidence ranks above the cosine schedule's cut."""
+    batch_size = logits_BTV.shape[0]
+    log_probs_BTV = logits_BTV.log_softmax(dim=-1)
+    confidence_BT = log_probs_BTV.gather(-1, sampled_BT[..., None]).squeeze(-1)
+    choice_key_B = _stream_keys(seed, 0xC401CE, t["counter"], batch_size)
+    confidence_BT = confidence_BT + t["choice_scale"] * counter_gumbel(choice_key_B, frames_T)
+    confidence_BT = torch.where(unknown_BT, confidence_BT, torch.full_like(confidence_BT, float("inf")))
+    # tokens left masked: cosine share of the level's initial count, at least one revealed
+    keep_masked_B = torch.floor(initial_unknown_B * t["keep_fraction"]).long()
+    keep_masked_B = torch.minimum(keep_masked_B, num_unknown_B - 1).clamp(min=0)
+    rank_BT = confidence_BT.argsort(dim=-1, stable=True).argsort(dim=-1, stable=True)
+    return unknown_BT & (rank_BT >= keep_masked_B[:, None])
+
+
 LogitsFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
 
@@ -181,21 +198,26 @@ def decode(
     schedule: ResolvedSchedule,
     seed: torch.Tensor,
     mask_id: int,
+    mark_step: Callable[[], None] | None = None,
 ) -> torch.Tensor:
     """Fill every masked, non-padding position of ``codes_BQT`` level by level.
 
     ``logits_fn(codes_BQT, level)`` returns ``[B, T, V]`` logits for one level (``level`` a 0-d long
     tensor); it is called exactly ``sum(schedule.steps)`` times. Positions that are not masked on
     entry (the prompt) and padding frames (``valid_BT`` False) are never changed.
+    ``mark_step()`` (the XLA backend's) runs once after the set-up and after every iteration, so
+    that each iteration is one graph and every sampling iteration, like every greedy one, reuses it.
     """
     batch_size, num_levels, num_frames = codes_BQT.shape
     device = codes_BQT.device
     levels_Q = torch.arange(num_levels, device=device)
     frames_T = torch.arange(num_frames, device=device, dtype=torch.long)
     initial_unknown_B = torch.zeros(batch_size, dtype=torch.long, device=device)
-    token_index_TV = None
+    iterations = _iterations(schedule, device)
+    if mark_step is not None:
+        mark_step()  # materialise the set-up (XLA keeps small host copies as pending constants)
 
-    for it in _iterations(schedule, device):
+    for it in iterations:
         t = it.tensors
         at_level_Q = levels_Q == t["level"]
         codes_BT = codes_BQT.index_select(1, t["level"].view(1)).squeeze(1)
@@ -208,27 +230,36 @@ def decode(
             sampled_BT = logits_BTV.argmax(dim=-1)
         else:
             logits_BTV = filter_logits(logits_BTV * t["inv_temperature"], schedule.top_k, schedule.top_p)
-            if token_index_TV is None:
-                token_index_TV = torch.arange(num_frames * logits_BTV.shape[-1], device=device).view(num_frames, -1)
+            token_index_TV = torch.arange(num_frames * logits_BTV.shape[-1], device=device).view(num_frames, -1)
             sample_key_B = _stream_keys(seed, 0x5EED, t["counter"], batch_size)
             sampled_BT = (logits_BTV + counter_gumbel(sample_key_B, token_index_TV)).argmax(dim=-1)
 
         if it.is_last:
             reveal_BT = unknown_BT
         else:
-            log_probs_BTV = logits_BTV.log_softmax(dim=-1)
-            confidence_BT = log_probs_BTV.gather(-1, sampled_BT[..., None]).squeeze(-1)
-            choice_key_B = _stream_keys(seed, 0xC401CE, t["counter"], batch_size)
-            confidence_BT = confidence_BT + t["choice_scale"] * counter_gumbel(choice_key_B, frames_T)
-            confidence_BT = torch.where(unknown_BT, confidence_BT, torch.full_like(confidence_BT, float("inf")))
-            # tokens left masked: cosine share of the level's initial count, at least one revealed
-            keep_masked_B = torch.floor(initial_unknown_B * t["keep_fraction"]).long()
-            keep_masked_B = torch.minimum(keep_masked_B, num_unknown_B - 1).clamp(min=0)
-            rank_BT = confidence_BT.argsort(dim=-1, stable=True).argsort(dim=-1, stable=True)
-            reveal_BT = unknown_BT & (rank_BT >= keep_masked_B[:, None])
+            reveal_BT = _most_confident(logits_BTV, sampled_BT, unknown_BT, num_unknown_B, initial_unknown_B,
+                                        t, seed, frames_T)
 
         write_BQT = at_level_Q[None, :, None] & reveal_BT[:, None, :]
         codes_BQT = torch.where(write_BQT, sampled_BT[:, None, :], codes_BQT)
+        if mark_step is not None:
+            mark_step()
+    return codes_BQT
+
+
+def _initial_codes(cfg, prompt, batch_size: int, num_frames: int, device) -> torch.Tensor:
+    """``[B, Q, T]`` all masked except the (validated) prompt in the first levels and frames."""
+    codes_BQT = torch.full((batch_size, cfg.num_levels, num_frames), cfg.mask_id, dtype=torch.long, device=device)
+    if prompt is not None:
+        prompt_BQT = check_int_tensor("prompt", prompt, 3, "[B, Qp, Tp]")
+        b, qp, tp = prompt_BQT.shape
+        if b != batch_size:
+            raise ValueError(f"prompt has batch {b}, semantic has batch {batch_size}")
+        if qp > cfg.num_levels or tp > num_frames:
+            raise ValueError(f"prompt shape {tuple(prompt_BQT.shape)} is longer than the output "
+                             f"[{batch_size}, {cfg.num_levels}, {num_frames}] (levels or frames)")
+        check_range("prompt", prompt_BQT, 0, cfg.mask_id + 1)
+        codes_BQT[:, :qp, :tp] = prompt_BQT.to(device)
     return codes_BQT
 
 
@@ -241,6 +272,8 @@ def generate(
     lengths: torch.Tensor | None = None,
     config: SamplerConfig | None = None,
     generator: torch.Generator | None = None,
+    mark_step: Callable[[], None] | None = None,
+    wrap_logits: Callable[[LogitsFn, torch.Tensor], LogitsFn] | None = None,
 ) -> torch.Tensor:
     """Generate acoustic codes ``[B, Q, T]`` (``T = S × semantic_upsample``) from ``semantic [B, S]``.
 
@@ -250,6 +283,9 @@ def generate(
     within a batch.
     lengths: optional ``[B]`` real frames per example; padding frames come back as the mask id.
     generator: the source of the seed; the same seed gives the same output.
+    mark_step: called after the set-up and every decoding iteration (``backend.mark_step`` on XLA).
+    wrap_logits: ``wrap_logits(logits_fn, codes_BQT)`` returns the logits function to decode with,
+    e.g. a CUDA-graph replay of it (:func:`soundstorm.backends.cuda_graphs.graphed_logits_fn`).
     """
     cfg = model.config
     semantic_BS = check_int_tensor("semantic", semantic, 2, "[B, S]")
@@ -263,29 +299,22 @@ def generate(
     device = next(model.parameters()).device
     lengths_B = None if lengths is None else check_lengths(lengths, batch_size, num_frames).to(device)
 
-    codes_BQT = torch.full((batch_size, cfg.num_levels, num_frames), cfg.mask_id, dtype=torch.long, device=device)
-    if prompt is not None:
-        prompt_BQT = check_int_tensor("prompt", prompt, 3, "[B, Qp, Tp]")
-        b, qp, tp = prompt_BQT.shape
-        if b != batch_size:
-            raise ValueError(f"prompt has batch {b}, semantic has batch {batch_size}")
-        if qp > cfg.num_levels or tp > num_frames:
-            raise ValueError(f"prompt shape {tuple(prompt_BQT.shape)} is longer than the output "
-                             f"[{batch_size}, {cfg.num_levels}, {num_frames}] (levels or frames)")
-        check_range("prompt", prompt_BQT, 0, cfg.mask_id + 1)
-        codes_BQT[:, :qp, :tp] = prompt_BQT.to(device)
-
+    codes_BQT = _initial_codes(cfg, prompt, batch_size, num_frames, device)
     valid_BT = frame_mask(lengths_B, batch_size, num_frames, device)
-    seed = torch.randint(0, 2**31 - 1, (), generator=generator).to(device)
+    seed = torch.randint(0, 2**31 - 1, (1,), generator=generator).to(device).view(())  # see _iterations
     semantic_BS = semantic_BS.to(device)
 
+    semantic_BTD = model.embed_semantic(semantic_BS)  # the same for every pass: embedded once
+
     def logits_fn(codes, level):
-        return model(codes, semantic_BS, lengths_B, level=level, validate=False)
+        return model(codes, semantic_BS, lengths_B, level=level, validate=False, semantic_embedding=semantic_BTD)
 
     was_training = model.training
     model.eval()
+    if wrap_logits is not None:
+        logits_fn = wrap_logits(logits_fn, codes_BQT)
     try:
-        codes_BQT = decode(logits_fn, codes_BQT, valid_BT, schedule, seed, cfg.mask_id)
+        codes_BQT = decode(logits_fn, codes_BQT, valid_BT, schedule, seed, cfg.mask_id, mark_step)
     finally:
         model.train(was_training)
     return codes_BQT

@@ -3,7 +3,7 @@
 A backend answers the questions that differ between devices, and nothing else: which device
 tensors live on, which autocast dtype to use, where a step ends (``mark_step`` cuts the lazy graph on
 XLA), how to wait for the device (``sync``, for honest timings), how to step the optimizer, how to
-start and use torch.distributed, and how much memory the run peaked at.
+start and use torch.distributed, how to save a checkpoint, and how much memory the run peaked at.
 """
 
 from __future__ import annotations
@@ -110,11 +110,36 @@ class Backend:
         return {k: v.to(self.device, non_blocking=True) if isinstance(v, torch.Tensor) else v
                 for k, v in batch.items()}
 
+    def shard_batch(self, tensor: torch.Tensor) -> torch.Tensor:
+        """Lay a batch tensor out over the devices (XLA SPMD); the tensor itself elsewhere."""
+        return tensor
+
+    # -- checkpoints
+    def state_dict_to_cpu(self, state):
+        """CPU copies of a (nested) state: what a checkpoint writer should serialise."""
+        if isinstance(state, torch.Tensor):
+            return state.detach().cpu()
+        if isinstance(state, dict):
+            return {k: self.state_dict_to_cpu(v) for k, v in state.items()}
+        if isinstance(state, (list, tuple)):
+            return type(state)(self.state_dict_to_cpu(v) for v in state)
+        return state
+
+    def save(self, data, path) -> None:
+        """Write ``data`` (tensors as CPU copies) with ``torch.save`` on the main process only."""
+        if self.dist.is_main:
+            torch.save(self.state_dict_to_cpu(data), path)
+
     # -- memory
     def reset_peak_memory(self) -> None:
         """Start a new peak-memory window where the device supports it."""
 
     def peak_memory_bytes(self) -> int | None:
+        """Peak memory since :meth:`reset_peak_memory` (None where the device cannot say)."""
+        return None
+
+    def current_memory_bytes(self) -> int | None:
+        """Memory in use now, the baseline a peak is compared with (None where unknown)."""
         return None
 
     def describe(self) -> dict:

@@ -1,4 +1,10 @@
-"""The CPU backend: fp32, gloo for multi-process jobs, peak memory from the process's max RSS."""
+"""The CPU backend: fp32, gloo for multi-process jobs, peak memory from the process's resident set.
+
+Peak memory is the kernel's high-water mark of the resident set (``VmHWM``). On Linux
+:meth:`CPUBackend.reset_peak_memory` restarts that mark (``/proc/self/clear_refs``, value 5), so a
+peak can be measured for one phase of a run; elsewhere the mark covers the whole process
+(``ru_maxrss``). :meth:`current_memory_bytes` (``VmRSS``) is the baseline to subtract.
+"""
 
 from __future__ import annotations
 
@@ -10,6 +16,18 @@ import torch
 from soundstorm.backends.base import Backend
 
 
+def _proc_status_bytes(field: str) -> int | None:
+    """A ``kB`` field of ``/proc/self/status`` in bytes (None off Linux)."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith(field + ":"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        return None
+    return None
+
+
 class CPUBackend(Backend):
     name = "cpu"
     dist_backend = "gloo"
@@ -18,15 +36,29 @@ class CPUBackend(Backend):
     def __init__(self, num_threads: int | None = None):
         super().__init__()
         if num_threads is not None:
-            if num_threads < 1:
-                raise ValueError(f"num_threads must be >= 1, got {num_threads}")
+            if isinstance(num_threads, bool) or not isinstance(num_threads, int) or num_threads < 1:
+                raise ValueError(f"CPUBackend num_threads must be a positive integer or None, got {num_threads!r}")
             torch.set_num_threads(num_threads)
 
     @property
     def device(self) -> torch.device:
         return torch.device("cpu")
 
+    def reset_peak_memory(self) -> None:
+        """Restart the resident-set high-water mark (Linux); a no-op where unsupported."""
+        try:
+            with open("/proc/self/clear_refs", "w") as f:
+                f.write("5")
+        except OSError:
+            pass
+
     def peak_memory_bytes(self) -> int | None:
-        """Peak resident set size of this process (ru_maxrss is KiB on Linux, bytes on macOS)."""
-        rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        """Peak resident set size of this process (since :meth:`reset_peak_memory` on Linux)."""
+        peak = _proc_status_bytes("VmHWM")
+        if peak is not None:
+            return peak
+        rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux, bytes on macOS
         return int(rss if sys.platform == "darwin" else rss * 1024)
+
+    def current_memory_bytes(self) -> int | None:
+        return _proc_status_bytes("VmRSS")

@@ -1,0 +1,299 @@
+"""The generation benchmark: warm-up, N timed generations with device syncs, MFU and memory.
+
+``run_bench(BenchConfig(...))`` builds a randomly initialised model (latency does not depend on
+the weights), generates ``duration_s`` seconds of codes from random semantic ids with the
+sampler's schedule and returns a JSON-ready dict. Every timed run ends with ``backend.sync()``.
+
+Peak memory is the growth of the device's memory high-water mark over a baseline taken right
+before the model is built (CPU: resident set size, ``VmHWM − VmRSS``; CUDA: allocator peak; XLA:
+the runtime's ``peak_bytes_used`` when reported), so it covers the weights, the activations and
+the sampler, and not the interpreter and libraries loaded before.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import platform
+import statistics
+import time
+from dataclasses import dataclass
+
+import torch
+
+from soundstorm.backends import NAMES, get_backend, resolve_name
+from soundstorm.bench.flops import flops_per_pass, measure_matmul_peak
+from soundstorm.model import SoundStorm, SoundStormConfig
+from soundstorm.sampler import SamplerConfig, generate
+
+PRESETS = ("paper", "tiny")
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
+
+
+@dataclass
+class BenchConfig:
+    """What to benchmark. Defaults: the paper preset, 30 s, batch 1, schedule (16, 1, …, 1), auto backend."""
+
+    model_preset: str = "paper"
+    model_overrides: dict = dataclasses.field(default_factory=dict)
+    duration_s: float = 30.0
+    frame_rate_hz: float = 50.0  # SoundStream in the paper; 75 for EnCodec 24 kHz
+    batch_size: int = 1
+    steps: tuple | None = None  # None → the paper's (16, 1, ..., 1)
+    dtype: str = "float32"  # "float32" or "bfloat16" (autocast on CUDA/XLA)
+    compile: bool = False  # torch.compile the model (CUDA/CPU)
+    cuda_graphs: bool = False  # capture the sampler's forward pass in a CUDA graph
+    codec_decode: bool = False  # include EnCodec-24 kHz decoding of the codes (random weights)
+    ar_baseline: bool = False  # estimate level-wise autoregressive decoding with the same backbone
+    ar_positions: int = 6
+    warmup: int = 1
+    warmup_schedule: str = "full"  # "full": the timed schedule; "short": (2, 1, ..., 1), same kernels/graphs
+    runs: int = 3
+    backend: str = "auto"
+    backend_options: dict = dataclasses.field(default_factory=dict)  # e.g. {"num_threads": 2} on the CPU
+    matmul_size: int = 4096
+    seed: int = 0
+    output_json: str | None = "bench.json"
+
+    def __post_init__(self):
+        if self.model_preset not in PRESETS:
+            raise ValueError(f"BenchConfig.model_preset must be one of {PRESETS}, got {self.model_preset!r}")
+        for name in ("model_overrides", "backend_options"):
+            if not isinstance(getattr(self, name), dict):
+                raise ValueError(f"BenchConfig.{name} must be a dict, got {getattr(self, name)!r}")
+        for name in ("duration_s", "frame_rate_hz"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
+                raise ValueError(f"BenchConfig.{name} must be a positive number, got {value!r}")
+        for name, low in (("batch_size", 1), ("runs", 1), ("warmup", 0), ("ar_positions", 2), ("matmul_size", 64)):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < low:
+                raise ValueError(f"BenchConfig.{name} must be an integer >= {low}, got {value!r}")
+        if self.warmup_schedule not in ("full", "short"):
+            raise ValueError(f"BenchConfig.warmup_schedule must be 'full' or 'short', got {self.warmup_schedule!r}")
+        if self.dtype not in DTYPES:
+            raise ValueError(f"BenchConfig.dtype must be one of {sorted(DTYPES)}, got {self.dtype!r}")
+        if self.backend not in NAMES:
+            raise ValueError(f"BenchConfig.backend must be one of {NAMES}, got {self.backend!r}")
+        for name in ("compile", "cuda_graphs", "codec_decode", "ar_baseline"):
+            if not isinstance(getattr(self, name), bool):
+                raise ValueError(f"BenchConfig.{name} must be true or false, got {getattr(self, name)!r}")
+        if self.steps is not None:
+            self.steps = tuple(self.steps)
+
+    def model_config(self) -> SoundStormConfig:
+        return getattr(SoundStormConfig, self.model_preset)(**self.model_overrides)
+
+    def num_frames(self, config: SoundStormConfig) -> int:
+        """Codec frames for ``duration_s``; must be a whole number of semantic frames."""
+        exact = self.duration_s * self.frame_rate_hz
+        num_frames = round(exact)
+        if abs(exact - num_frames) > 1e-6 or num_frames < 1 or num_frames % config.semantic_upsample:
+            raise ValueError(f"BenchConfig.duration_s={self.duration_s} at frame_rate_hz={self.frame_rate_hz} gives "
+                             f"{num_frames} frames, expected a positive multiple of semantic_upsample="
+                             f"{config.semantic_upsample}")
+        return num_frames
+
+
+def _make_backend(cfg: BenchConfig):
+    """The backend with its options; the bench's ``dtype`` is the autocast dtype on CUDA and XLA."""
+    name = resolve_name(cfg.backend)
+    options = {k: v for k, v in cfg.backend_options.items() if not (name == "cpu" and v is None)}
+    if name == "cpu":
+        if cfg.dtype != "float32":
+            raise ValueError(f"BenchConfig.dtype={cfg.dtype!r} on the CPU backend: only float32 is supported")
+        options.pop("dtype", None)
+    else:
+        options["dtype"] = cfg.dtype
+        options.pop("num_threads", None)
+    return get_backend(name, **options)
+
+
+def _versions() -> dict:
+    out = {"python": platform.python_version(), "torch": torch.__version__}
+    try:
+        import importlib.metadata as md
+
+        out["soundstorm"] = md.version("soundstorm")
+        out["torch_xla"] = md.version("torch_xla")
+    except Exception:  # noqa: BLE001 - optional packages
+        pass
+    return out
+
+
+def _codec_decoder(device):
+    """EnCodec 24 kHz with random weights (same architecture and cost as the real one)."""
+    from encodec import EncodecModel
+
+    codec = EncodecModel.encodec_model_24khz(pretrained=False).to(device).eval()
+    return lambda codes_BQT: codec.decoder(codec.quantizer.decode(codes_BQT.transpose(0, 1)))
+
+
+def _sampler_hooks(cfg: BenchConfig, backend, model):
+    """Optional torch.compile of the model and CUDA-graph capture of the logits function."""
+    if cfg.cuda_graphs and backend.name != "cuda":
+        raise ValueError(f"BenchConfig.cuda_graphs=true needs the cuda backend, got {backend.name!r}")
+    runner = torch.compile(model, dynamic=False) if cfg.compile else model
+    wrap = None
+    if cfg.cuda_graphs:
+        from soundstorm.backends.cuda_graphs import graphed_logits_fn
+
+        wrap = graphed_logits_fn
+    return runner, wrap
+
+
+def _timed_generations(cfg, backend, runner, wrap, semantic_BS, decode_fn, num_runs, counter, steps):
+    latencies, decode_s, cpu_s = [], [], []
+    for run in range(num_runs):
+        counter.clear()
+        backend.sync()
+        start, cpu_start = time.perf_counter(), time.process_time()
+        with backend.autocast():
+            codes_BQT = generate(runner, semantic_BS, config=SamplerConfig(steps=steps),
+                                 generator=torch.Generator().manual_seed(cfg.seed + run),
+                                 mark_step=backend.mark_step, wrap_logits=wrap)
+            backend.sync()
+            generated = time.perf_counter()
+            if decode_fn is not None:
+                decode_fn(codes_BQT.clamp(max=runner.config.codebook_size - 1))
+                backend.mark_step()
+                backend.sync()
+        latencies.append(time.perf_counter() - start)
+        decode_s.append(time.perf_counter() - generated)
+        cpu_s.append(time.process_time() - cpu_start)
+    return latencies, decode_s, cpu_s, len(counter)
+
+
+def run_bench(cfg: BenchConfig) -> dict:
+    """Run the benchmark described by ``cfg``; return the results (see ``docs/benchmark.md``)."""
+    backend = _make_backend(cfg)
+    backend.init_distributed()
+    peaks = [measure_matmul_peak(backend, DTYPES[cfg.dtype], cfg.matmul_size)]
+    model_cfg = cfg.model_config()
+    num_frames = cfg.num_frames(model_cfg)
+    schedule = SamplerConfig(steps=cfg.steps).resolve(model_cfg.num_levels)
+
+    backend.sync()
+    baseline_bytes = backend.current_memory_bytes()
+    backend.reset_peak_memory()
+    torch.manual_seed(cfg.seed)
+    model = SoundStorm(model_cfg).to(backend.device).eval()
+    semantic_BS = torch.randint(0, model_cfg.semantic_vocab_size,
+                                (cfg.batch_size, num_frames // model_cfg.semantic_upsample))
+    decode_fn = _codec_decoder(backend.device) if cfg.codec_decode else None
+    runner, wrap = _sampler_hooks(cfg, backend, model)
+    counter = []
+    model.register_forward_hook(lambda *_: counter.append(1))
+
+    # warm-up: every kernel (CPU/CUDA) and every graph kind (XLA: set-up, sampling, greedy) once
+    warmup_steps = schedule.steps if cfg.warmup_schedule == "full" else (2,) + (1,) * (model_cfg.num_levels - 1)
+    _timed_generations(cfg, backend, runner, wrap, semantic_BS, decode_fn, cfg.warmup, counter, warmup_steps)
+    load_before = _load_average()
+    latencies, decode_s, cpu_s, passes = _timed_generations(cfg, backend, runner, wrap, semantic_BS, decode_fn,
+                                                     cfg.runs, counter, schedule.steps)
+    peak_bytes = backend.peak_memory_bytes()
+    peak_growth = None if peak_bytes is None else peak_bytes - (baseline_bytes or 0)
+    ar = None
+    if cfg.ar_baseline:
+        from soundstorm.bench.autoregressive import estimate_autoregressive
+
+        ar = estimate_autoregressive(model, backend, num_frames, cfg.batch_size, cfg.ar_positions)
+    peaks.append(measure_matmul_peak(backend, DTYPES[cfg.dtype], cfg.matmul_size))
+
+    result = _summarise(cfg, backend, model, schedule, num_frames, latencies, decode_s, passes, peaks, peak_growth)
+    result["host"] = {"process_cpu_s": cpu_s, "load_average_1min": [load_before, _load_average()],
+                      "cpu_share": statistics.median(c / (w * torch.get_num_threads()) for c, w in zip(cpu_s, latencies))}
+    if ar is not None:
+        ar["speedup_estimate"] = ar["latency_s_estimate"] / result["latency_s_median"]
+        result["ar_baseline"] = ar
+    backend.shutdown()
+    return result
+
+
+def _load_average() -> float | None:
+    """The host's 1-minute load average: other jobs sharing the CPU slow every number down."""
+    try:
+        return os.getloadavg()[0]
+    except OSError:
+        return None
+
+
+def _cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo") as f:
+            return next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), "")
+    except OSError:
+        return platform.processor()
+
+
+def _summarise(cfg, backend, model, schedule, num_frames, latencies, decode_s, passes, peaks, peak_growth) -> dict:
+    """The JSON-ready result: latency statistics, throughput, MFU, memory, device and versions."""
+    model_cfg = model.config
+    median = statistics.median(latencies)
+    flops = flops_per_pass(model_cfg, num_frames, cfg.batch_size)
+    peak_flops = max(peaks)
+    weights_bytes = sum(p.numel() * p.element_size() for p in model.parameters())
+    return {
+        "config": {**dataclasses.asdict(cfg), "model": model_cfg.to_dict(), "num_frames": num_frames,
+                   "steps": list(schedule.steps), "num_parameters": model.num_parameters()},
+        "forward_passes": passes,
+        "expected_forward_passes": schedule.num_passes,
+        "runs": cfg.runs,
+        "latency_s": latencies,
+        "latency_s_median": median,
+        "latency_s_min": min(latencies),
+        "latency_s_max": max(latencies),
+        "codec_decode_s_median": statistics.median(decode_s) if cfg.codec_decode else None,
+        "rtf": median / (cfg.duration_s * cfg.batch_size),
+        "frames_per_s": cfg.batch_size * num_frames / median,
+        "tokens_per_s": cfg.batch_size * num_frames * model_cfg.num_levels / median,
+        "flops_per_pass": flops,
+        "achieved_flops_per_s": flops * passes / median,
+        "matmul_peak_flops_per_s": peak_flops,
+        "matmul_peak_samples_flops_per_s": peaks,
+        "mfu": flops * passes / median / peak_flops,
+        "peak_memory_bytes": peak_growth,
+        "peak_memory_definition": "high-water mark minus the baseline taken right before building the model",
+        "weights_bytes": weights_bytes,
+        "peak_memory_over_weights": None if peak_growth is None else peak_growth / weights_bytes,
+        "device": {**backend.describe(), "machine": platform.machine(), "cpu_model": _cpu_model(),
+                   "cpu_count": os.cpu_count(), "cpu_threads": torch.get_num_threads()},
+        "dtype": cfg.dtype,
+        "versions": _versions(),
+    }
+
+
+def format_table(result: dict) -> str:
+    """A human-readable summary of :func:`run_bench`'s result."""
+    cfg = result["config"]
+    rows = [
+        ("device", f"{result['device']['backend']} ({result['device']['device']}, "
+                   f"{result['device']['cpu_threads']} threads)"),
+        ("model", f"{cfg['model_preset']} ({cfg['num_parameters'] / 1e6:.2f}M params), dtype {result['dtype']}"),
+        ("audio", f"{cfg['duration_s']} s = {cfg['num_frames']} frames × {cfg['model']['num_levels']} levels, "
+                  f"batch {cfg['batch_size']}"),
+        ("forward passes", f"{result['forward_passes']} (steps {tuple(cfg['steps'])})"),
+        ("latency median / min / max", f"{result['latency_s_median']:.3f} / {result['latency_s_min']:.3f} / "
+                                       f"{result['latency_s_max']:.3f} s"),
+        ("RTF", f"{result['rtf']:.4f}"),
+        ("frames/s", f"{result['frames_per_s']:.1f}"),
+        ("FLOPs per pass", f"{result['flops_per_pass'] / 1e9:.1f} GFLOP"),
+        ("achieved", f"{result['achieved_flops_per_s'] / 1e9:.1f} GFLOP/s"),
+        ("matmul peak (measured)", f"{result['matmul_peak_flops_per_s'] / 1e9:.1f} GFLOP/s"),
+        ("MFU", f"{result['mfu']:.3f}"),
+    ]
+    if result["peak_memory_bytes"] is not None:
+        rows.append(("peak memory", f"{result['peak_memory_bytes'] / 2**20:.0f} MiB = "
+                                    f"{result['peak_memory_over_weights']:.2f} × weights "
+                                    f"({result['weights_bytes'] / 2**20:.0f} MiB)"))
+    if result.get("codec_decode_s_median") is not None:
+        rows.append(("codec decode (in latency)", f"{result['codec_decode_s_median']:.3f} s"))
+    host = result.get("host", {})
+    rows.append(("host", f"process CPU share {host.get('cpu_share', float('nan')):.2f} of "
+                         f"{result['device']['cpu_threads']} threads, load average {host.get('load_average_1min')}"))
+    if "ar_baseline" in result:
+        ar = result["ar_baseline"]
+        rows.append(("AR baseline (ESTIMATE)", f"{ar['latency_s_estimate']:.1f} s for {ar['sequential_steps']} "
+                                               f"steps → speed-up ≈ {ar['speedup_estimate']:.0f}×"))
+    width = max(len(name) for name, _ in rows)
+    return "\n".join(f"{name:<{width}}  {value}" for name, value in rows)

@@ -1,0 +1,53 @@
+"""`soundstorm-bench`: Hydra front end of :mod:`soundstorm.bench` (config ``configs/bench.yaml``).
+
+Examples::
+
+    soundstorm-bench                                   # paper preset, 30 s, batch 1, backend auto
+    soundstorm-bench duration_s=10 runs=2
+    soundstorm-bench ar_baseline=true codec_decode=true
+    soundstorm-bench model_preset=tiny duration_s=1 output_json=/tmp/bench.json
+    soundstorm-bench backend=cpu backend.options.num_threads=2 +model_overrides.depth=2
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import hydra
+from omegaconf import DictConfig, OmegaConf
+
+from soundstorm.bench import BenchConfig, format_table, run_bench
+
+
+def to_bench_config(cfg: DictConfig) -> BenchConfig:
+    """The Hydra config as a plain :class:`BenchConfig` (unknown keys are a ValueError)."""
+    data = OmegaConf.to_container(cfg, resolve=True)
+    data.pop("hydra", None)
+    backend = data.pop("backend", None) or {}
+    if isinstance(backend, str):  # a plain key, for callers without the config group
+        backend = {"name": backend}
+    if "name" in backend:
+        data["backend"] = backend["name"]
+        data["backend_options"] = dict(backend.get("options") or {})
+    known = set(BenchConfig.__dataclass_fields__)
+    unknown = sorted(set(data) - known)
+    if unknown:
+        raise ValueError(f"unknown bench options {unknown}; expected a subset of {sorted(known)}")
+    return BenchConfig(**data)
+
+
+@hydra.main(config_path="pkg://soundstorm.configs", config_name="bench", version_base="1.3")
+def main(cfg: DictConfig) -> None:
+    bench_cfg = to_bench_config(cfg)
+    result = run_bench(bench_cfg)
+    print(format_table(result))
+    if bench_cfg.output_json:
+        path = Path(bench_cfg.output_json)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(result, indent=2, default=str))
+        print(f"wrote {path.resolve()}")
+
+
+if __name__ == "__main__":
+    main()

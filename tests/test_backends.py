@@ -1,0 +1,76 @@
+"""Backend selection and the CPU backend's interface (the XLA one is tested in test_xla.py)."""
+
+from __future__ import annotations
+
+import importlib.util
+
+import pytest
+import torch
+
+from soundstorm.backends import get_backend, resolve_name
+from soundstorm.backends.cpu import CPUBackend
+
+
+def test_auto_without_pjrt_is_cuda_or_cpu(monkeypatch):
+    monkeypatch.delenv("PJRT_DEVICE", raising=False)
+    assert resolve_name("auto") == ("cuda" if torch.cuda.is_available() else "cpu")
+
+
+@pytest.mark.skipif(importlib.util.find_spec("torch_xla") is None, reason="torch_xla is not installed")
+def test_auto_with_pjrt_is_xla(monkeypatch):
+    monkeypatch.setenv("PJRT_DEVICE", "CPU")
+    assert resolve_name("auto") == "xla"
+
+
+def test_unknown_backend_is_a_value_error():
+    with pytest.raises(ValueError, match="'tpu'"):
+        resolve_name("tpu")
+
+
+def test_xla_backend_is_not_imported_for_cpu():
+    import sys
+
+    get_backend("cpu")
+    assert "torch_xla" not in sys.modules or "soundstorm.backends.xla" not in sys.modules
+
+
+def test_cpu_backend_interface(tmp_path):
+    backend = get_backend("cpu")
+    assert isinstance(backend, CPUBackend) and backend.device == torch.device("cpu")
+    assert backend.init_distributed().world_size == 1
+    with backend.autocast():
+        y = torch.ones(2) * 2
+    backend.mark_step()
+    backend.sync()
+    assert backend.all_reduce_sum(y).tolist() == [2.0, 2.0]
+    backend.barrier()
+    model = torch.nn.Linear(2, 2)
+    assert backend.wrap_model(model) is model
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    model(torch.ones(1, 2)).sum().backward()
+    before = model.weight.detach().clone()
+    backend.optimizer_step(optimizer)
+    assert not torch.equal(before, model.weight)
+    batch = backend.to_device({"x": torch.ones(1), "name": "a"})
+    assert batch["name"] == "a" and batch["x"].device.type == "cpu"
+    assert list(backend.wrap_dataloader([1, 2])) == [1, 2]
+    backend.save({"w": model.weight, "step": 3}, tmp_path / "ckpt.pt")
+    loaded = torch.load(tmp_path / "ckpt.pt", weights_only=True)
+    assert torch.equal(loaded["w"], model.weight.detach()) and loaded["step"] == 3
+    assert backend.describe()["backend"] == "cpu"
+
+
+def test_cpu_peak_memory_sees_a_large_allocation():
+    backend = CPUBackend()
+    backend.reset_peak_memory()
+    base = backend.current_memory_bytes()
+    if base is None:
+        pytest.skip("no /proc/self/status on this platform")
+    x = torch.ones(64 * 2**20 // 4)  # 64 MiB, touched
+    del x
+    assert backend.peak_memory_bytes() - base >= 60 * 2**20
+
+
+def test_cpu_bad_threads_is_a_value_error():
+    with pytest.raises(ValueError, match="num_threads"):
+        CPUBackend(num_threads=0)

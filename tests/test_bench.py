@@ -1,0 +1,90 @@
+"""`soundstorm-bench` end to end on a tiny model and 1 s of audio (CPU), plus its FLOP formula."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from soundstorm import SoundStormConfig
+from soundstorm.bench import BenchConfig, flops_per_pass
+
+ROOT = Path(__file__).resolve().parents[1]
+KEYS = ("forward_passes", "latency_s_median", "latency_s_min", "latency_s_max", "rtf", "frames_per_s",
+        "flops_per_pass", "achieved_flops_per_s", "matmul_peak_flops_per_s", "mfu", "peak_memory_bytes",
+        "device", "dtype", "versions")
+
+
+def run_bench_cli(tmp_path, *overrides) -> dict:
+    out = tmp_path / "bench.json"
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    env.pop("PJRT_DEVICE", None)
+    result = subprocess.run(
+        [sys.executable, "-m", "soundstorm.cli.bench", "model_preset=tiny", "duration_s=1", "runs=2",
+         "matmul_size=256", "backend=cpu", f"output_json={out}", f"hydra.run.dir={tmp_path / 'hydra'}", *overrides],
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-4000:]
+    assert "MFU" in result.stdout and "forward passes" in result.stdout
+    return json.loads(out.read_text())
+
+
+def test_bench_cli_writes_the_json(tmp_path):
+    result = run_bench_cli(tmp_path, "steps=[3,1,2,1]")
+    for key in KEYS:
+        assert key in result, key
+    assert result["forward_passes"] == 3 + 1 + 2 + 1 == result["expected_forward_passes"]
+    assert result["config"]["num_frames"] == 50 and result["config"]["model"]["num_levels"] == 4
+    assert result["latency_s_min"] <= result["latency_s_median"] <= result["latency_s_max"]
+    assert len(result["latency_s"]) == 2
+    assert result["flops_per_pass"] == flops_per_pass(SoundStormConfig.tiny(), 50)
+    assert 0 < result["mfu"] and result["matmul_peak_flops_per_s"] > 0
+    assert result["peak_memory_bytes"] is None or result["peak_memory_bytes"] > 0
+    assert result["device"]["backend"] == "cpu" and result["dtype"] == "float32"
+    assert "torch" in result["versions"]
+
+
+def test_bench_cli_paper_schedule_ar_baseline_and_codec(tmp_path):
+    result = run_bench_cli(tmp_path, "ar_baseline=true", "codec_decode=true", "warmup_schedule=short")
+    assert result["forward_passes"] == 16 + 3
+    ar = result["ar_baseline"]
+    assert ar["estimate"] is True and ar["sequential_steps"] == 50 * 4
+    assert ar["latency_s_estimate"] > 0 and ar["speedup_estimate"] > 0
+    assert result["codec_decode_s_median"] > 0
+
+
+def test_flops_formula_paper_preset():
+    cfg = SoundStormConfig.paper()
+    t, d, f = 1500, 1024, 4096
+    per_layer = 8 * t * d * f + 8 * t * d * d + 4 * t * t * d + 6 * 2 * t * d * d + 2 * t * 2 * d * 5
+    assert flops_per_pass(cfg, t) == 12 * per_layer + 2 * t * d * 1024
+    assert 1.0e12 < flops_per_pass(cfg, t) < 1.2e12  # ≈ 29 TFLOP for 27 passes
+    assert flops_per_pass(cfg, t, batch_size=3) == 3 * flops_per_pass(cfg, t)
+
+
+@pytest.mark.parametrize("field, value, match", [
+    ("duration_s", -1, "duration_s"), ("model_preset", "huge", "model_preset"), ("runs", 0, "runs"),
+    ("dtype", "float16", "dtype"), ("backend", "tpu", "backend"), ("warmup_schedule", "none", "warmup_schedule"),
+    ("compile", "yes", "compile"),
+])
+def test_bad_bench_config_is_a_value_error(field, value, match):
+    with pytest.raises(ValueError, match=match):
+        BenchConfig(**{field: value})
+
+
+def test_duration_must_give_whole_semantic_frames():
+    cfg = BenchConfig(model_preset="tiny", duration_s=0.03)  # 1.5 frames
+    with pytest.raises(ValueError, match="duration_s"):
+        cfg.num_frames(cfg.model_config())
+
+
+def test_unknown_cli_option_is_a_value_error():
+    from omegaconf import OmegaConf
+
+    from soundstorm.cli.bench import to_bench_config
+
+    with pytest.raises(ValueError, match="unknown bench options"):
+        to_bench_config(OmegaConf.create({"duration": 3}))
