@@ -50,6 +50,7 @@ def training_step(backend, _directory) -> dict:
             loss, _ = model.loss(codes_BQT, semantic_BS, lengths_B, validate=False)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
+        backend.reduce_gradients(optimizer)  # as the training loop does, before clipping
         backend.optimizer_step(optimizer)
         backend.mark_step()
         return loss

@@ -68,6 +68,9 @@ class Backend:
     def sync(self) -> None:
         """Wait until queued device work has finished (for timings)."""
 
+    def reduce_gradients(self, optimizer: torch.optim.Optimizer) -> None:
+        """Make gradients global before clipping; DDP already all-reduced them during backward."""
+
     def optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
         optimizer.step()
 

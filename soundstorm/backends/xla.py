@@ -9,7 +9,8 @@ Data parallelism on TPU, two ways (see ``docs/benchmark.md``, "TPU"):
 
 * multi-process (``torch_xla.launch(fn)`` / ``xmp.spawn``): one process per device;
   :meth:`init_distributed` joins the ``xla`` process group, :meth:`wrap_model` broadcasts the
-  master's weights, :meth:`optimizer_step` all-reduces gradients (``xm.optimizer_step``) and
+  master's weights, :meth:`reduce_gradients` averages gradients (``xm.reduce_gradients``, before
+  the loop clips them) and
   :meth:`wrap_dataloader` prefetches batches onto the device (``MpDeviceLoader``);
 * SPMD (``spmd=True``): one process sees every device as one; :meth:`shard_batch` shards the batch
   dimension over a 1-D ``("data",)`` mesh and XLA inserts the gradient reductions.
@@ -66,12 +67,15 @@ class XLABackend(Backend):
         torch_xla.sync()
         xm.wait_device_ops()
 
+    def reduce_gradients(self, optimizer: torch.optim.Optimizer) -> None:
+        """Average gradients across replicas (multi-process, ``xm.reduce_gradients``) before the
+        loop clips them; SPMD inserts its reductions itself and one process has nothing to reduce."""
+        if not self.spmd and xr.world_size() > 1:
+            xm.reduce_gradients(optimizer)
+
     def optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
-        """All-reduce gradients across replicas (multi-process) and step; SPMD reduces by itself."""
-        if self.spmd:
-            optimizer.step()
-        else:
-            xm.optimizer_step(optimizer)
+        """Step on gradients already reduced by :meth:`reduce_gradients`."""
+        optimizer.step()
 
     # -- distributed
     def init_distributed(self) -> DistInfo:
@@ -87,7 +91,7 @@ class XLABackend(Backend):
         return info
 
     def wrap_model(self, model: torch.nn.Module) -> torch.nn.Module:
-        """Every replica starts from the master's weights; gradients meet in :meth:`optimizer_step`."""
+        """Every replica starts from the master's weights; gradients meet in :meth:`reduce_gradients`."""
         if self.dist.distributed:
             xm.broadcast_master_param(model)
         return model

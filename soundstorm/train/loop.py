@@ -152,6 +152,7 @@ class Trainer:
                 (loss_sum * scale).backward()
             loss_total = loss_total + loss_sum.detach()
             self._accumulate(metrics)
+        self.backend.reduce_gradients(self.optimizer)  # clip the global gradient, not a replica's
         params = [p for p in self.model.parameters() if p.grad is not None]
         grad_norm = torch.nn.utils.clip_grad_norm_(params, self.config.grad_clip)
         finite = torch.isfinite(loss_total) & torch.isfinite(grad_norm)
