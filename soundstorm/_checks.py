@@ -50,3 +50,11 @@ def frame_mask(lengths_B: torch.Tensor | None, batch_size: int, num_frames: int,
         return torch.ones(batch_size, num_frames, dtype=torch.bool, device=device)
     frames_T = torch.arange(num_frames, device=device)
     return frames_T[None, :] < lengths_B.to(device)[:, None]
+
+
+def check_positive_ints(owner: str, config: object, names: tuple[str, ...]) -> None:
+    """Config validation: each named field of ``config`` must be an int >= 1 (``bool`` is refused)."""
+    for name in names:
+        value = getattr(config, name)
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(f"{owner}.{name} must be a positive integer, got {value!r}")

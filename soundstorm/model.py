@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from soundstorm._checks import check_int_tensor, check_lengths, check_range, frame_mask
+from soundstorm._checks import check_int_tensor, check_lengths, check_positive_ints, check_range, frame_mask
 from soundstorm.conformer import Conformer
 from soundstorm.masking import corrupt
 
@@ -41,11 +41,9 @@ class SoundStormConfig:
     dropout: float = 0.0
 
     def __post_init__(self):
-        for name in ("num_levels", "codebook_size", "semantic_vocab_size", "semantic_upsample",
-                     "dim", "depth", "heads", "ff_dim", "conv_kernel", "conv_expansion"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"SoundStormConfig.{name} must be a positive integer, got {value!r}")
+        check_positive_ints("SoundStormConfig", self, ("num_levels", "codebook_size", "semantic_vocab_size",
+                                                       "semantic_upsample", "dim", "depth", "heads", "ff_dim",
+                                                       "conv_kernel", "conv_expansion"))
         if self.dim % self.heads:
             raise ValueError(f"SoundStormConfig.dim={self.dim} must be divisible by heads={self.heads}")
         if (self.dim // self.heads) % 2:

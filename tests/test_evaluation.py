@@ -75,3 +75,12 @@ def test_pluggable_wer_and_speaker_similarity():
     assert SpeakerSimilarity(fake_embed)(wav, wav, 16000, "") == pytest.approx(1.0)
     assert SpeakerSimilarity(fake_embed)(wav, 0.1 * wav + 0.5, 16000, "") < 1.0
     assert load_callable(f"{__name__}:fake_transcribe") is fake_transcribe
+
+
+@pytest.mark.parametrize("field,value", [("max_utterances", 0), ("num_examples", -1), ("prompt_seconds", -1.0),
+                                         ("window_seconds", 0.0)])
+def test_generation_eval_config_names_a_bad_field(field, value):
+    from soundstorm.evaluation.generation import GenerationEvalConfig
+
+    with pytest.raises(ValueError, match=field):
+        GenerationEvalConfig(**{field: value})

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 import torch
 import torchaudio
 
+from soundstorm._checks import check_positive_ints
 from soundstorm._io import load_component, save_component
 from soundstorm._kmeans import fit_residual, residual_decode, residual_encode
 from soundstorm.codecs.base import check_codes, check_wav
@@ -38,11 +39,8 @@ class MelRVQConfig:
     seed: int = 0
 
     def __post_init__(self):
-        for field in ("sample_rate", "num_levels", "codebook_size", "n_fft", "n_mels", "griffin_lim_iters",
-                      "fit_iters", "fit_max_frames"):
-            value = getattr(self, field)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"MelRVQConfig.{field} must be a positive integer, got {value!r}")
+        check_positive_ints("MelRVQConfig", self, ("sample_rate", "num_levels", "codebook_size", "n_fft", "n_mels",
+                                                   "griffin_lim_iters", "fit_iters", "fit_max_frames"))
         hop = self.sample_rate / self.frame_rate if self.frame_rate > 0 else 0.0
         if self.frame_rate <= 0 or hop != int(hop):
             raise ValueError(f"MelRVQConfig.frame_rate={self.frame_rate} must divide sample_rate={self.sample_rate} "

@@ -17,6 +17,7 @@ from pathlib import Path
 import soundfile as sf
 import torch
 
+from soundstorm._checks import check_positive_ints
 from soundstorm.codecs.base import mel_distance
 from soundstorm.evaluation.metrics import token_accuracy_per_level
 from soundstorm.evaluation.plots import save_spectrograms
@@ -36,6 +37,17 @@ class GenerationEvalConfig:
     long_prompt_seconds: float = 3.0
     seed: int = 0
     extra_metrics: list = field(default_factory=list)
+
+    def __post_init__(self):
+        check_positive_ints("evaluation", self, ("max_utterances",))
+        if isinstance(self.num_examples, bool) or not isinstance(self.num_examples, int) or self.num_examples < 0:
+            raise ValueError(f"evaluation.num_examples must be an integer >= 0, got {self.num_examples!r}")
+        for name in ("prompt_seconds", "window_seconds", "window_prompt_seconds", "long_seconds",
+                     "long_prompt_seconds"):
+            if not float(getattr(self, name)) >= 0:
+                raise ValueError(f"evaluation.{name} must be >= 0 seconds, got {getattr(self, name)!r}")
+        if not self.window_seconds > 0:
+            raise ValueError(f"evaluation.window_seconds must be > 0, got {self.window_seconds!r}")
 
 
 class _Totals:

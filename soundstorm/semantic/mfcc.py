@@ -14,6 +14,7 @@ from dataclasses import dataclass
 import torch
 import torchaudio
 
+from soundstorm._checks import check_positive_ints
 from soundstorm._io import load_component, save_component
 from soundstorm._kmeans import fit_kmeans, nearest
 from soundstorm.semantic.base import check_mono
@@ -34,10 +35,8 @@ class MFCCKMeansConfig:
     seed: int = 0
 
     def __post_init__(self):
-        for field in ("sample_rate", "vocab_size", "n_mfcc", "n_mels", "n_fft", "fit_iters", "fit_max_frames"):
-            value = getattr(self, field)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"MFCCKMeansConfig.{field} must be a positive integer, got {value!r}")
+        check_positive_ints("MFCCKMeansConfig", self, ("sample_rate", "vocab_size", "n_mfcc", "n_mels", "n_fft",
+                                                       "fit_iters", "fit_max_frames"))
         hop = self.sample_rate / self.frame_rate if self.frame_rate > 0 else 0.0
         if self.frame_rate <= 0 or hop != int(hop):
             raise ValueError(f"MFCCKMeansConfig.frame_rate={self.frame_rate} must divide sample_rate="

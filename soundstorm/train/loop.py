@@ -29,6 +29,7 @@ from typing import Callable, Iterable, Iterator
 import torch
 from torch import nn
 
+from soundstorm._checks import check_positive_ints
 from soundstorm.masking import Corruption
 from soundstorm.train import checkpoint as ckpt
 from soundstorm.train.logging import flatten_levels
@@ -52,10 +53,8 @@ class TrainerConfig:
     max_minutes: float | None = None  # wall-clock budget of this session; checked at log steps
 
     def __post_init__(self):
-        for name in ("max_steps", "grad_accum", "log_every", "eval_every", "ckpt_every", "keep_last"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"trainer.{name} must be a positive integer, got {value!r}")
+        check_positive_ints("trainer", self, ("max_steps", "grad_accum", "log_every", "eval_every", "ckpt_every",
+                                              "keep_last"))
         if not self.grad_clip > 0:
             raise ValueError(f"trainer.grad_clip must be > 0, got {self.grad_clip!r}")
         if self.max_nonfinite < 0:
