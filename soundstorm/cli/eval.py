@@ -10,13 +10,13 @@ and a ``evaluation.long_seconds`` long-form generation. Exit code 2 on bad input
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
 import hydra
 from omegaconf import DictConfig
 
 from soundstorm import builders
+from soundstorm.cli._common import run_with_backend
 from soundstorm.evaluation.generation import GenerationEvalConfig, GenerationEvaluator
 from soundstorm.evaluation.metrics import most_frequent_tokens
 from soundstorm.evaluation.teacher_forced import summarize, teacher_forced_sums
@@ -58,25 +58,20 @@ def evaluate(cfg: DictConfig, backend) -> dict:
     return metrics
 
 
+def _evaluate_and_write(cfg: DictConfig, backend) -> None:
+    metrics = evaluate(cfg, backend)
+    out_dir = Path(cfg.out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    atomic_write_bytes(out_dir / "metrics.json", json.dumps(metrics, indent=2).encode())
+    headline = {k: metrics[k] for k in ("heldout_level1_accuracy", "unigram_level1_accuracy",
+                                        "mel_distance_generated", "mel_distance_random") if k in metrics}
+    print(json.dumps(headline, indent=2))
+    print(f"wrote {out_dir / 'metrics.json'}")
+
+
 @hydra.main(config_path="pkg://soundstorm.configs", config_name="eval", version_base="1.3")
 def main(cfg: DictConfig) -> None:
-    backend = None
-    try:
-        backend = builders.build_backend(cfg.backend)
-        metrics = evaluate(cfg, backend)
-        out_dir = Path(cfg.out_dir)
-        out_dir.mkdir(parents=True, exist_ok=True)
-        atomic_write_bytes(out_dir / "metrics.json", json.dumps(metrics, indent=2).encode())
-        headline = {k: metrics[k] for k in ("heldout_level1_accuracy", "unigram_level1_accuracy",
-                                            "mel_distance_generated", "mel_distance_random") if k in metrics}
-        print(json.dumps(headline, indent=2))
-        print(f"wrote {out_dir / 'metrics.json'}")
-    except (ValueError, FileNotFoundError) as err:
-        print(f"soundstorm-eval: error: {err}", file=sys.stderr)
-        sys.exit(2)
-    finally:
-        if backend is not None:
-            backend.shutdown()
+    run_with_backend("soundstorm-eval", cfg.backend, lambda backend: _evaluate_and_write(cfg, backend))
 
 
 if __name__ == "__main__":

@@ -11,7 +11,6 @@ Writes ``out_dir/<stem>.wav`` and ``out_dir/<stem>.codes.npy`` (``[Q, T]`` int64
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import hydra
@@ -20,6 +19,7 @@ import torch
 from omegaconf import DictConfig
 
 from soundstorm import builders
+from soundstorm.cli._common import run_with_backend
 from soundstorm.data.audio import BadAudio, read_audio, resample
 from soundstorm.evaluation.generation import frames_for, write_wav
 from soundstorm.longform import generate_windowed
@@ -102,16 +102,7 @@ def run(cfg: DictConfig, backend) -> list[Path]:
 
 @hydra.main(config_path="pkg://soundstorm.configs", config_name="generate", version_base="1.3")
 def main(cfg: DictConfig) -> None:
-    backend = None
-    try:
-        backend = builders.build_backend(cfg.backend)
-        run(cfg, backend)
-    except (ValueError, FileNotFoundError) as err:
-        print(f"soundstorm-generate: error: {err}", file=sys.stderr)
-        sys.exit(2)
-    finally:
-        if backend is not None:
-            backend.shutdown()
+    run_with_backend("soundstorm-generate", cfg.backend, lambda backend: run(cfg, backend))
 
 
 if __name__ == "__main__":
