@@ -1,11 +1,12 @@
 """Directories of fitted components: ``config.json`` + ``weights.safetensors`` (never pickle).
 
-One job: write and read the small directories that codecs and semantic tokenizers are saved to,
-atomically, reusing :mod:`soundstorm.pretrained`'s safetensors helpers.
+One job: write, read and fingerprint (sha256) the small directories that codecs and semantic
+tokenizers are saved to, atomically, reusing :mod:`soundstorm.pretrained`'s safetensors helpers.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 
@@ -15,6 +16,7 @@ from soundstorm.pretrained import atomic_write_bytes, load_state_dict, save_stat
 
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "weights.safetensors"
+FINGERPRINT_FILES = (CONFIG_NAME, WEIGHTS_NAME)
 
 
 def save_component(directory, config: dict, tensors: dict[str, torch.Tensor]) -> None:
@@ -39,6 +41,20 @@ def load_component(directory, kind: str) -> tuple[dict, dict[str, torch.Tensor]]
     if not isinstance(config, dict) or "name" not in config:
         raise ValueError(f"{config_path} must hold a JSON object with a 'name' field, got {config!r:.200}")
     return config, load_state_dict(directory / WEIGHTS_NAME)
+
+
+def component_fingerprint(directory) -> str:
+    """sha256 of a saved component folder (its ``config.json`` and ``weights.safetensors``)."""
+    digest = hashlib.sha256()
+    for name in FINGERPRINT_FILES:
+        path = Path(directory) / name
+        if not path.is_file():
+            raise FileNotFoundError(f"{path} not found; expected a folder saved by soundstorm-prepare")
+        digest.update(name.encode())
+        with open(path, "rb") as f:
+            for chunk in iter(lambda: f.read(1 << 20), b""):
+                digest.update(chunk)
+    return digest.hexdigest()
 
 
 def weights_fingerprint(module: torch.nn.Module) -> float:

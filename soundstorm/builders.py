@@ -112,6 +112,36 @@ def _maybe_load(component, directory, loader, where: str):
     return saved
 
 
+DESCRIBE_ALIASES = {"bandwidth": "bandwidth_kbps"}  # section field → describe() key, where they differ
+
+
+def build_assets(folder, field: str, codec_cfg=None, semantic_cfg=None):
+    """The codec and tokenizer saved in a token folder (:func:`soundstorm.assets.load_assets`). Their
+    settings are read from the folder; a ``codec`` / ``semantic`` section, when one is given, must agree
+    with them (a mismatch is refused here, before any work)."""
+    from soundstorm.assets import load_assets
+
+    assets = load_assets(folder, field)
+    for cfg, sections, kind, component in ((codec_cfg, CODEC_SECTIONS, "codec", assets.codec),
+                                           (semantic_cfg, SEMANTIC_SECTIONS, "semantic", assets.tokenizer)):
+        if cfg is None:
+            continue
+        section, saved = _section(resolved(cfg), sections, kind), component.describe()
+        where = f"the {kind} saved in {field}={str(folder)!r}"
+        if section.name != saved["name"]:
+            raise ValueError(f"{kind}={section.name} does not match {where} ({saved['name']}: {saved}); leave "
+                             f"{kind} unset to use the saved one")
+        if section.pretrained_dir is not None:
+            raise ValueError(f"{kind}.pretrained_dir={section.pretrained_dir!r} is not used here: the {kind} comes "
+                             f"from {field}={str(folder)!r}; leave it unset")
+        for name in (f.name for f in dataclasses.fields(section)):
+            key = DESCRIBE_ALIASES.get(name, name)
+            if key in saved and getattr(section, name) != saved[key]:
+                raise ValueError(f"{kind}.{name}={getattr(section, name)!r} does not match {where} ({key}="
+                                 f"{saved[key]!r}); leave {kind} unset to use the saved settings")
+    return assets
+
+
 @dataclass
 class PrepareSection:
     input: str

@@ -22,6 +22,23 @@ WEIGHTS_NAME = "model.safetensors"
 FORMAT = "soundstorm/v1"
 
 
+class CorruptFileError(ValueError):
+    """A file that exists but cannot be read whole (truncated by a full disk, a killed copy, ...)."""
+
+
+def current_umask() -> int:
+    """The process umask, read without changing it (Linux: /proc; elsewhere a set-and-restore)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except OSError:
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
 @contextlib.contextmanager
 def atomic_file(path: Path):
     """Yield a temporary path beside ``path``; on success fsync it and rename it over ``path``.
@@ -34,6 +51,7 @@ def atomic_file(path: Path):
     os.close(fd)
     try:
         yield Path(tmp)
+        os.chmod(tmp, 0o666 & ~current_umask())  # mkstemp (and safetensors' writer) make 0600; honour the umask
         with open(tmp, "rb") as f:
             os.fsync(f.fileno())
         os.replace(tmp, path)
@@ -64,10 +82,13 @@ def load_state_dict(path: Path, device="cpu") -> dict[str, torch.Tensor]:
     try:
         return load_file(str(path), device=str(device))
     except (SafetensorError, OSError, ValueError) as err:
-        raise ValueError(
-            f"{path} is not a valid safetensors file ({err}); soundstorm never unpickles weights. "
-            "Convert a trusted PyTorch checkpoint with safetensors.torch.save_file first."
-        ) from err
+        with open(path, "rb") as f:
+            head = f.read(4)
+        if head[:2] == b"PK" or head[:1] == b"\x80":  # a zip (torch.save) or a bare pickle
+            raise ValueError(f"{path} is not a valid safetensors file but a pickle (torch.save); soundstorm never "
+                             "unpickles weights. Convert a trusted checkpoint with safetensors.torch.save_file first.") from err
+        raise CorruptFileError(f"{path} is truncated or corrupt ({path.stat().st_size} bytes; safetensors says: "
+                               f"{err}); copy it again, or use another checkpoint") from err
 
 
 def save_pretrained(model, directory) -> None:
@@ -91,6 +112,7 @@ def load_pretrained(model_cls, directory, map_location="cpu"):
         config_data = json.loads(config_path.read_text())
     except json.JSONDecodeError as err:
         raise ValueError(f"{config_path} is not valid JSON: {err}") from err
+    config_data.pop("tokens", None)  # what the model was trained on (soundstorm.assets), not a model size
     fmt = config_data.pop("format", None)
     if fmt != FORMAT:
         raise ValueError(f"{config_path} has format {fmt!r}, expected {FORMAT!r}")

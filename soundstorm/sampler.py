@@ -48,6 +48,19 @@ class SamplerConfig:
     greedy_last: bool = True
     choice_noise: float = 4.5
 
+    def __post_init__(self):
+        """Types are checked here (``greedy_last="no"`` would be true, ``"hot"`` a float error later);
+        values against a model in :meth:`resolve`."""
+        if not isinstance(self.greedy_last, bool):
+            raise ValueError(f"SamplerConfig.greedy_last must be True or False, got {self.greedy_last!r}")
+        temperatures = self.temperature if isinstance(self.temperature, (list, tuple)) else [self.temperature]
+        for name, values in (("temperature", temperatures), ("choice_noise", [self.choice_noise]),
+                             ("top_p", [] if self.top_p is None else [self.top_p])):
+            if any(isinstance(v, bool) or not isinstance(v, (int, float)) for v in values):
+                raise ValueError(f"SamplerConfig.{name} must be a number, got {getattr(self, name)!r}")
+        if self.steps is not None and not isinstance(self.steps, (list, tuple)):
+            raise ValueError(f"SamplerConfig.steps must be None or a sequence of positive integers, got {self.steps!r}")
+
     @classmethod
     def paper(cls, **overrides) -> "SamplerConfig":
         return cls(**overrides)

@@ -61,8 +61,8 @@ def test_composes_and_sections_validate(primary, overrides):
 
 
 def test_model_levels_come_from_the_codec():
-    cfg = compose_cfg("train", ["data.root=/t", "codec.num_levels=6", "codec.codebook_size=128",
-                                "semantic.vocab_size=50"])
+    cfg = compose_cfg("train", ["data.root=/t", "codec=melrvq", "codec.num_levels=6", "codec.codebook_size=128",
+                                "semantic=mfcc_kmeans", "semantic.vocab_size=50"])
     model = builders.resolved(cfg.model)
     assert (model["num_levels"], model["codebook_size"], model["semantic_vocab_size"]) == (6, 128, 50)
     assert model["semantic_upsample"] is None  # from the token manifest

@@ -4,7 +4,8 @@ Teacher-forced per-level accuracy and NLL at ``evaluation.mask_ratios``; generat
 prompted with the first ``evaluation.prompt_seconds``) with per-level token accuracy, mel distances
 and the unigram / random-token baselines; optional WER and speaker similarity
 (``evaluation.asr=pkg.mod:fn``, ``evaluation.speaker=pkg.mod:fn``); example wavs and spectrogram PNGs,
-and a ``evaluation.long_seconds`` long-form generation. Exit code 2 on bad inputs.
+and a ``evaluation.long_seconds`` long-form generation. The codec is the one saved in ``data.root``,
+checked against what the checkpoint was trained on (:mod:`soundstorm.assets`). Exit code 2 on bad inputs.
 """
 
 from __future__ import annotations
@@ -13,10 +14,11 @@ import json
 from pathlib import Path
 
 import hydra
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from soundstorm import builders
-from soundstorm.cli._common import run_with_backend
+from soundstorm.assets import check_pairing, read_record
+from soundstorm.cli._common import check_output_dir, run_with_backend
 from soundstorm.evaluation.generation import GenerationEvalConfig, GenerationEvaluator
 from soundstorm.evaluation.metrics import most_frequent_tokens
 from soundstorm.evaluation.teacher_forced import summarize, teacher_forced_sums
@@ -27,12 +29,17 @@ from soundstorm.train.eval_hook import heldout_batches
 
 def evaluate(cfg: DictConfig, backend) -> dict:
     """Every metric of the eval config; writes examples under ``out_dir`` and returns the metrics."""
+    if OmegaConf.is_missing(cfg, "checkpoint") or not cfg.checkpoint:
+        raise ValueError("checkpoint is not set; expected checkpoint=CHECKPOINT_DIR")
     section = builders.build_evaluation(cfg.evaluation)
+    check_output_dir(cfg.out_dir, "out_dir")
     model, used_ema = load_for_inference(cfg.checkpoint, section.use_ema, backend.device)
     data, train_set, heldout = builders.build_datasets(cfg.data, model.config, int(cfg.seed))
     if heldout is None:
         raise ValueError(f"data.heldout_fraction={data.heldout_fraction} holds out no utterance; expected > 0")
-    codec = builders.build_codec(builders.resolved(cfg.codec))
+    assets = builders.build_assets(data.root, "data.root", cfg.get("codec"), cfg.get("semantic"))
+    check_pairing(read_record(cfg.checkpoint), model.config, assets, "data.root", cfg.checkpoint)
+    codec = assets.codec
     sampler = builders.build_sampler(cfg.sampler, model.config.num_levels)
     batches = [backend.to_device({k: b[k] for k in ("codes", "semantic", "lengths")})
                for b in heldout_batches(heldout, data.batch_size, section.max_batches)]

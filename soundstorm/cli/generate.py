@@ -6,7 +6,11 @@ tokenizer) or a ``.npy`` file of semantic ids ``[S]``. With ``prompt_wav``, its 
 input's, their codec codes are the acoustic prompt, and the prompt part is cut from the output.
 Longer than ``window_seconds`` → generated in windows, each prompted by the last
 ``window_prompt_seconds`` of the previous window (:mod:`soundstorm.longform`).
-Writes ``out_dir/<stem>.wav`` and ``out_dir/<stem>.codes.npy`` (``[Q, T]`` int64). Exit code 2 on bad inputs.
+The codec and tokenizer are the ones saved in ``assets`` (a ``soundstorm-prepare`` output), checked
+against what the checkpoint was trained on (settings and fingerprints, :mod:`soundstorm.assets`).
+Writes ``out_dir/<stem>.wav`` and ``out_dir/<stem>.codes.npy`` (``[Q, T]`` int64), atomically; an
+existing output is kept unless ``overwrite=true``. Every check runs before any work; exit code 2 on
+bad inputs.
 """
 
 from __future__ import annotations
@@ -15,14 +19,17 @@ from pathlib import Path
 
 import hydra
 import numpy as np
+import soundfile as sf
 import torch
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from soundstorm import builders
-from soundstorm.cli._common import run_with_backend
+from soundstorm.assets import check_pairing, read_record
+from soundstorm.cli._common import check_output_dir, run_with_backend
 from soundstorm.data.audio import BadAudio, read_audio, resample
-from soundstorm.evaluation.generation import frames_for, write_wav
+from soundstorm.evaluation.generation import frames_for
 from soundstorm.longform import generate_windowed
+from soundstorm.pretrained import atomic_file
 from soundstorm.train.checkpoint import load_for_inference
 
 AUDIO_SUFFIXES = (".wav", ".flac", ".ogg", ".mp3")
@@ -57,34 +64,72 @@ def load_semantic(path, tokenizer_factory, vocab_size: int) -> torch.Tensor:
 
 
 def voice_prompt(path, seconds: float, codec, tokenizer, upsample: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """``(semantic_S, codes_QT)`` of the first ``seconds`` of ``path``, aligned to whole semantic frames."""
-    semantic_S = tokenizer.tokenize(load_wav(path, tokenizer.sample_rate)[None])[0].long()
+    """``(semantic_S, codes_QT)`` of the first ``seconds`` of ``path``, aligned to whole semantic frames.
+    A prompt shorter than ``seconds`` is an error (not silently a shorter prompt)."""
+    wav_N = load_wav(path, tokenizer.sample_rate)
+    available = wav_N.shape[0] / tokenizer.sample_rate
+    if available < seconds:
+        raise ValueError(f"prompt_wav={str(path)!r} is {available:.2f} s long, shorter than prompt_seconds={seconds}; "
+                         f"expected a prompt at least that long (or set prompt_seconds<={available:.2f})")
+    semantic_S = tokenizer.tokenize(wav_N[None])[0].long()
     codes_QT = codec.encode(load_wav(path, codec.sample_rate)[None])[0].long()
     num_semantic = min(int(seconds * tokenizer.frame_rate), semantic_S.shape[0], codes_QT.shape[1] // upsample)
     if num_semantic < 1:
-        raise ValueError(f"prompt_wav={str(path)!r} is shorter than one semantic frame")
+        raise ValueError(f"prompt_seconds={seconds} is shorter than one semantic frame "
+                         f"({1 / tokenizer.frame_rate:.3f} s); expected a longer prompt")
     return semantic_S[:num_semantic], codes_QT[:, :num_semantic * upsample]
 
 
+def plan_outputs(inputs: list[str], out_dir: Path, overwrite: bool) -> list[Path]:
+    """``out_dir/<stem>`` per input; two inputs with one stem, or an existing output without
+    ``overwrite=true``, are refused before any work (an output is never overwritten silently)."""
+    stems: dict[str, str] = {}
+    for path in inputs:
+        stem = Path(path).stem
+        if stem in stems:
+            raise ValueError(f"inputs {stems[stem]!r} and {path!r} would both write {out_dir / stem}.wav; expected "
+                             "inputs with distinct file names (or run them with different out_dir)")
+        stems[stem] = path
+    bases = [out_dir / stem for stem in stems]
+    existing = [str(b) + suffix for b in bases for suffix in (".wav", ".codes.npy") if Path(str(b) + suffix).exists()]
+    if existing and not overwrite:
+        raise ValueError(f"out_dir={str(out_dir)!r} already holds {existing[0]}" +
+                         (f" (and {len(existing) - 1} more outputs)" if len(existing) > 1 else "") +
+                         "; expected a fresh out_dir, or overwrite=true to replace them")
+    return bases
+
+
+def check_settings(cfg: DictConfig) -> list[str]:
+    """The input list, after checking every field a user types (before any work)."""
+    for name in ("checkpoint", "assets", "inputs"):
+        if OmegaConf.is_missing(cfg, name) or cfg[name] in (None, "", []):
+            raise ValueError(f"{name} is not set; expected {name}={USAGE[name]}")
+    for name in ("prompt_seconds", "window_seconds", "window_prompt_seconds"):
+        value = cfg[name]
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
+            raise ValueError(f"{name}={value!r}; expected a number of seconds > 0")
+    return [str(cfg.inputs)] if isinstance(cfg.inputs, str) else [str(i) for i in cfg.inputs]
+
+
+USAGE = {"checkpoint": "CHECKPOINT_DIR", "assets": "TOKEN_FOLDER (the soundstorm-prepare output the model was "
+         "trained on)", "inputs": "[a.wav,b.npy]"}
+
+
 def run(cfg: DictConfig, backend) -> list[Path]:
+    inputs = check_settings(cfg)
+    out_dir = check_output_dir(cfg.out_dir, "out_dir")
+    bases = plan_outputs(inputs, out_dir, bool(cfg.overwrite))
     model, _ = load_for_inference(cfg.checkpoint, bool(cfg.use_ema), backend.device)
-    up = model.config.semantic_upsample
-    codec = builders.build_codec(builders.resolved(cfg.codec))
-    tokenizer_cache = []
-
-    def tokenizer():
-        if not tokenizer_cache:
-            tokenizer_cache.append(builders.build_semantic(builders.resolved(cfg.semantic)))
-        return tokenizer_cache[0]
-
+    assets = builders.build_assets(cfg.assets, "assets", cfg.get("codec"), cfg.get("semantic"))
+    check_pairing(read_record(cfg.checkpoint), model.config, assets, "assets", cfg.checkpoint)
+    codec, up = assets.codec, model.config.semantic_upsample
     sampler = builders.build_sampler(cfg.sampler, model.config.num_levels)
-    inputs = list(cfg.inputs) if not isinstance(cfg.inputs, str) else [cfg.inputs]
     prompt_S, prompt_QT = None, None
     if cfg.prompt_wav:
-        prompt_S, prompt_QT = voice_prompt(cfg.prompt_wav, float(cfg.prompt_seconds), codec, tokenizer(), up)
-    out_dir, written = Path(cfg.out_dir), []
-    for i, path in enumerate(inputs):
-        semantic_S = load_semantic(path, tokenizer, model.config.semantic_vocab_size)
+        prompt_S, prompt_QT = voice_prompt(cfg.prompt_wav, float(cfg.prompt_seconds), codec, assets.tokenizer, up)
+    semantics = [load_semantic(path, lambda: assets.tokenizer, model.config.semantic_vocab_size) for path in inputs]
+    written = []
+    for i, (path, base, semantic_S) in enumerate(zip(inputs, bases, semantics)):
         skip = 0
         if prompt_S is not None:
             semantic_S, skip = torch.cat([prompt_S, semantic_S]), prompt_QT.shape[1]
@@ -92,10 +137,12 @@ def run(cfg: DictConfig, backend) -> list[Path]:
                                      prompt_frames=frames_for(cfg.window_prompt_seconds, codec.frame_rate, up),
                                      prompt_QT=prompt_QT, config=sampler,
                                      generator=torch.Generator().manual_seed(int(cfg.seed) + i))[:, skip:]
-        stem = Path(path).stem
-        out_dir.mkdir(parents=True, exist_ok=True)
-        np.save(out_dir / f"{stem}.codes.npy", codes_QT.numpy().astype(np.int64))
-        written.append(write_wav(out_dir / f"{stem}.wav", codec.decode(codes_QT[None])[0], codec.sample_rate))
+        with atomic_file(Path(f"{base}.codes.npy")) as tmp, open(tmp, "wb") as f:
+            np.save(f, codes_QT.numpy().astype(np.int64))
+        with atomic_file(Path(f"{base}.wav")) as tmp:
+            sf.write(str(tmp), codec.decode(codes_QT[None])[0].float().clamp(-1, 1).numpy(), codec.sample_rate,
+                     format="WAV")
+        written.append(Path(f"{base}.wav"))
         print(f"{path} -> {written[-1]} ({codes_QT.shape[1] / codec.frame_rate:.2f} s, codes {tuple(codes_QT.shape)})")
     return written
 

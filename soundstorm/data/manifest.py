@@ -1,7 +1,8 @@
 """The token manifest: what a prepared token folder holds and which settings produced it.
 
 ``manifest.json`` records the codec (name, sample rate, frame rate, Q, codebook size, bandwidth),
-the semantic tokenizer (name, rate, vocabulary), the upsample ratio, the shard format, every
+the semantic tokenizer (name, rate, vocabulary), the sha256 fingerprints of the fitted ``codec/`` and
+``semantic/`` folders, the upsample ratio, the shard format, every
 stored utterance (id, shard, lengths, duration, text, source path) and the skipped inputs.
 :meth:`TokenManifest.check_compatible` compares it with a ``SoundStormConfig`` before training.
 """
@@ -30,6 +31,7 @@ class TokenManifest:
     utterances: list[dict] = field(default_factory=list)
     skipped: list[dict] = field(default_factory=list)
     source: str = ""
+    fingerprints: dict = field(default_factory=dict)  # sha256 of codec/ and semantic/ (soundstorm.assets)
     format: str = FORMAT
 
     def __post_init__(self):

@@ -19,6 +19,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from soundstorm._io import component_fingerprint
 from soundstorm.codecs import load_codec
 from soundstorm.data.audio import BadAudio, list_folder, read_audio, resample
 from soundstorm.data.manifest import TokenManifest
@@ -79,13 +80,17 @@ def list_inputs(source) -> list[dict]:
 def _fit_wavs(items: list[dict], sample_rate: int, options: PrepareOptions, min_seconds: float) -> list[torch.Tensor]:
     rng = np.random.default_rng(options.fit_seed)
     chosen = sorted(rng.permutation(len(items))[: options.fit_max_files].tolist())
-    wavs = []
+    wavs, reasons = [], []
     for i in chosen:
         try:
             wav_N, rate = read_audio(items[i]["path"], min_seconds)
-        except BadAudio:
+        except BadAudio as err:
+            reasons.append(f"{items[i]['path']}: {err}")
             continue
         wavs.append(resample(wav_N, rate, sample_rate))
+    if not wavs:
+        raise ValueError(f"input={options.input}: none of the {len(chosen)} audio files sampled to fit the codebooks "
+                         f"is usable, e.g. {reasons[0]}; expected readable, non-silent audio")
     return wavs
 
 
@@ -227,10 +232,15 @@ def prepare(options: PrepareOptions, codec, tokenizer) -> TokenManifest | None:
             stored, skipped = _process_shard(shard_items, codec, tokenizer, upsample, options, min_seconds, bar)
             sidecars[name] = _write_shard(out, name, shard_items, stored, skipped, settings, options.shard_format)
             written += 1
+    utterances = [u for name, _ in plan for u in sidecars[name]["utterances"]]
+    skipped = [s for name, _ in plan for s in sidecars[name]["skipped"]]
+    if not utterances:
+        raise ValueError(f"input={options.input}: every one of the {len(skipped)} input files was skipped, e.g. "
+                         f"{skipped[0]['path']}: {skipped[0]['reason']}; expected readable, non-silent audio")
     manifest = TokenManifest(codec=codec.describe(), semantic=tokenizer.describe(), semantic_upsample=upsample,
                              shard_format=options.shard_format, source=str(options.input),
-                             utterances=[u for name, _ in plan for u in sidecars[name]["utterances"]],
-                             skipped=[s for name, _ in plan for s in sidecars[name]["skipped"]])
+                             fingerprints={kind: component_fingerprint(out / kind) for kind in ("codec", "semantic")},
+                             utterances=utterances, skipped=skipped)
     manifest.save(out)
     print_summary(manifest, out)
     return manifest

@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from soundstorm.pretrained import atomic_write_bytes, load_state_dict, save_state_dict
+from soundstorm.pretrained import CorruptFileError, atomic_write_bytes, load_state_dict, save_state_dict
 
 STEP_DIR = re.compile(r"^step_(\d{8})$")
 META_NAME = "meta.json"
@@ -73,8 +73,9 @@ def _fsync_dir(path: Path) -> None:
 
 
 def save_checkpoint(root: Path, step: int, model, state: dict, ema_state: dict | None = None,
-                    keep_last: int = 3) -> Path:
-    """Write checkpoint ``step`` under ``root`` atomically, then prune to the newest ``keep_last``."""
+                    keep_last: int = 3, tokens: dict | None = None) -> Path:
+    """Write checkpoint ``step`` under ``root`` atomically, then prune to the newest ``keep_last``.
+    ``tokens`` (what :mod:`soundstorm.assets` records of the token folder) goes into ``config.json``."""
     root = Path(root)
     root.mkdir(parents=True, exist_ok=True)
     final = root / f"step_{step:08d}"
@@ -85,6 +86,9 @@ def save_checkpoint(root: Path, step: int, model, state: dict, ema_state: dict |
     tmp.mkdir()
     try:
         model.save_pretrained(tmp)
+        if tokens is not None:
+            config = json.loads((tmp / "config.json").read_text())
+            atomic_write_bytes(tmp / "config.json", json.dumps({**config, "tokens": tokens}, indent=2).encode())
         if ema_state is not None:
             save_state_dict(ema_state, tmp / EMA_NAME)
         buffer = io.BytesIO()
@@ -137,14 +141,14 @@ def list_checkpoints(root: Path) -> list[Path]:
     return sorted((p for p in root.iterdir() if p.is_dir() and is_valid(p)), key=lambda p: p.name)
 
 
-def resolve_resume(resume: str | None, root: Path) -> Path | None:
-    """``auto`` → newest valid checkpoint under ``root`` (None when there is none); ``none``/None →
-    None; anything else is a checkpoint directory that must exist and be valid."""
+def resume_candidates(resume: str | None, root: Path) -> list[Path]:
+    """Checkpoints to try, best first: ``auto`` → every valid one under ``root``, newest first (the
+    trainer falls back to an older one when a newer one cannot be read); ``none``/None → none;
+    anything else is one checkpoint directory that must exist and be valid."""
     if resume is None or str(resume).lower() in ("none", "null", "false", ""):
-        return None
+        return []
     if str(resume) == "auto":
-        found = list_checkpoints(root)
-        return found[-1] if found else None
+        return list_checkpoints(root)[::-1]
     path = Path(resume)
     if not path.is_dir():
         raise FileNotFoundError(f"resume={resume!r}: checkpoint directory not found (expected 'auto', 'none' "
@@ -152,21 +156,92 @@ def resolve_resume(resume: str | None, root: Path) -> Path | None:
     if not is_valid(path):
         raise ValueError(f"resume={resume!r} is not a complete checkpoint: expected files {list(REQUIRED)} and a "
                          f"meta.json matching the directory name")
-    return path
+    return [path]
+
+
+def resolve_resume(resume: str | None, root: Path) -> Path | None:
+    """The first of :func:`resume_candidates` (None when there is none)."""
+    found = resume_candidates(resume, root)
+    return found[0] if found else None
 
 
 def load_checkpoint(directory: Path, map_location="cpu") -> tuple[dict, dict, dict | None]:
     """``(model_state, training_state, ema_state or None)`` from a checkpoint directory; never unpickles
     arbitrary objects (``weights_only=True``). Weights go to ``map_location``; the training state stays
-    on the CPU (RNG states must; ``optimizer.load_state_dict`` moves moments to the parameters)."""
+    on the CPU (RNG states must; ``optimizer.load_state_dict`` moves moments to the parameters).
+    A file that cannot be read whole raises :class:`CorruptFileError`."""
     directory = Path(directory)
     if not is_valid(directory):
         raise ValueError(f"{directory} is not a complete checkpoint (expected files {list(REQUIRED)})")
+    read_model_config(directory)
     model_state = load_state_dict(directory / "model.safetensors", device=map_location)
-    state = torch.load(directory / STATE_NAME, map_location="cpu", weights_only=True)
+    try:
+        state = torch.load(directory / STATE_NAME, map_location="cpu", weights_only=True)
+    except (RuntimeError, EOFError, OSError) as err:
+        raise CorruptFileError(f"{directory / STATE_NAME} is truncated or corrupt ({err})") from err
     ema_path = directory / EMA_NAME
     ema_state = load_state_dict(ema_path, device=map_location) if ema_path.is_file() else None
     return model_state, state, ema_state
+
+
+def read_model_config(directory: Path) -> dict:
+    """The ``SoundStormConfig`` fields recorded in a checkpoint's ``config.json``."""
+    path = Path(directory) / "config.json"
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as err:
+        raise CorruptFileError(f"{path} cannot be read as JSON ({err})") from err
+    if not isinstance(data, dict):
+        raise CorruptFileError(f"{path} holds {type(data).__name__}, expected a JSON object")
+    return data
+
+
+def check_same_model(directory: Path, config: dict) -> None:
+    """Refuse to resume a checkpoint whose model sizes differ from this run's ``model.*``."""
+    saved = read_model_config(directory)
+    changed = [f"model.{k}={config[k]!r} (checkpoint: {saved.get(k)!r})" for k in config
+               if k != "dropout" and saved.get(k) != config[k]]
+    if changed:
+        raise ValueError(f"cannot resume from {directory}: it holds a different model than this run's config: "
+                         f"{', '.join(changed)}; resume with the checkpoint's model settings, or start fresh with "
+                         "resume=none and a new out_dir")
+
+
+def check_same_tokens(directory: Path, tokens: dict | None) -> None:
+    """Refuse to resume a checkpoint trained on tokens of another codec/tokenizer (fingerprints differ)."""
+    saved = read_model_config(directory).get("tokens")
+    if tokens is None or saved is None:
+        return
+    for kind in ("codec", "semantic"):
+        have, expected = tokens["fingerprints"][kind], saved["fingerprints"][kind]
+        if have != expected:
+            raise ValueError(f"cannot resume from {directory}: it was trained on tokens of another {kind} (sha256 "
+                             f"{expected[:12]}…) than data.root's (sha256 {have[:12]}…); resume with the token "
+                             "folder it was trained on, or start fresh with resume=none and a new out_dir")
+
+
+def check_resumable(directory: Path, model_config: dict, tokens: dict | None) -> None:
+    """Both checks above, before anything is restored."""
+    check_same_model(directory, model_config)
+    check_same_tokens(directory, tokens)
+
+
+def load_newest_intact(candidates: list[Path], map_location="cpu") -> tuple[Path, tuple]:
+    """The first of ``candidates`` (newest first) whose files all read whole, with what
+    :func:`load_checkpoint` returns; says on stdout which ones were passed over and why."""
+    errors = []
+    for directory in candidates:
+        try:
+            loaded = load_checkpoint(directory, map_location)
+        except CorruptFileError as err:
+            print(f"warning: cannot resume from {directory}: {err}", flush=True)
+            errors.append(str(err))
+            continue
+        if errors:
+            print(f"warning: falling back to the newest intact checkpoint, {directory}", flush=True)
+        return directory, loaded
+    raise ValueError(f"no intact checkpoint to resume from ({'; '.join(errors)}); start fresh with resume=none "
+                     "and a new out_dir")
 
 
 def load_for_inference(directory, use_ema: bool = True, map_location="cpu"):

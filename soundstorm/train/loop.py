@@ -33,7 +33,7 @@ from soundstorm._checks import check_positive_ints
 from soundstorm.masking import Corruption
 from soundstorm.train import checkpoint as ckpt
 from soundstorm.train.logging import flatten_levels
-from soundstorm.train.optim import EMA, guarded_step
+from soundstorm.train.optim import EMA, apply_optim_settings, guarded_step, optim_settings
 
 
 @dataclass
@@ -92,8 +92,9 @@ class Trainer:
     """Runs the optimisation of one model; see the module docstring."""
 
     def __init__(self, model, backend, optimizer, scheduler, config: TrainerConfig, out_dir, batches: BatchSource,
-                 logger=None, evaluate: Callable | None = None):
+                 logger=None, evaluate: Callable | None = None, tokens: dict | None = None):
         self.model, self.backend, self.config = model, backend, config
+        self.tokens = tokens  # the token folder's record (soundstorm.assets), kept in every checkpoint
         self.optimizer, self.scheduler = optimizer, scheduler
         self.out_dir = Path(out_dir)
         self.ckpt_root = self.out_dir / "checkpoints"
@@ -226,16 +227,36 @@ class Trainer:
         if self.dist.is_main:
             ema_state = self.ema.state_dict() if self.ema is not None else None
             path = ckpt.save_checkpoint(self.ckpt_root, self.step, self.model, self.training_state(), ema_state,
-                                        self.config.keep_last)
+                                        self.config.keep_last, self.tokens)
         self.backend.barrier()
         return path
 
     def load(self, directory: Path) -> None:
-        """Restore weights, optimizer, scheduler, RNG, data position and counters."""
-        model_state, state, ema_state = ckpt.load_checkpoint(directory, map_location=self.backend.device)
+        """Restore weights, optimizer, scheduler, RNG, data position and counters from one checkpoint."""
+        self._restore(directory, ckpt.load_checkpoint(directory, map_location=self.backend.device))
+
+    def resume(self, candidates) -> Path | None:
+        """Restore the newest intact checkpoint of ``candidates`` (newest first); returns the one used."""
+        candidates = [candidates] if isinstance(candidates, (str, Path)) else list(candidates or [])
+        if not candidates:
+            return None
+        directory, loaded = ckpt.load_newest_intact(candidates, map_location=self.backend.device)
+        self._restore(directory, loaded)
+        if self.dist.is_main:
+            print(f"resuming from {directory} (step {self.step})", flush=True)
+        return directory
+
+    def _restore(self, directory: Path, loaded: tuple) -> None:
+        model_state, state, ema_state = loaded
+        ckpt.check_resumable(directory, self.model.config.to_dict(), self.tokens)
+        configured = optim_settings(self.optimizer, self.scheduler)
         self.model.load_state_dict(model_state)
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
+        changed = apply_optim_settings(self.optimizer, self.scheduler, configured)
+        if changed and self.dist.is_main:
+            print(f"resume: applying the changed optimizer settings over those of {directory}: "
+                  + ", ".join(f"{k} {old} -> {new}" for k, (old, new) in changed.items()), flush=True)
         ckpt.restore_rng(state["rng"])
         if self.ema is not None:
             if ema_state is None:
@@ -285,10 +306,10 @@ class Trainer:
         self._zero_sums()
         return metrics
 
-    def fit(self, resume_from: Path | None = None) -> dict:
-        """Train to ``max_steps`` (or until a signal); returns the last logged metrics."""
-        if resume_from is not None:
-            self.load(resume_from)
+    def fit(self, resume_from: Path | list[Path] | None = None) -> dict:
+        """Train to ``max_steps`` (or until a signal) after resuming from the newest intact checkpoint of
+        ``resume_from`` (one directory or candidates newest first); returns the last logged metrics."""
+        self.resume(resume_from)
         cfg, last, started = self.config, {}, time.perf_counter()
         self.model.train()
         self._zero_sums()

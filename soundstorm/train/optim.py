@@ -6,6 +6,8 @@
   lambda) so the scheduler's ``state_dict`` holds plain numbers and loads with ``weights_only=True``.
 * :class:`EMA` keeps an exponential moving average of the parameters with ``torch._foreach_lerp_``
   (``torch.optim.swa_utils.AveragedModel`` reads its counter back to the host every update).
+* :func:`optim_settings` / :func:`apply_optim_settings`: on resume, changed ``optim.*`` settings are
+  applied over the checkpoint's (the schedule recomputed at the restored step), not ignored.
 * :func:`guarded_step` steps the optimizer and undoes the update on device when ``finite`` is False,
   so a non-finite loss or gradient is skipped without a host sync.
 """
@@ -75,6 +77,37 @@ class WarmupCosine:
 def make_scheduler(optimizer: torch.optim.Optimizer, config: OptimConfig) -> torch.optim.lr_scheduler.LambdaLR:
     return torch.optim.lr_scheduler.LambdaLR(
         optimizer, WarmupCosine(config.warmup_steps, config.total_steps, config.min_lr_ratio))
+
+
+def optim_settings(optimizer, scheduler) -> dict:
+    """The ``optim.*`` settings held by an AdamW + ``WarmupCosine`` LambdaLR pair (first group)."""
+    group, schedule = optimizer.param_groups[0], scheduler.lr_lambdas[0]
+    return {"optim.lr": float(group["initial_lr"]), "optim.betas": tuple(float(b) for b in group["betas"]),
+            "optim.eps": float(group["eps"]), "optim.weight_decay": float(group["weight_decay"]),
+            "optim.warmup_steps": int(schedule.warmup_steps), "optim.total_steps": int(schedule.total_steps),
+            "optim.min_lr_ratio": float(schedule.min_ratio)}
+
+
+def apply_optim_settings(optimizer, scheduler, configured: dict) -> dict:
+    """Make the configured ``optim.*`` settings (:func:`optim_settings` before a resume) win over those
+    restored from a checkpoint: the schedule is recomputed at the restored step, moments and step
+    counts are kept. Returns ``{setting: (restored, configured)}`` for what changed."""
+    restored = optim_settings(optimizer, scheduler)
+    changed = {k: (restored[k], v) for k, v in configured.items() if restored[k] != v}
+    if not changed:
+        return changed
+    for schedule in scheduler.lr_lambdas:
+        schedule.warmup_steps, schedule.total_steps, schedule.min_ratio = (
+            configured["optim.warmup_steps"], configured["optim.total_steps"], configured["optim.min_lr_ratio"])
+    scheduler.base_lrs = [configured["optim.lr"]] * len(optimizer.param_groups)
+    for i, group in enumerate(optimizer.param_groups):
+        factor = scheduler.lr_lambdas[i](scheduler.last_epoch)
+        group.update(initial_lr=configured["optim.lr"], lr=configured["optim.lr"] * factor,
+                     betas=configured["optim.betas"], eps=configured["optim.eps"])
+        if i == 0:  # the decayed group; the other holds norms, biases and embeddings (no decay)
+            group["weight_decay"] = configured["optim.weight_decay"]
+    scheduler._last_lr = [group["lr"] for group in optimizer.param_groups]
+    return changed
 
 
 class EMA:
