@@ -58,3 +58,20 @@ def check_positive_ints(owner: str, config: object, names: tuple[str, ...]) -> N
         value = getattr(config, name)
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise ValueError(f"{owner}.{name} must be a positive integer, got {value!r}")
+
+
+def nonfinite_tensors(tensors: dict[str, torch.Tensor]) -> list[str]:
+    """Names of the floating tensors that hold a NaN or an infinity (one host read for all of them)."""
+    names = [k for k, v in tensors.items() if v.is_floating_point() and v.numel()]
+    if not names:
+        return []
+    flags = torch.stack([torch.isfinite(tensors[k]).all() for k in names]).tolist()
+    return [k for k, ok in zip(names, flags) if not ok]
+
+
+def check_finite_weights(module: torch.nn.Module, what: str) -> None:
+    """Refuse a model whose weights hold NaN/inf (it would decode to all-zero codes without a word)."""
+    bad = nonfinite_tensors(dict(module.named_parameters()))
+    if bad:
+        raise ValueError(f"{what} has non-finite (NaN or inf) weights in {len(bad)} tensors, e.g. {bad[:3]}; "
+                         "expected finite weights (a diverged run? use an earlier checkpoint)")

@@ -8,6 +8,7 @@ safetensors file, so a checkpoint from an untrusted source cannot execute code.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import os
 import tempfile
@@ -16,6 +17,8 @@ from pathlib import Path
 import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
+
+from soundstorm._checks import nonfinite_tensors
 
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
@@ -116,8 +119,16 @@ def load_pretrained(model_cls, directory, map_location="cpu"):
     fmt = config_data.pop("format", None)
     if fmt != FORMAT:
         raise ValueError(f"{config_path} has format {fmt!r}, expected {FORMAT!r}")
+    missing = [f.name for f in dataclasses.fields(SoundStormConfig) if f.name not in config_data]
+    if missing:
+        raise ValueError(f"{config_path} lacks {', '.join(missing)}; expected every SoundStormConfig field "
+                         f"({', '.join(f.name for f in dataclasses.fields(SoundStormConfig))}), none is guessed")
     model = model_cls(SoundStormConfig.from_dict(config_data))
     state = load_state_dict(directory / WEIGHTS_NAME, device=map_location)
+    bad = nonfinite_tensors(state)
+    if bad:
+        raise ValueError(f"{directory / WEIGHTS_NAME} holds NaN or inf in {len(bad)} tensors, e.g. {bad[:3]}; "
+                         "expected finite weights (a diverged run? use an earlier checkpoint)")
     missing, unexpected = model.load_state_dict(state, strict=False)
     if missing or unexpected:
         raise ValueError(f"{directory / WEIGHTS_NAME} does not match the config: missing {missing}, unexpected {unexpected}")
