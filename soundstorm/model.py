@@ -16,12 +16,11 @@ import dataclasses
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from soundstorm._checks import check_int_tensor, check_lengths, check_positive_ints, check_range, frame_mask
 from soundstorm.conformer import Conformer
-from soundstorm.masking import corrupt
+from soundstorm.masking import corrupt, masked_loss
 
 
 @dataclass
@@ -188,31 +187,7 @@ class SoundStorm(nn.Module):
             codes, semantic, lengths = self.check_inputs(codes, semantic, lengths)
             check_range("codes (clean, no mask ids, in loss)", codes, 0, self.config.codebook_size)
         corruption = corrupt(codes, lengths, generator, mask_id=self.config.mask_id, validate=validate)
-        return self.loss_on_corruption(codes, semantic, lengths, corruption)
-
-    def loss_on_corruption(self, codes_BQT, semantic_BS, lengths_B, corruption):
-        """Masked weighted cross-entropy for a given corruption (fixed shapes, no host sync)."""
-        hidden_BTD = self.hidden(corruption.inputs, semantic_BS, lengths_B)
-        logits_BTV = self.level_logits(hidden_BTD, corruption.level).float()
-        level_onehot_BQ = F.one_hot(corruption.level, self.config.num_levels).to(logits_BTV.dtype)
-        targets_BT = (codes_BQT * level_onehot_BQ.long()[:, :, None]).sum(dim=1)
-        weight_BT = (corruption.loss_mask.to(logits_BTV.dtype) * level_onehot_BQ[:, :, None]).sum(dim=1)
-        ce_BT = F.cross_entropy(logits_BTV.transpose(1, 2), targets_BT, reduction="none")
-        correct_BT = (logits_BTV.argmax(dim=-1) == targets_BT).to(logits_BTV.dtype)
-        num_tokens = weight_BT.sum()
-        loss = (ce_BT * weight_BT).sum() / num_tokens.clamp(min=1.0)
-        # Per-level sums: every example contributes to its own level only.
-        tokens_Q = level_onehot_BQ.t() @ weight_BT.sum(dim=1)
-        ce_sum_Q = level_onehot_BQ.t() @ (ce_BT * weight_BT).sum(dim=1)
-        correct_sum_Q = level_onehot_BQ.t() @ (correct_BT * weight_BT).sum(dim=1)
-        metrics = {
-            "loss_per_level": ce_sum_Q / tokens_Q.clamp(min=1.0),
-            "accuracy_per_level": correct_sum_Q / tokens_Q.clamp(min=1.0),
-            "tokens_per_level": tokens_Q,
-            "accuracy": (correct_BT * weight_BT).sum() / num_tokens.clamp(min=1.0),
-            "num_tokens": num_tokens,
-        }
-        return loss, metrics
+        return masked_loss(self, codes, semantic, lengths, corruption)
 
     # ------------------------------------------------------------------ weights
     def num_parameters(self) -> int:

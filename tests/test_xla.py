@@ -69,6 +69,7 @@ def test_backend_interface(tmp_path):
 SPMD_SCRIPT = textwrap.dedent("""
     import torch
     from soundstorm import SoundStorm, SoundStormConfig, corrupt
+    from soundstorm.masking import masked_loss
     from soundstorm.backends import get_backend
     torch.manual_seed(0)
     model = SoundStorm(SoundStormConfig.tiny())
@@ -76,13 +77,13 @@ SPMD_SCRIPT = textwrap.dedent("""
     codes = torch.randint(0, cfg.codebook_size, (4, cfg.num_levels, 16))
     semantic = torch.randint(0, cfg.semantic_vocab_size, (4, 8))
     corruption = corrupt(codes, None, torch.Generator().manual_seed(0), mask_id=cfg.mask_id)
-    ref, _ = model.loss_on_corruption(codes, semantic, None, corruption)
+    ref, _ = masked_loss(model, codes, semantic, None, corruption)
     backend = get_backend("xla", spmd=True)
     model.to(backend.device)
     inputs = [backend.shard_batch(t.to(backend.device)) for t in
               (codes, semantic, corruption.inputs, corruption.loss_mask, corruption.level)]
     corruption.inputs, corruption.loss_mask, corruption.level = inputs[2:]
-    loss, _ = model.loss_on_corruption(inputs[0], inputs[1], None, corruption)
+    loss, _ = masked_loss(model, inputs[0], inputs[1], None, corruption)
     loss.backward()
     backend.mark_step()
     import torch_xla.runtime as xr

@@ -11,7 +11,7 @@ from __future__ import annotations
 import torch
 
 from soundstorm._checks import frame_mask
-from soundstorm.masking import Corruption
+from soundstorm.masking import Corruption, masked_loss
 
 
 def fixed_corruption(codes_BQT: torch.Tensor, lengths_B: torch.Tensor, level: int, mask_ratio: float,
@@ -47,7 +47,7 @@ def teacher_forced_sums(model, batches, mask_ratios, seed: int = 0, autocast=Non
                 for level in range(q):
                     corruption = fixed_corruption(codes, lengths, level, ratio, generator, model.config.mask_id)
                     with autocast() if autocast else torch.autocast(device.type, enabled=False):
-                        _, m = model.loss_on_corruption(codes, semantic, lengths, corruption)
+                        _, m = masked_loss(model, codes, semantic, lengths, corruption)
                     tokens_Q = m["tokens_per_level"].float()
                     sums[r] += torch.stack([m["loss_per_level"].float() * tokens_Q,
                                             m["accuracy_per_level"].float() * tokens_Q, tokens_Q])
