@@ -7,20 +7,30 @@ level's codebook; the sampler asks for one level at a time and only that head is
 
 ``SoundStorm.loss`` applies the §3.2 masking (see :mod:`soundstorm.masking`) and returns the
 masked cross-entropy on the trained level plus per-level metrics as tensors (no host sync).
-Weights are saved as safetensors plus a JSON config (:mod:`soundstorm.pretrained`).
+Weights are saved as safetensors plus a JSON config (``save_pretrained`` / ``from_pretrained``; the
+file helpers are :mod:`soundstorm.io`); ``from_checkpoint`` loads a training checkpoint for inference.
+Shape letters: see :mod:`soundstorm`.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import json
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 from torch import nn
 
 from soundstorm._checks import check_int_tensor, check_lengths, check_positive_ints, check_range, frame_mask
 from soundstorm.conformer import Conformer
+from soundstorm.io import atomic_write_bytes, load_state_dict, read_json, save_state_dict
 from soundstorm.masking import corrupt, masked_loss
+
+CONFIG_NAME = "config.json"
+WEIGHTS_NAME = "model.safetensors"
+EMA_WEIGHTS_NAME = "ema.safetensors"
+FORMAT = "soundstorm/v1"
 
 
 @dataclass
@@ -195,13 +205,40 @@ class SoundStorm(nn.Module):
 
     def save_pretrained(self, directory) -> None:
         """Write ``config.json`` and ``model.safetensors`` into ``directory`` (created if needed)."""
-        from soundstorm.pretrained import save_pretrained
-
-        save_pretrained(self, directory)
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        config = {"format": FORMAT, **self.config.to_dict()}
+        atomic_write_bytes(directory / CONFIG_NAME, json.dumps(config, indent=2).encode())
+        save_state_dict(self.state_dict(), directory / WEIGHTS_NAME, metadata={"format": FORMAT})
 
     @classmethod
     def from_pretrained(cls, directory, map_location="cpu") -> "SoundStorm":
         """Load a model saved by :meth:`save_pretrained` from any directory; never unpickles."""
-        from soundstorm.pretrained import load_pretrained
+        directory = Path(directory)
+        if not directory.is_dir():
+            raise FileNotFoundError(f"pretrained directory not found: {directory}")
+        config_data = read_json(directory / CONFIG_NAME, "a directory written by save_pretrained()")
+        fmt = config_data.pop("format", None)
+        if fmt != FORMAT:
+            raise ValueError(f"{directory / CONFIG_NAME} has format {fmt!r}, expected {FORMAT!r}")
+        model = cls(SoundStormConfig.from_dict(config_data))
+        state = load_state_dict(directory / WEIGHTS_NAME, device=map_location)
+        missing, unexpected = model.load_state_dict(state, strict=False)
+        if missing or unexpected:
+            raise ValueError(f"{directory / WEIGHTS_NAME} does not match the config: missing {missing}, "
+                             f"unexpected {unexpected}")
+        return model.to(map_location)
 
-        return load_pretrained(cls, directory, map_location)
+    @classmethod
+    def from_checkpoint(cls, directory, use_ema: bool = True, map_location="cpu") -> tuple["SoundStorm", bool]:
+        """``(model in eval mode, used_ema)`` from a training checkpoint or a ``save_pretrained``
+        directory; the EMA weights replace the raw ones when ``use_ema`` and the directory has them."""
+        directory = Path(directory)
+        if not directory.is_dir():
+            raise FileNotFoundError(f"checkpoint={str(directory)!r}: directory not found")
+        model = cls.from_pretrained(directory, map_location=map_location)
+        ema_path = directory / EMA_WEIGHTS_NAME
+        if use_ema and ema_path.is_file():
+            model.load_state_dict({**model.state_dict(), **load_state_dict(ema_path, device=map_location)})
+            return model.eval(), True
+        return model.eval(), False

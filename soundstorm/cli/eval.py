@@ -19,16 +19,15 @@ from soundstorm import builders
 from soundstorm.cli._common import run_with_backend
 from soundstorm.evaluation.generation import GenerationEvalConfig, GenerationEvaluator
 from soundstorm.evaluation.metrics import most_frequent_tokens
-from soundstorm.evaluation.teacher_forced import summarize, teacher_forced_sums
-from soundstorm.pretrained import atomic_write_bytes
-from soundstorm.train.checkpoint import load_for_inference
-from soundstorm.train.eval_hook import heldout_batches
+from soundstorm.evaluation.teacher_forced import heldout_batches, summarize, teacher_forced_sums
+from soundstorm.io import atomic_write_bytes
+from soundstorm.model import SoundStorm
 
 
 def evaluate(cfg: DictConfig, backend) -> dict:
     """Every metric of the eval config; writes examples under ``out_dir`` and returns the metrics."""
     section = builders.build_evaluation(cfg.evaluation)
-    model, used_ema = load_for_inference(cfg.checkpoint, section.use_ema, backend.device)
+    model, used_ema = SoundStorm.from_checkpoint(cfg.checkpoint, section.use_ema, backend.device)
     data, train_set, heldout = builders.build_datasets(cfg.data, model.config, int(cfg.seed))
     if heldout is None:
         raise ValueError(f"data.heldout_fraction={data.heldout_fraction} holds out no utterance; expected > 0")

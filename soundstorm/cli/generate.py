@@ -23,7 +23,7 @@ from soundstorm.cli._common import run_with_backend
 from soundstorm.data.audio import BadAudio, read_audio, resample
 from soundstorm.evaluation.generation import frames_for, write_wav
 from soundstorm.longform import generate_windowed
-from soundstorm.train.checkpoint import load_for_inference
+from soundstorm.model import SoundStorm
 
 AUDIO_SUFFIXES = (".wav", ".flac", ".ogg", ".mp3")
 
@@ -67,7 +67,7 @@ def voice_prompt(path, seconds: float, codec, tokenizer, upsample: int) -> tuple
 
 
 def run(cfg: DictConfig, backend) -> list[Path]:
-    model, _ = load_for_inference(cfg.checkpoint, bool(cfg.use_ema), backend.device)
+    model, _ = SoundStorm.from_checkpoint(cfg.checkpoint, bool(cfg.use_ema), backend.device)
     up = model.config.semantic_upsample
     codec = builders.build_codec(builders.resolved(cfg.codec))
     tokenizer_cache = []

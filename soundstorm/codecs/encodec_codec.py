@@ -14,7 +14,7 @@ from pathlib import Path
 
 import torch
 
-from soundstorm._io import check_fingerprint, load_component, save_component, weights_fingerprint
+from soundstorm.io import check_fingerprint, load_component, save_component, weights_fingerprint
 from soundstorm._kmeans import fit_residual
 from soundstorm.codecs.base import check_codes, check_wav
 

@@ -16,7 +16,7 @@ import torch
 import torchaudio
 
 from soundstorm._checks import check_positive_ints
-from soundstorm._io import load_component, save_component
+from soundstorm.io import load_component, save_component
 from soundstorm._kmeans import fit_residual, residual_decode, residual_encode
 from soundstorm.codecs.base import check_codes, check_wav
 

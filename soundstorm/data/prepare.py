@@ -23,7 +23,7 @@ from soundstorm.codecs import load_codec
 from soundstorm.data.audio import BadAudio, list_folder, read_audio, resample
 from soundstorm.data.manifest import TokenManifest
 from soundstorm.data.shards import shard_path, write_shard
-from soundstorm.pretrained import atomic_write_bytes
+from soundstorm.io import atomic_write_bytes
 from soundstorm.semantic import align_lengths, load_tokenizer, upsample_ratio
 
 

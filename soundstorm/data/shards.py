@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from soundstorm.pretrained import atomic_file, load_state_dict, save_state_dict
+from soundstorm.io import atomic_file, load_state_dict, save_state_dict
 
 SUFFIX = {"safetensors": ".safetensors", "npz": ".npz"}
 

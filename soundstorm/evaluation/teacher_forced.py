@@ -30,6 +30,15 @@ def fixed_corruption(codes_BQT: torch.Tensor, lengths_B: torch.Tensor, level: in
                       torch.full((batch_size,), float(mask_ratio), device=device))
 
 
+def heldout_batches(dataset, batch_size: int, max_batches: int) -> list[dict]:
+    """Fixed held-out batches (epoch-0 windows), collated on the CPU."""
+    dataset.set_epoch(0)
+    batches = []
+    for start in range(0, min(len(dataset), batch_size * max_batches), batch_size):
+        batches.append(dataset.collate([dataset[i] for i in range(start, min(start + batch_size, len(dataset)))]))
+    return batches
+
+
 @torch.no_grad()
 def teacher_forced_sums(model, batches, mask_ratios, seed: int = 0, autocast=None) -> torch.Tensor:
     """Sums ``[R, 3, Q]`` (rows: NLL sum, correct count, token count) over ``batches`` (on the

@@ -14,7 +14,7 @@ import math
 import torch
 import torch.nn.functional as F
 
-from soundstorm._io import check_fingerprint, load_component, save_component, weights_fingerprint
+from soundstorm.io import check_fingerprint, load_component, save_component, weights_fingerprint
 from soundstorm._kmeans import fit_kmeans, nearest
 from soundstorm.semantic.base import check_mono
 

@@ -15,7 +15,7 @@ import torch
 import torchaudio
 
 from soundstorm._checks import check_positive_ints
-from soundstorm._io import load_component, save_component
+from soundstorm.io import load_component, save_component
 from soundstorm._kmeans import fit_kmeans, nearest
 from soundstorm.semantic.base import check_mono
 

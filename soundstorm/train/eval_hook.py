@@ -11,16 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from soundstorm.evaluation.generation import GenerationEvalConfig, GenerationEvaluator
-from soundstorm.evaluation.teacher_forced import summarize, teacher_forced_sums
-
-
-def heldout_batches(dataset, batch_size: int, max_batches: int) -> list[dict]:
-    """Fixed held-out batches (epoch-0 windows), collated on the CPU."""
-    dataset.set_epoch(0)
-    batches = []
-    for start in range(0, min(len(dataset), batch_size * max_batches), batch_size):
-        batches.append(dataset.collate([dataset[i] for i in range(start, min(start + batch_size, len(dataset)))]))
-    return batches
+from soundstorm.evaluation.teacher_forced import heldout_batches, summarize, teacher_forced_sums
 
 
 class TrainingEvaluator:
