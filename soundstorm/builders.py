@@ -17,7 +17,7 @@ from soundstorm.codecs import EncodecCodec, MelRVQCodec, MelRVQConfig, load_code
 from soundstorm.semantic import HubertKMeans, MFCCKMeans, MFCCKMeansConfig, load_tokenizer
 
 
-# ---------------------------------------------------------------- codec / semantic (issue 3)
+# ---------------------------------------------------------------- codec / semantic
 @dataclass
 class MelRVQSection(MelRVQConfig):
     name: str = "melrvq"
@@ -146,7 +146,7 @@ def build_prepare(cfg):
     return options, build_codec(cfg.codec), build_semantic(cfg.semantic)
 
 
-# ================================================================ training / evaluation (issue 4)
+# ================================================================ training / evaluation
 # Sections of configs/{model,optim,sampler,trainer,logger,backend,data}/ and the train/eval/generate
 # primary configs. Each is merged into a dataclass by ``strict`` (unknown keys fail loudly).
 from typing import List  # noqa: E402

@@ -17,6 +17,8 @@ serves every sampling iteration (torch_xla, CUDA graphs). Random numbers are cou
 (a hash of seed, iteration, example index, frame and token), not drawn from a stateful stream:
 no ``torch.multinomial``, and a sequence's samples do not depend on the padded length of the
 batch it is decoded in.
+
+Shape letters: see :mod:`soundstorm`.
 """
 
 from __future__ import annotations

@@ -8,6 +8,8 @@ Peak memory is the growth of the device's memory high-water mark over a baseline
 before the model is built (CPU: resident set size, ``VmHWM − VmRSS``; CUDA: allocator peak; XLA:
 the runtime's ``peak_bytes_used`` when reported), so it covers the weights, the activations and
 the sampler, and not the interpreter and libraries loaded before.
+
+Shape letters: see :mod:`soundstorm`.
 """
 
 from __future__ import annotations

@@ -7,6 +7,8 @@ input's, their codec codes are the acoustic prompt, and the prompt part is cut f
 Longer than ``window_seconds`` → generated in windows, each prompted by the last
 ``window_prompt_seconds`` of the previous window (:mod:`soundstorm.longform`).
 Writes ``out_dir/<stem>.wav`` and ``out_dir/<stem>.codes.npy`` (``[Q, T]`` int64). Exit code 2 on bad inputs.
+
+Shape letters: see :mod:`soundstorm`.
 """
 
 from __future__ import annotations

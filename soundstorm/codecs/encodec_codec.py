@@ -4,6 +4,8 @@
 read from ``repository``). ``pretrained=False`` builds the same architecture with seeded random
 weights; its codebooks are all zero (every frame → token 0) until :meth:`EncodecCodec.fit`
 initialises them by residual k-means on the encoder's output frames. Q = bandwidth / 0.75 kbps.
+
+Shape letters: see :mod:`soundstorm`.
 """
 
 from __future__ import annotations

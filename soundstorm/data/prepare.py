@@ -5,6 +5,8 @@ fits or loads the codec and tokenizer (saved under ``output/codec`` and ``output
 same codec decodes later), encodes in batches, and writes ``shard-NNNNN`` files plus a sidecar JSON
 per shard, each atomically. A rerun skips shards whose sidecar exists. Bad files are skipped and
 listed; lengths are aligned with :func:`soundstorm.semantic.align_lengths` (``T = S × upsample``).
+
+Shape letters: see :mod:`soundstorm`.
 """
 
 from __future__ import annotations

@@ -3,6 +3,8 @@
 A shard holds ``codes.{j}`` (``[Q, T]``) and ``semantic.{j}`` (``[S]``) for its j-th stored
 utterance, as int16 when ids fit, else int32; reading returns ``torch.long``. Files are written to a
 temporary name, fsynced and renamed, so a shard is either complete or absent.
+
+Shape letters: see :mod:`soundstorm`.
 """
 
 from __future__ import annotations

@@ -7,6 +7,8 @@ with the reference per level; the codec decodes generated, reference and random 
 distance is measured against the codec's reconstruction of the reference (so codec quality is not
 charged to the model). Baselines: the most frequent training token at level 1 (unigram) and random
 tokens decoded the same way. Utterances longer than the window are generated window by window.
+
+Shape letters: see :mod:`soundstorm`.
 """
 
 from __future__ import annotations

@@ -5,6 +5,8 @@ layer ``layer``, average ``downsample`` consecutive frames (2 → 25/s, the pape
 and assign each to the nearest of ``vocab_size`` centroids fitted with scikit-learn.
 ``pretrained=True`` loads ``torchaudio.pipelines.HUBERT_BASE`` (weights downloaded by torchaudio on
 first use); ``pretrained=False`` builds the same architecture with seeded random weights (tests).
+
+Shape letters: see :mod:`soundstorm`.
 """
 
 from __future__ import annotations

@@ -15,6 +15,8 @@ backends share this file. One optimizer step:
 Nothing in a step reads a device value back to the host. Metric sums stay on device and are read,
 once, every ``log_every`` steps; that is also when non-finite steps are counted and the stop limit
 applied, and (multi-process) when a SIGTERM/SIGINT seen by any rank is agreed on.
+
+Shape letters: see :mod:`soundstorm`.
 """
 
 from __future__ import annotations
