@@ -31,6 +31,7 @@ CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
 EMA_WEIGHTS_NAME = "ema.safetensors"
 FORMAT = "soundstorm/v1"
+PRESETS = ("paper", "small", "tiny")
 
 
 @dataclass
@@ -74,6 +75,12 @@ class SoundStormConfig:
                              dim=1024, depth=12, heads=16, ff_dim=4096, conv_kernel=5), **overrides})
 
     @classmethod
+    def small(cls, **overrides) -> "SoundStormConfig":
+        """Dim 192, 4 layers (≈9M parameters with Q = 12 and 1024-entry vocabularies, mostly embeddings and heads)."""
+        return cls(**{**dict(num_levels=12, codebook_size=1024, semantic_vocab_size=1024, semantic_upsample=2,
+                             dim=192, depth=4, heads=4, ff_dim=768, conv_kernel=5), **overrides})
+
+    @classmethod
     def tiny(cls, **overrides) -> "SoundStormConfig":
         """A few-hundred-thousand-parameter model for tests."""
         return cls(**{**dict(num_levels=4, codebook_size=32, semantic_vocab_size=16, semantic_upsample=2,
@@ -81,6 +88,14 @@ class SoundStormConfig:
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
+
+    @classmethod
+    def preset(cls, name: str, **overrides) -> "SoundStormConfig":
+        """The named preset (``paper``, ``small``, ``tiny``): the one definition used by the Hydra model
+        configs (their null fields) and by the benchmark."""
+        if name not in PRESETS:
+            raise ValueError(f"model preset {name!r} is unknown; expected one of {PRESETS}")
+        return getattr(cls, name)(**overrides)
 
     @classmethod
     def from_dict(cls, data: dict) -> "SoundStormConfig":

@@ -84,7 +84,7 @@ def test_duration_must_give_whole_semantic_frames():
 def test_unknown_cli_option_is_a_value_error():
     from omegaconf import OmegaConf
 
-    from soundstorm.cli.bench import to_bench_config
+    from soundstorm.builders import build_bench_config
 
     with pytest.raises(ValueError, match="unknown bench options"):
-        to_bench_config(OmegaConf.create({"duration": 3}))
+        build_bench_config(OmegaConf.create({"duration": 3}))
