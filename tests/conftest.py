@@ -6,18 +6,15 @@ Both are session-scoped and built through the real CLIs (as subprocesses), once 
 from __future__ import annotations
 
 import json
-import os
-import shutil
 import contextlib
-import subprocess
-import sys
+import shutil
 from pathlib import Path
 
 import pytest
 import soundfile as sf
 import torch
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
+from _cli import REPO_ROOT, run_cli  # noqa: F401  (re-exported for the data tests)
 
 
 @contextlib.contextmanager
@@ -32,14 +29,6 @@ def single_thread():
             yield
     finally:
         torch.set_num_threads(before)
-
-
-def run_cli(module: str, *args: str, env_extra: dict | None = None) -> subprocess.CompletedProcess:
-    """Run ``python -m module args`` with the repository on PYTHONPATH; returns the finished process."""
-    env = {**os.environ, "PYTHONPATH": f"{REPO_ROOT}{os.pathsep}{os.environ.get('PYTHONPATH', '')}",
-           "OMP_NUM_THREADS": "1", **(env_extra or {})}
-    return subprocess.run([sys.executable, "-m", module, *args], capture_output=True, text=True, env=env,
-                          cwd=REPO_ROOT, timeout=300)
 
 
 @pytest.fixture(scope="session")
