@@ -1,6 +1,7 @@
 """Shared fixtures for the data tests: a small espeak-ng corpus and its prepared tokens.
 
-Both are session-scoped and built through the real CLIs (as subprocesses), once per test run.
+Both are session-scoped and built through the real CLIs (as subprocesses), once per test run; a
+test that uses either is marked ``slow`` here (``make test-fast`` runs ``-m "not slow"``).
 """
 
 from __future__ import annotations
@@ -29,6 +30,15 @@ def single_thread():
             yield
     finally:
         torch.set_num_threads(before)
+
+
+SLOW_FIXTURES = {"espeak_corpus", "espeak_tokens"}
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        if SLOW_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.slow)
 
 
 @pytest.fixture(scope="session")

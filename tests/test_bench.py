@@ -26,6 +26,7 @@ def run_bench_cli(tmp_path, *overrides) -> dict:
     return json.loads(out.read_text())
 
 
+@pytest.mark.slow
 def test_bench_cli_writes_the_json(tmp_path):
     result = run_bench_cli(tmp_path, "steps=[3,1,2,1]")
     for key in KEYS:
@@ -42,6 +43,7 @@ def test_bench_cli_writes_the_json(tmp_path):
     assert "torch" in result["versions"]
 
 
+@pytest.mark.slow
 def test_bench_cli_paper_schedule_ar_baseline_and_codec(tmp_path):
     result = run_bench_cli(tmp_path, "ar_baseline=true", "codec_decode=true", "warmup_schedule=short")
     assert result["forward_passes"] == 16 + 3

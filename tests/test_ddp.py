@@ -2,8 +2,11 @@
 
 from pathlib import Path
 
+import pytest
 import torch
 from _cli import run_python
+
+pytestmark = pytest.mark.slow
 
 WORKER = Path(__file__).resolve().parent / "_ddp_worker.py"
 

@@ -17,6 +17,8 @@ from _cli import run_cli, start_python
 
 from soundstorm.train import checkpoint as ckpt
 
+pytestmark = pytest.mark.slow
+
 TINY = ("model=tiny", "codec.num_levels=4", "codec.codebook_size=64", "semantic.vocab_size=32", "backend=cpu",
         "backend.options.num_threads=1", "data.batch_size=4", "data.min_seconds=1", "data.max_seconds=2",
         "data.heldout_fraction=0.2")

@@ -17,6 +17,7 @@ import pytest
 
 pytestmark = [
     pytest.mark.xla,
+    pytest.mark.slow,
     pytest.mark.skipif(importlib.util.find_spec("torch_xla") is None,
                        reason="torch_xla is not installed (pip install '.[xla]')"),
 ]
