@@ -39,7 +39,7 @@ from soundstorm._checks import check_int_tensor, check_lengths, frame_mask
 
 @dataclass
 class Corruption:
-    """Output of :func:`corrupt`.
+    """One §3.2 corruption of a batch (from :func:`corrupt` or :func:`corrupt_batch`); every field is set.
 
     inputs: ``[B, Q, T]`` codes with masked positions set to ``mask_id``.
     loss_mask: ``[B, Q, T]`` bool, True exactly on the masked tokens of each example's level.
@@ -123,8 +123,8 @@ def corrupt_batch(codes_BQT: torch.Tensor, lengths_B: torch.Tensor, indices_B: l
                   mask_id: int) -> Corruption:
     """Corrupt each example on its real frames with a generator keyed by ``(seed, epoch, index)``.
 
-    Returns a CPU :class:`Corruption`; padding frames keep their values and are never in the loss
-    (``prompt_len`` is 0 and ``mask_ratio`` 0 only for an example with no frames, which cannot occur)."""
+    Returns a CPU :class:`Corruption` of the padded batch; padding frames keep their values and are
+    never in ``loss_mask``."""
     batch_size, num_levels, num_frames = codes_BQT.shape
     if len(indices_B) != batch_size:
         raise ValueError(f"indices has {len(indices_B)} entries, expected one per example (batch {batch_size})")
