@@ -4,6 +4,8 @@ For a mask ratio r and a level q, every example masks level q at a fraction r of
 (Bernoulli, from a seeded generator), masks all finer levels entirely and keeps coarser levels
 visible; no prompt. This is the §3.2 corruption with q and p fixed, so the numbers are comparable
 across checkpoints and runs. Sums are returned so several ranks can add theirs before dividing.
+The batches are fixed: :func:`heldout_batches` collates epoch-0 windows of the held-out set
+(used by ``soundstorm-eval`` and by evaluation during training alike).
 
 Shape letters: see :mod:`soundstorm`.
 """
