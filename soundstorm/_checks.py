@@ -3,6 +3,8 @@
 Every public entry point checks its tensors here, once, before any compiled or hot-path code
 runs, so that a bad input fails with a ``ValueError`` that names the argument, the value seen and
 what was expected (instead of an index error deep inside an embedding lookup).
+
+Shape letters: see :mod:`soundstorm`.
 """
 
 from __future__ import annotations
@@ -60,17 +62,10 @@ def check_positive_ints(owner: str, config: object, names: tuple[str, ...]) -> N
             raise ValueError(f"{owner}.{name} must be a positive integer, got {value!r}")
 
 
-def nonfinite_tensors(tensors: dict[str, torch.Tensor]) -> list[str]:
-    """Names of the floating tensors that hold a NaN or an infinity (one host read for all of them)."""
-    names = [k for k, v in tensors.items() if v.is_floating_point() and v.numel()]
-    if not names:
-        return []
-    flags = torch.stack([torch.isfinite(tensors[k]).all() for k in names]).tolist()
-    return [k for k, ok in zip(names, flags) if not ok]
-
-
 def check_finite_weights(module: torch.nn.Module, what: str) -> None:
     """Refuse a model whose weights hold NaN/inf (it would decode to all-zero codes without a word)."""
+    from soundstorm.io import nonfinite_tensors
+
     bad = nonfinite_tensors(dict(module.named_parameters()))
     if bad:
         raise ValueError(f"{what} has non-finite (NaN or inf) weights in {len(bad)} tensors, e.g. {bad[:3]}; "

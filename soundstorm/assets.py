@@ -16,13 +16,14 @@ import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
-from soundstorm._io import component_fingerprint
+from soundstorm.io import component_fingerprint
 from soundstorm.codecs import load_codec
 from soundstorm.data.manifest import MANIFEST_NAME, TokenManifest
 from soundstorm.semantic import load_tokenizer, upsample_ratio
 
 COMPONENTS = ("codec", "semantic")
 RECORD_KEY = "tokens"  # where a checkpoint's config.json keeps the record
+DESCRIBE_ALIASES = {"bandwidth": "bandwidth_kbps"}  # setting name → describe() key, where they differ
 
 
 @dataclass
@@ -63,6 +64,23 @@ def load_assets(folder, field: str) -> Assets:
                                  f"records {manifest.fingerprints[kind][:12]}…: the fitted {kind} was replaced after "
                                  "the tokens were made; re-run soundstorm-prepare into a fresh folder")
     return Assets(folder, codec, tokenizer, record)
+
+
+def check_configured(kind: str, settings: dict, pretrained_dir, assets: Assets, field: str) -> None:
+    """A ``codec`` / ``semantic`` section given next to a folder must describe what the folder holds."""
+    saved = (assets.codec if kind == "codec" else assets.tokenizer).describe()
+    where = f"the {kind} saved in {field}={str(assets.folder)!r}"
+    if settings["name"] != saved["name"]:
+        raise ValueError(f"{kind}={settings['name']} does not match {where} ({saved}); leave {kind} unset to use "
+                         "the saved one")
+    if pretrained_dir is not None:
+        raise ValueError(f"{kind}.pretrained_dir={pretrained_dir!r} is not used here: the {kind} comes from "
+                         f"{field}={str(assets.folder)!r}; leave it unset")
+    for name, value in settings.items():
+        key = DESCRIBE_ALIASES.get(name, name)
+        if key in saved and value != saved[key]:
+            raise ValueError(f"{kind}.{name}={value!r} does not match {where} ({key}={saved[key]!r}); leave {kind} "
+                             "unset to use the saved settings")
 
 
 def _json(value) -> str:

@@ -21,10 +21,10 @@ import pytest
 import torch
 
 from soundstorm import SoundStorm, SoundStormConfig
-from soundstorm._io import component_fingerprint
+from soundstorm.io import component_fingerprint
 from soundstorm.assets import load_assets
 from soundstorm.codecs import MelRVQCodec, load_codec
-from soundstorm.pretrained import atomic_write_bytes
+from soundstorm.io import atomic_write_bytes
 from soundstorm.train import checkpoint as ckpt
 
 from test_train_loop import make_trainer

@@ -11,6 +11,8 @@ against what the checkpoint was trained on (settings and fingerprints, :mod:`sou
 Writes ``out_dir/<stem>.wav`` and ``out_dir/<stem>.codes.npy`` (``[Q, T]`` int64), atomically; an
 existing output is kept unless ``overwrite=true``. Every check runs before any work; exit code 2 on
 bad inputs.
+
+Shape letters: see :mod:`soundstorm`.
 """
 
 from __future__ import annotations
@@ -25,12 +27,12 @@ from omegaconf import DictConfig, OmegaConf
 
 from soundstorm import builders
 from soundstorm.assets import check_pairing, read_record
-from soundstorm.cli._common import check_output_dir, run_with_backend
+from soundstorm.cli._common import run_with_backend
 from soundstorm.data.audio import BadAudio, read_audio, resample
 from soundstorm.evaluation.generation import frames_for
 from soundstorm.longform import generate_windowed
-from soundstorm.pretrained import atomic_file
-from soundstorm.train.checkpoint import load_for_inference
+from soundstorm.io import atomic_file, check_output_dir
+from soundstorm.model import SoundStorm
 
 AUDIO_SUFFIXES = (".wav", ".flac", ".ogg", ".mp3")
 
@@ -119,7 +121,7 @@ def run(cfg: DictConfig, backend) -> list[Path]:
     inputs = check_settings(cfg)
     out_dir = check_output_dir(cfg.out_dir, "out_dir")
     bases = plan_outputs(inputs, out_dir, bool(cfg.overwrite))
-    model, _ = load_for_inference(cfg.checkpoint, bool(cfg.use_ema), backend.device)
+    model, _ = SoundStorm.from_checkpoint(cfg.checkpoint, bool(cfg.use_ema), backend.device)
     assets = builders.build_assets(cfg.assets, "assets", cfg.get("codec"), cfg.get("semantic"))
     check_pairing(read_record(cfg.checkpoint), model.config, assets, "assets", cfg.checkpoint)
     codec, up = assets.codec, model.config.semantic_upsample

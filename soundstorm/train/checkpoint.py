@@ -26,13 +26,14 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from soundstorm.pretrained import CorruptFileError, atomic_write_bytes, load_state_dict, save_state_dict
+from soundstorm.io import CorruptFileError, atomic_write_bytes, load_state_dict, save_state_dict
+from soundstorm.model import CONFIG_NAME, EMA_WEIGHTS_NAME, WEIGHTS_NAME
 
 STEP_DIR = re.compile(r"^step_(\d{8})$")
 META_NAME = "meta.json"
 STATE_NAME = "state.pt"
-EMA_NAME = "ema.safetensors"
-REQUIRED = ("config.json", "model.safetensors", STATE_NAME, META_NAME)
+EMA_NAME = EMA_WEIGHTS_NAME
+REQUIRED = (CONFIG_NAME, WEIGHTS_NAME, STATE_NAME, META_NAME)
 
 
 # ---------------------------------------------------------------------- RNG states
@@ -87,8 +88,8 @@ def save_checkpoint(root: Path, step: int, model, state: dict, ema_state: dict |
     try:
         model.save_pretrained(tmp)
         if tokens is not None:
-            config = json.loads((tmp / "config.json").read_text())
-            atomic_write_bytes(tmp / "config.json", json.dumps({**config, "tokens": tokens}, indent=2).encode())
+            config = json.loads((tmp / CONFIG_NAME).read_text())
+            atomic_write_bytes(tmp / CONFIG_NAME, json.dumps({**config, "tokens": tokens}, indent=2).encode())
         if ema_state is not None:
             save_state_dict(ema_state, tmp / EMA_NAME)
         buffer = io.BytesIO()
@@ -174,7 +175,7 @@ def load_checkpoint(directory: Path, map_location="cpu") -> tuple[dict, dict, di
     if not is_valid(directory):
         raise ValueError(f"{directory} is not a complete checkpoint (expected files {list(REQUIRED)})")
     read_model_config(directory)
-    model_state = load_state_dict(directory / "model.safetensors", device=map_location)
+    model_state = load_state_dict(directory / WEIGHTS_NAME, device=map_location)
     try:
         state = torch.load(directory / STATE_NAME, map_location="cpu", weights_only=True)
     except (RuntimeError, EOFError, OSError) as err:
@@ -186,7 +187,7 @@ def load_checkpoint(directory: Path, map_location="cpu") -> tuple[dict, dict, di
 
 def read_model_config(directory: Path) -> dict:
     """The ``SoundStormConfig`` fields recorded in a checkpoint's ``config.json``."""
-    path = Path(directory) / "config.json"
+    path = Path(directory) / CONFIG_NAME
     try:
         data = json.loads(path.read_text())
     except (OSError, json.JSONDecodeError) as err:
@@ -242,20 +243,3 @@ def load_newest_intact(candidates: list[Path], map_location="cpu") -> tuple[Path
         return directory, loaded
     raise ValueError(f"no intact checkpoint to resume from ({'; '.join(errors)}); start fresh with resume=none "
                      "and a new out_dir")
-
-
-def load_for_inference(directory, use_ema: bool = True, map_location="cpu"):
-    """``(SoundStorm, used_ema)`` from a checkpoint or ``save_pretrained`` directory; the EMA weights
-    replace the raw ones when ``use_ema`` and the directory has them."""
-    from soundstorm.model import SoundStorm
-
-    directory = Path(directory)
-    if not directory.is_dir():
-        raise FileNotFoundError(f"checkpoint={str(directory)!r}: directory not found")
-    model = SoundStorm.from_pretrained(directory, map_location=map_location)
-    ema_path = directory / EMA_NAME
-    if use_ema and ema_path.is_file():
-        ema = load_state_dict(ema_path, device=map_location)
-        model.load_state_dict({**model.state_dict(), **ema})
-        return model.eval(), True
-    return model.eval(), False

@@ -1,0 +1,188 @@
+"""File I/O for everything soundstorm writes: atomic files, safetensors tensors, component directories.
+
+One job: no reader ever sees a half-written file, and no weights are ever unpickled. Data shards,
+manifests, the corpus, checkpoints, ``SoundStorm.save_pretrained`` and the CLIs write through
+:func:`atomic_file`; tensors go through :func:`save_state_dict` / :func:`load_state_dict`
+(safetensors only). Fitted codecs and semantic tokenizers are saved as small directories
+``config.json`` + ``weights.safetensors`` (:func:`save_component` / :func:`load_component`), and
+identified by a sha256 of those two files (:func:`component_fingerprint`). Files follow the umask;
+a truncated file is a :class:`CorruptFileError`, not a hint about pickles.
+This module imports nothing from soundstorm, so any module may use it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import tempfile
+from pathlib import Path
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+
+COMPONENT_CONFIG_NAME = "config.json"
+COMPONENT_WEIGHTS_NAME = "weights.safetensors"
+FINGERPRINT_FILES = (COMPONENT_CONFIG_NAME, COMPONENT_WEIGHTS_NAME)
+
+
+class CorruptFileError(ValueError):
+    """A file that exists but cannot be read whole (truncated by a full disk, a killed copy, ...)."""
+
+
+def current_umask() -> int:
+    """The process umask, read without changing it (Linux: /proc; elsewhere a set-and-restore)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except OSError:
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+@contextlib.contextmanager
+def atomic_file(path: Path):
+    """Yield a temporary path beside ``path``; on success fsync it and rename it over ``path``.
+
+    A crash or an exception at any point leaves ``path`` as it was (old content or absent) and
+    removes the temporary file, so a reader never sees a half-written file. The file gets the
+    permissions of a plain ``open()`` (0666 less the umask), not ``mkstemp``'s 0600.
+    """
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        yield Path(tmp)
+        os.chmod(tmp, 0o666 & ~current_umask())  # mkstemp (and safetensors' writer) make 0600
+        with open(tmp, "rb") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` atomically (see :func:`atomic_file`)."""
+    with atomic_file(path) as tmp:
+        tmp.write_bytes(data)
+
+
+def save_state_dict(state_dict: dict[str, torch.Tensor], path: Path, metadata: dict | None = None) -> None:
+    """Save tensors as safetensors atomically (contiguous CPU copies; shared storage is fine)."""
+    tensors = {k: v.detach().to("cpu").contiguous().clone() for k, v in state_dict.items()}
+    with atomic_file(path) as tmp:
+        save_file(tensors, str(tmp), metadata=metadata)
+
+
+def load_state_dict(path: Path, device="cpu") -> dict[str, torch.Tensor]:
+    """Read a safetensors file; a missing file or a non-safetensors file (e.g. a pickle) is refused."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"weights file not found: {path}")
+    try:
+        return load_file(str(path), device=str(device))
+    except (SafetensorError, OSError, ValueError) as err:
+        with open(path, "rb") as f:
+            head = f.read(4)
+        if head[:2] == b"PK" or head[:1] == b"\x80":  # a zip (torch.save) or a bare pickle
+            raise ValueError(f"{path} is not a valid safetensors file but a pickle (torch.save); soundstorm never "
+                             "unpickles weights. Convert a trusted checkpoint with safetensors.torch.save_file "
+                             "first.") from err
+        raise CorruptFileError(f"{path} is truncated or corrupt ({path.stat().st_size} bytes; safetensors says: "
+                               f"{err}); copy it again, or use another checkpoint") from err
+
+
+def nonfinite_tensors(tensors: dict[str, torch.Tensor]) -> list[str]:
+    """Names of the floating tensors that hold a NaN or an infinity (one host read for all of them)."""
+    names = [k for k, v in tensors.items() if v.is_floating_point() and v.numel()]
+    if not names:
+        return []
+    flags = torch.stack([torch.isfinite(tensors[k]).all() for k in names]).tolist()
+    return [k for k, ok in zip(names, flags) if not ok]
+
+
+def read_json(path: Path, what: str):
+    """Parse the JSON file ``path``; missing → FileNotFoundError, invalid → ValueError naming ``what``."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} not found; expected {what}")
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as err:
+        raise ValueError(f"{path} is not valid JSON: {err}") from err
+
+
+def save_component(directory, config: dict, tensors: dict[str, torch.Tensor]) -> None:
+    """Write ``tensors`` then ``config`` (the config last, so a directory with one is complete)."""
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    save_state_dict(tensors, directory / COMPONENT_WEIGHTS_NAME)
+    atomic_write_bytes(directory / COMPONENT_CONFIG_NAME, json.dumps(config, indent=2, sort_keys=True).encode())
+
+
+def load_component(directory, kind: str) -> tuple[dict, dict[str, torch.Tensor]]:
+    """Read a directory written by :func:`save_component`; ``kind`` names what is expected."""
+    directory = Path(directory)
+    config_path = directory / COMPONENT_CONFIG_NAME
+    if not config_path.is_file():
+        raise FileNotFoundError(f"{kind} directory {directory} has no {COMPONENT_CONFIG_NAME}; expected a directory "
+                                f"written by save()")
+    try:
+        config = json.loads(config_path.read_text())
+    except json.JSONDecodeError as err:
+        raise ValueError(f"{config_path} is not valid JSON: {err}") from err
+    if not isinstance(config, dict) or "name" not in config:
+        raise ValueError(f"{config_path} must hold a JSON object with a 'name' field, got {config!r:.200}")
+    return config, load_state_dict(directory / COMPONENT_WEIGHTS_NAME)
+
+
+def component_fingerprint(directory) -> str:
+    """sha256 of a saved component folder (its ``config.json`` and ``weights.safetensors``)."""
+    digest = hashlib.sha256()
+    for name in FINGERPRINT_FILES:
+        path = Path(directory) / name
+        if not path.is_file():
+            raise FileNotFoundError(f"{path} not found; expected a folder saved by soundstorm-prepare")
+        digest.update(name.encode())
+        with open(path, "rb") as f:
+            for chunk in iter(lambda: f.read(1 << 20), b""):
+                digest.update(chunk)
+    return digest.hexdigest()
+
+
+def weights_fingerprint(module: torch.nn.Module) -> float:
+    """A cheap checksum of a module's weights (used to verify a seeded random initialisation)."""
+    with torch.no_grad():
+        return float(sum(p.detach().double().abs().sum() for p in module.parameters()))
+
+
+def check_fingerprint(module: torch.nn.Module, expected: float, what: str) -> None:
+    got = weights_fingerprint(module)
+    if abs(got - expected) > 1e-6 * max(1.0, abs(expected)):
+        raise ValueError(f"{what}: the seeded random weights re-created here have fingerprint {got:.6f}, "
+                         f"the saved directory expects {expected:.6f} (a different torch version?); "
+                         "the saved codebooks would not match these weights")
+
+
+def check_output_dir(path, field: str) -> Path:
+    """Create the output folder ``path`` (config field ``field``) and prove it writable, before any work:
+    a path that is a file, or a folder that cannot be written, is a ``ValueError`` naming both."""
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise ValueError(f"{field}={str(path)!r} is a file; expected a folder (or a path that does not exist yet)")
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(dir=path, prefix=".write-test-")
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as err:
+        raise ValueError(f"{field}={str(path)!r} cannot be written to ({err.strerror}: {err.filename}); expected a "
+                         "folder this user can create files in") from err
+    return path
