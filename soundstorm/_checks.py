@@ -62,6 +62,26 @@ def check_positive_ints(owner: str, config: object, names: tuple[str, ...]) -> N
             raise ValueError(f"{owner}.{name} must be a positive integer, got {value!r}")
 
 
+def check_level(level: object, num_levels: int, batch_size: int) -> None:
+    """``level`` of ``forward``: a Python int or an integer tensor (scalar or ``[B]``) in ``[0, Q)``."""
+    if isinstance(level, torch.Tensor):
+        if level.dtype not in _INTEGER_DTYPES or level.ndim > 1 or (level.ndim == 1 and level.shape[0] != batch_size):
+            raise ValueError(f"level must be an int or an integer tensor of shape [] or [{batch_size}], got "
+                             f"{level.dtype} {tuple(level.shape)}")
+        check_range("level", level, 0, num_levels)
+        return
+    if isinstance(level, bool) or not isinstance(level, int) or not 0 <= level < num_levels:
+        raise ValueError(f"level must be an int in [0, {num_levels - 1}] (0-based; num_levels={num_levels}), "
+                         f"got {level!r}")
+
+
+def check_mask_id(mask_id: object) -> int:
+    """``mask_id`` of the §3.2 corruption: a non-negative int (the model uses ``codebook_size``)."""
+    if isinstance(mask_id, bool) or not isinstance(mask_id, int) or mask_id < 0:
+        raise ValueError(f"mask_id must be a non-negative int (the codebook size), got {mask_id!r}")
+    return mask_id
+
+
 def check_finite_weights(module: torch.nn.Module, what: str) -> None:
     """Refuse a model whose weights hold NaN/inf (it would decode to all-zero codes without a word)."""
     from soundstorm.io import nonfinite_tensors

@@ -34,7 +34,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from soundstorm._checks import check_int_tensor, check_lengths, frame_mask
+from soundstorm._checks import check_int_tensor, check_lengths, check_mask_id, check_range, frame_mask
 
 
 @dataclass
@@ -66,11 +66,15 @@ def corrupt(
     """Apply the paper's masking to ``codes`` ``[B, Q, T]``; see the module docstring.
 
     ``lengths`` ``[B]`` gives the real frames per example (default: all ``T``). ``mask_id`` is the
-    id a masked position holds (the model uses ``codebook_size``). Random draws come from
-    ``generator`` (on the codes' device) so results are reproducible. ``validate=False`` skips the
-    range check of ``lengths`` (it reads values to the host) inside a compiled training step.
+    id a masked position holds (the model uses ``codebook_size``); every code must lie below it.
+    Random draws come from ``generator`` (on the codes' device) so results are reproducible.
+    ``validate=False`` skips the range checks of ``codes`` and ``lengths`` (they read values to the
+    host) inside a compiled training step.
     """
+    check_mask_id(mask_id)
     codes_BQT = check_int_tensor("codes", codes, 3, "[B, Q, T]")
+    if validate:
+        check_range("codes", codes_BQT, 0, mask_id)
     batch_size, num_levels, num_frames = codes_BQT.shape
     if num_frames < 1 or num_levels < 1:
         raise ValueError(f"codes must have at least one level and one frame, got shape {tuple(codes_BQT.shape)}")

@@ -22,7 +22,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from soundstorm._checks import check_int_tensor, check_lengths, check_positive_ints, check_range, frame_mask
+from soundstorm._checks import (check_int_tensor, check_lengths, check_level, check_positive_ints, check_range,
+                                frame_mask)
 from soundstorm.conformer import Conformer
 from soundstorm.io import atomic_write_bytes, load_state_dict, nonfinite_tensors, read_json, save_state_dict
 from soundstorm.masking import corrupt, masked_loss
@@ -191,6 +192,8 @@ class SoundStorm(nn.Module):
         """
         if validate:
             codes, semantic, lengths = self.check_inputs(codes, semantic, lengths)
+            if level is not None:
+                check_level(level, self.config.num_levels, codes.shape[0])
         hidden_BTD = self.hidden(codes, semantic, lengths, semantic_embedding)
         if level is None:
             logits_BTQV = torch.einsum("btd,qdv->btqv", hidden_BTD, self.head_weight.to(hidden_BTD.dtype))

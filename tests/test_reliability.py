@@ -257,3 +257,78 @@ def test_row11_bad_values_get_messages_that_name_them(capsys, checkpoint, espeak
     (model_dir / "config.json").write_text(json.dumps(config))
     with pytest.raises(ValueError, match="config.json lacks dim"):
         SoundStorm.from_pretrained(model_dir)
+
+
+# ------------------------------------------------------------------ 10: input validation in the library
+def test_row10_masking_forward_sampler_and_nan_weights_are_checked(tmp_path):
+    from soundstorm import SamplerConfig, generate
+    from soundstorm.masking import corrupt
+
+    codes = torch.randint(0, 8, (2, 3, 6))
+    with pytest.raises(ValueError, match=r"codes holds ids in \[8, 8\], expected every id in \[0, 7\]"):
+        corrupt(torch.full((2, 3, 6), 8), mask_id=8)
+    with pytest.raises(ValueError, match="mask_id must be a non-negative int"):
+        corrupt(codes, mask_id=-1)
+    model = SoundStorm(SoundStormConfig.tiny()).eval()
+    codes, semantic = torch.randint(0, 32, (1, 4, 8)), torch.randint(0, 16, (1, 4))
+    for level in (4, 1.5, -1, torch.tensor([4])):
+        with pytest.raises(ValueError, match="level (must be|holds ids in \\[4, 4\\])"):
+            model(codes, semantic, level=level)
+    assert model(codes, semantic, level=3).shape == (1, 8, 32)
+    with pytest.raises(ValueError, match="SamplerConfig.greedy_last must be True or False, got 'no'"):
+        SamplerConfig(greedy_last="no")
+    with torch.no_grad():
+        model.head_bias.fill_(float("nan"))
+    with pytest.raises(ValueError, match="non-finite"):
+        generate(model, semantic)
+    model.save_pretrained(tmp_path)
+    with pytest.raises(ValueError, match="holds NaN or inf in 1 tensors, e.g. \\['head_bias'\\]"):
+        SoundStorm.from_pretrained(tmp_path)
+
+
+# ------------------------------------------------------------------ guarantees: full disk, SIGKILL
+def test_full_disk_while_checkpointing_keeps_the_previous_checkpoint(tmp_path, monkeypatch, capsys):
+    trainer = make_trainer(tmp_path, max_steps=4, ckpt_every=2)
+    real_write = Path.write_bytes
+
+    def write_bytes(path, data):
+        if path.name.startswith(".state.pt") and "step_00000004" in str(path.parent):
+            real_write(path, data[: len(data) // 3])  # part of it lands, then the disk is full
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real_write(path, data)
+
+    monkeypatch.setattr(Path, "write_bytes", write_bytes)
+    with pytest.raises(OSError, match="No space left"):
+        trainer.fit()
+    monkeypatch.undo()
+    root = tmp_path / "checkpoints"
+    assert [p.name for p in root.iterdir()] == ["step_00000002"]  # no step 4, no temporary left behind
+    resumed = make_trainer(tmp_path, max_steps=4)
+    assert resumed.resume(ckpt.resume_candidates("auto", root)).name == "step_00000002" and resumed.step == 2
+
+
+@pytest.mark.slow
+def test_sigkill_during_training_leaves_only_complete_checkpoints(espeak_tokens, tmp_path):
+    import signal
+    import subprocess
+
+    from _cli import run_cli, start_python
+
+    out = tmp_path / "run"
+    args = ["-m", "soundstorm.cli.train", f"data.root={espeak_tokens}", f"out_dir={out}", "model=tiny", "logger=none",
+            "backend=cpu", "trainer.progress=false", "trainer.log_every=1", "trainer.ckpt_every=1",
+            "trainer.eval_every=100000", "data.batch_size=4", "data.max_seconds=2"]
+    proc = start_python([*args, "trainer.max_steps=100000"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        for line in proc.stdout:
+            if line.startswith("step 3 "):  # checkpoints are being written every step now
+                break
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=60)
+    finally:
+        proc.kill()
+    found = ckpt.list_checkpoints(out / "checkpoints")
+    assert found and all(ckpt.load_checkpoint(p) for p in found)
+    resumed = run_cli(*args[1:], "trainer.max_steps=" + str(int(found[-1].name[5:]) + 1))
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert f"resuming from {found[-1]}" in resumed.stdout

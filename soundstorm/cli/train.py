@@ -2,8 +2,10 @@
 
 Single process: ``soundstorm-train data.root=tokens``; several: ``torchrun --nproc_per_node=N -m
 soundstorm.cli.train ...`` (DDP; rank 0 logs and checkpoints). SIGTERM/SIGINT checkpoint and exit 0;
-``resume=auto`` (the default) continues from the newest valid checkpoint under ``out_dir``.
-Exit codes: 0 done or stopped by a signal, 2 bad configuration or data, 3 too many non-finite steps.
+``resume=auto`` (the default) continues from the newest intact checkpoint under ``out_dir`` (falling
+back past one that cannot be read, and saying so). Exit codes: 0 done or stopped by a signal, 1 an
+operating-system error such as a full disk, 2 bad configuration or data (nothing trained), 3 too many
+non-finite steps.
 """
 
 from __future__ import annotations
@@ -30,6 +32,10 @@ def main(cfg: DictConfig) -> None:
     except NonFiniteLossError as err:
         print(f"soundstorm-train: error: {err}", file=sys.stderr)
         code = 3
+    except OSError as err:  # e.g. a full disk while checkpointing: what was written before is intact
+        print(f"soundstorm-train: error: {err}; every checkpoint already under {cfg.out_dir}/checkpoints is complete "
+              "(resume=auto continues from the newest once this is fixed)", file=sys.stderr)
+        code = 1
     finally:
         if trainer is not None and trainer.logger is not None:
             trainer.logger.finish()
