@@ -25,7 +25,7 @@ start=$(date +%s)
 train_seconds=$(( $(date +%s) - start ))
 
 checkpoint=$(ls -d "$OUT"/train/checkpoints/step_* | tail -n 1)
-"$PY" -m soundstorm.cli.eval checkpoint="$checkpoint" data.root="$OUT/tokens" out_dir="$OUT" "${CODEC[@]}" \
+"$PY" -m soundstorm.cli.eval checkpoint="$checkpoint" data.root="$OUT/tokens" out_dir="$OUT" \
   backend=cpu data.min_seconds=2.0 data.max_seconds=4.0 sampler=greedy evaluation.window_seconds=4.0 \
   evaluation.max_utterances=20 evaluation.long_seconds=30 evaluation.num_examples=2
 
