@@ -20,6 +20,7 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from soundstorm.codecs import EncodecCodec, MelRVQCodec, MelRVQConfig, load_codec
+from soundstorm.io import atomic_write_bytes, check_output_dir
 from soundstorm.semantic import HubertKMeans, MFCCKMeans, MFCCKMeansConfig, load_tokenizer
 
 SELECTORS = ("name", "pretrained_dir")  # keys that choose / locate a component, not its settings
@@ -126,6 +127,7 @@ def build_prepare(cfg):
     if OmegaConf.is_missing(cfg, "input") or OmegaConf.is_missing(cfg, "output"):
         raise ValueError("soundstorm-prepare needs input=FOLDER_OR_MANIFEST and output=TOKEN_FOLDER")
     options = strict(PrepareOptions, cfg, "prepare", drop=("codec", "semantic", "num_threads"))
+    check_output_dir(options.output, "output")
     num_threads = cfg.get("num_threads")
     if num_threads is not None:  # torch intra-op threads and scikit-learn's OpenMP pool
         if isinstance(num_threads, bool) or not isinstance(num_threads, int) or num_threads < 1:
@@ -303,7 +305,6 @@ def build_training(cfg: DictConfig, backend, run_id_file: str = "wandb_run_id.tx
     max_steps), and the codec/tokenizer saved in data.root against any codec/semantic section given."""
     import torch
 
-    from soundstorm.io import atomic_write_bytes, check_output_dir
     from soundstorm.model import SoundStorm
     from soundstorm.train.checkpoint import resume_candidates
     from soundstorm.train.eval_hook import TrainingEvaluator
