@@ -100,7 +100,7 @@ def test_row1_generate_refuses_assets_the_checkpoint_was_not_trained_on(capsys, 
 def test_row2_train_refuses_a_codec_group_that_does_not_match_the_tokens(capsys, espeak_tokens, tmp_path):
     code, out, err = run_main(capsys, "soundstorm.cli.train", f"data.root={espeak_tokens}", f"out_dir={tmp_path}",
                               "codec=encodec_24khz", "codec.pretrained=false", "model=tiny", "logger=none",
-                              "backend=cpu", "trainer.progress=false")
+                              "backend=cpu", "trainer.progress=false", "trainer.max_steps=1")
     assert code == 2 and "codec=encodec_24khz does not match the codec saved in data.root=" in err, err
     assert "step " not in out and not (tmp_path / "checkpoints").exists()
 
@@ -140,7 +140,8 @@ def test_row4_resume_applies_changed_lr_and_min_lr_ratio(tmp_path, capsys):
 def test_row5_checkpoints_path_taken_by_a_file_is_refused_before_training(capsys, espeak_tokens, tmp_path):
     (tmp_path / "checkpoints").write_text("not a folder")
     code, out, err = run_main(capsys, "soundstorm.cli.train", f"data.root={espeak_tokens}", f"out_dir={tmp_path}",
-                              "model=tiny", "logger=none", "backend=cpu", "trainer.progress=false")
+                              "model=tiny", "logger=none", "backend=cpu", "trainer.progress=false",
+                              "trainer.max_steps=1")
     assert code == 2 and "checkpoints is a file" in err and "step " not in out, err
     assert (tmp_path / "checkpoints").read_text() == "not a folder"
 
