@@ -25,7 +25,7 @@ $(STAMP): setup.cfg constraints.txt pyproject.toml
 test: $(STAMP)
 	$(PY) -m pytest -q
 
-# Everything but the end-to-end runs (marked `slow`): about 2 minutes on a 2-core machine.
+# Everything but the end-to-end and learning runs (marked `slow`); the golden-loss test still covers training.
 test-fast: $(STAMP)
 	$(PY) -m pytest -q -m "not slow"
 

@@ -34,6 +34,7 @@ def weights(trainer):
     return {k: v.clone() for k, v in trainer.model.state_dict().items()}
 
 
+@pytest.mark.slow  # 60 optimizer steps through the trainer
 def test_loss_decreases(tmp_path):
     trainer = make_trainer(tmp_path, max_steps=60, log_every=10)
     first = None
