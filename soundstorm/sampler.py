@@ -321,7 +321,8 @@ def generate(
     if schedule.top_k is not None and schedule.top_k > cfg.codebook_size:
         raise ValueError(f"SamplerConfig.top_k={schedule.top_k} exceeds codebook_size={cfg.codebook_size}")
     device = next(model.parameters()).device
-    check_finite_weights(model, "the model given to generate()")
+    if device.type != "xla":  # on XLA the check would compile one more graph; from_pretrained checks loaded weights
+        check_finite_weights(model, "the model given to generate()")
     lengths_B = None if lengths is None else check_lengths(lengths, batch_size, num_frames).to(device)
 
     codes_BQT = _initial_codes(cfg, prompt, batch_size, num_frames, device)
