@@ -129,29 +129,48 @@ def _codec_decoder(device):
     return lambda codes_BQT: codec.decoder(codec.quantizer.decode(codes_BQT.transpose(0, 1)))
 
 
-def _sampler_hooks(cfg: BenchConfig, backend, model):
-    """Optional torch.compile of the model and CUDA-graph capture of the logits function."""
-    if cfg.cuda_graphs and backend.name != "cuda":
+def _sampler_runner(cfg: BenchConfig, backend, model):
+    """The model the sampler calls: optionally ``torch.compile``-d, optionally replayed as CUDA graphs."""
+    capture = getattr(backend, "graph_capture", None)
+    if cfg.cuda_graphs and capture is None:
         raise ValueError(f"BenchConfig.cuda_graphs=true needs the cuda backend, got {backend.name!r}")
     runner = torch.compile(model, dynamic=False) if cfg.compile else model
-    wrap = None
     if cfg.cuda_graphs:
-        from soundstorm.backends.cuda_graphs import graphed_logits_fn
+        from soundstorm.backends.cuda_graphs import GraphedModel
 
-        wrap = graphed_logits_fn
-    return runner, wrap
+        runner = GraphedModel(runner, capture)
+    return runner
 
 
-def _timed_generations(cfg, backend, runner, wrap, semantic_BS, decode_fn, num_runs, counter, steps):
-    latencies, decode_s, cpu_s = [], [], []
+class PassCounter:
+    """``wrap_logits`` for :func:`generate` that counts the sampler's calls of its logits function.
+
+    Each call runs exactly one forward pass, however the model runs it (eager, compiled, or a
+    CUDA-graph replay), so this counts what actually ran, where a forward hook would miss replays.
+    """
+
+    def __init__(self):
+        self.count = 0
+
+    def __call__(self, logits_fn, codes_BQT):
+        def counted(codes, level):
+            self.count += 1
+            return logits_fn(codes, level)
+
+        return counted
+
+
+def _timed_generations(cfg, backend, runner, semantic_BS, decode_fn, num_runs, steps):
+    """``num_runs`` generations; latencies, decode times, process CPU times and passes of each run."""
+    latencies, decode_s, cpu_s, passes = [], [], [], []
     for run in range(num_runs):
-        counter.clear()
+        counter = PassCounter()
         backend.sync()
         start, cpu_start = time.perf_counter(), time.process_time()
         with backend.autocast():
             codes_BQT = generate(runner, semantic_BS, config=SamplerConfig(steps=steps),
                                  generator=torch.Generator().manual_seed(cfg.seed + run),
-                                 mark_step=backend.mark_step, wrap_logits=wrap)
+                                 mark_step=backend.mark_step, wrap_logits=counter)
             backend.sync()
             generated = time.perf_counter()
             if decode_fn is not None:
@@ -161,7 +180,8 @@ def _timed_generations(cfg, backend, runner, wrap, semantic_BS, decode_fn, num_r
         latencies.append(time.perf_counter() - start)
         decode_s.append(time.perf_counter() - generated)
         cpu_s.append(time.process_time() - cpu_start)
-    return latencies, decode_s, cpu_s, len(counter)
+        passes.append(counter.count)
+    return latencies, decode_s, cpu_s, passes
 
 
 def run_bench(cfg: BenchConfig) -> dict:
@@ -181,16 +201,17 @@ def run_bench(cfg: BenchConfig) -> dict:
     semantic_BS = torch.randint(0, model_cfg.semantic_vocab_size,
                                 (cfg.batch_size, num_frames // model_cfg.semantic_upsample))
     decode_fn = _codec_decoder(backend.device) if cfg.codec_decode else None
-    runner, wrap = _sampler_hooks(cfg, backend, model)
-    counter = []
-    model.register_forward_hook(lambda *_: counter.append(1))
+    runner = _sampler_runner(cfg, backend, model)
 
-    # warm-up: every kernel (CPU/CUDA) and every graph kind (XLA: set-up, sampling, greedy) once
+    # warm-up (untimed): every kernel (CPU/CUDA), every graph kind (XLA: set-up, sampling, greedy),
+    # the torch.compile and the CUDA-graph capture of every shape; timed runs only replay
     warmup_steps = schedule.steps if cfg.warmup_schedule == "full" else (2,) + (1,) * (model_cfg.num_levels - 1)
-    _timed_generations(cfg, backend, runner, wrap, semantic_BS, decode_fn, cfg.warmup, counter, warmup_steps)
+    _timed_generations(cfg, backend, runner, semantic_BS, decode_fn, cfg.warmup, warmup_steps)
+    captures_before = getattr(runner, "num_captures", None)
     load_before = _load_average()
-    latencies, decode_s, cpu_s, passes = _timed_generations(cfg, backend, runner, wrap, semantic_BS, decode_fn,
-                                                     cfg.runs, counter, schedule.steps)
+    latencies, decode_s, cpu_s, passes_per_run = _timed_generations(cfg, backend, runner, semantic_BS, decode_fn,
+                                                                    cfg.runs, schedule.steps)
+    passes = passes_per_run[-1]
     peak_bytes = backend.peak_memory_bytes()
     peak_growth = None if peak_bytes is None else peak_bytes - (baseline_bytes or 0)
     ar = None
@@ -201,6 +222,10 @@ def run_bench(cfg: BenchConfig) -> dict:
     peaks.append(measure_matmul_peak(backend, DTYPES[cfg.dtype], cfg.matmul_size))
 
     result = _summarise(cfg, backend, model, schedule, num_frames, latencies, decode_s, passes, peaks, peak_growth)
+    result["forward_passes_per_run"] = passes_per_run
+    if cfg.cuda_graphs:
+        result["cuda_graphs"] = {"captures": runner.num_captures, "replays": runner.num_replays,
+                                 "captures_in_timed_runs": runner.num_captures - captures_before}
     result["host"] = {"process_cpu_s": cpu_s, "load_average_1min": [load_before, _load_average()],
                       "cpu_share": statistics.median(c / (w * torch.get_num_threads()) for c, w in zip(cpu_s, latencies))}
     if ar is not None:
