@@ -27,6 +27,7 @@ from soundstorm.model import SoundStorm, SoundStormConfig
 from soundstorm.sampler import SamplerConfig, generate
 
 PRESETS = ("paper", "tiny")
+MODES = ("generate", "train")
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
 
 
@@ -34,6 +35,7 @@ DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
 class BenchConfig:
     """What to benchmark. Defaults: the paper preset, 30 s, batch 1, schedule (16, 1, …, 1), auto backend."""
 
+    mode: str = "generate"  # "generate": sampler latency; "train": one training step (soundstorm.bench.train_step)
     model_preset: str = "paper"
     model_overrides: dict = dataclasses.field(default_factory=dict)
     duration_s: float = 30.0
@@ -53,6 +55,7 @@ class BenchConfig:
     backend_options: dict = dataclasses.field(default_factory=dict)  # e.g. {"num_threads": 2} on the CPU
     matmul_size: int = 4096
     seed: int = 0
+    train_ema_decay: float = 0.0  # mode=train: 0 times the step without EMA; the recipe's value adds it
     output_json: str | None = "bench.json"
 
     def __post_init__(self):
@@ -69,6 +72,10 @@ class BenchConfig:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < low:
                 raise ValueError(f"BenchConfig.{name} must be an integer >= {low}, got {value!r}")
+        if self.mode not in MODES:
+            raise ValueError(f"BenchConfig.mode must be one of {MODES}, got {self.mode!r}")
+        if not (isinstance(self.train_ema_decay, (int, float)) and 0.0 <= self.train_ema_decay < 1.0):
+            raise ValueError(f"BenchConfig.train_ema_decay must be in [0, 1), got {self.train_ema_decay!r}")
         if self.warmup_schedule not in ("full", "short"):
             raise ValueError(f"BenchConfig.warmup_schedule must be 'full' or 'short', got {self.warmup_schedule!r}")
         if self.dtype not in DTYPES:
@@ -188,6 +195,8 @@ def run_bench(cfg: BenchConfig) -> dict:
     """Run the benchmark described by ``cfg``; return the results (see ``docs/benchmark.md``)."""
     backend = _make_backend(cfg)
     backend.init_distributed()
+    if cfg.mode == "train":
+        return _train_result(cfg, backend)
     peaks = [measure_matmul_peak(backend, DTYPES[cfg.dtype], cfg.matmul_size)]
     model_cfg = cfg.model_config()
     num_frames = cfg.num_frames(model_cfg)
@@ -231,6 +240,28 @@ def run_bench(cfg: BenchConfig) -> dict:
     if ar is not None:
         ar["speedup_estimate"] = ar["latency_s_estimate"] / result["latency_s_median"]
         result["ar_baseline"] = ar
+    backend.shutdown()
+    return result
+
+
+def _train_result(cfg: BenchConfig, backend) -> dict:
+    """``mode=train``: the step timing of :mod:`soundstorm.bench.train_step` plus config, device, versions."""
+    from soundstorm.bench.train_step import run_train_bench
+
+    if cfg.compile or cfg.cuda_graphs or cfg.codec_decode or cfg.ar_baseline:
+        raise ValueError("BenchConfig.mode='train' times the eager training step; compile, cuda_graphs, "
+                         "codec_decode and ar_baseline must be false")
+    load_before = _load_average()
+    result = run_train_bench(cfg, backend)
+    model_cfg = cfg.model_config()
+    result.update({
+        "config": {**dataclasses.asdict(cfg), "model": model_cfg.to_dict(), "num_frames": result["num_frames"],
+                   "num_parameters": result["num_parameters"]},
+        "device": {**backend.describe(), "machine": platform.machine(), "cpu_model": _cpu_model(),
+                   "cpu_count": os.cpu_count(), "cpu_threads": torch.get_num_threads()},
+        "dtype": cfg.dtype, "versions": _versions(),
+        "host": {"load_average_1min": [load_before, _load_average()]},
+    })
     backend.shutdown()
     return result
 
@@ -288,9 +319,33 @@ def _summarise(cfg, backend, model, schedule, num_frames, latencies, decode_s, p
     }
 
 
+def _format_train(result: dict) -> list[tuple[str, str]]:
+    return [
+        ("training step median / min / max", f"{result['step_s_median']:.3f} / {result['step_s_min']:.3f} / "
+                                             f"{result['step_s_max']:.3f} s"),
+        ("tokens/s", f"{result['tokens_per_s']:.1f} ({result['tokens_per_step']} acoustic tokens per step)"),
+        ("FLOPs per step", f"{result['flops_per_step'] / 1e9:.1f} GFLOP (3 × forward)"),
+        ("achieved", f"{result['achieved_flops_per_s'] / 1e9:.1f} GFLOP/s"),
+        ("matmul peak (measured)", f"{result['matmul_peak_flops_per_s'] / 1e9:.1f} GFLOP/s"),
+        ("MFU", f"{result['mfu']:.3f}"),
+    ]
+
+
 def format_table(result: dict) -> str:
     """A human-readable summary of :func:`run_bench`'s result."""
     cfg = result["config"]
+    if result.get("mode") == "train":
+        rows = [("device", f"{result['device']['backend']} ({result['device']['device']}, "
+                           f"{result['device']['cpu_threads']} threads)"),
+                ("model", f"{cfg['model_preset']} ({cfg['num_parameters'] / 1e6:.2f}M params), dtype {result['dtype']}"),
+                ("window", f"{cfg['duration_s']} s = {cfg['num_frames']} frames × {cfg['model']['num_levels']} levels, "
+                           f"batch {cfg['batch_size']}"),
+                *_format_train(result)]
+        if result["peak_memory_bytes"] is not None:
+            rows.append(("peak memory", f"{result['peak_memory_bytes'] / 2**20:.0f} MiB = "
+                                        f"{result['peak_memory_over_weights']:.2f} × weights"))
+        width = max(len(name) for name, _ in rows)
+        return "\n".join(f"{name:<{width}}  {value}" for name, value in rows)
     rows = [
         ("device", f"{result['device']['backend']} ({result['device']['device']}, "
                    f"{result['device']['cpu_threads']} threads)"),
