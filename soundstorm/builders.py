@@ -14,6 +14,7 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from soundstorm.codecs import EncodecCodec, MelRVQCodec, MelRVQConfig, load_codec
+from soundstorm.data.segment import SegmentConfig
 from soundstorm.semantic import HubertKMeans, MFCCKMeans, MFCCKMeansConfig, load_tokenizer
 
 
@@ -126,6 +127,7 @@ class PrepareSection:
     max_shards: Optional[int] = None
     progress: bool = True
     num_threads: Optional[int] = None
+    segment: SegmentConfig = dataclasses.field(default_factory=SegmentConfig)
 
 
 def build_prepare(cfg):
