@@ -138,3 +138,25 @@ def test_folders_without_byte_ranges_read_the_header_once(long_recording_tokens)
             assert torch.equal(got["codes"], item["codes"]) and torch.equal(got["semantic"], item["semantic"])
     finally:
         manifest.save(out)
+
+
+def test_loader_bench_store_is_valid_safetensors_and_items_read_about_their_size(tmp_path):
+    from soundstorm.bench import loader
+
+    manifest = loader.build_store(tmp_path / "store", min_bytes=3_000_000, shard_size=64, seed=1)
+    utt = manifest.utterances[70]
+    with safe_open(str(tmp_path / "store" / f"{utt['shard']}.safetensors"), framework="pt") as f:
+        codes_QT = f.get_tensor(f"codes.{utt['index']}")
+    assert tuple(codes_QT.shape) == (8, utt["num_frames"]) and not codes_QT.any()
+    result = loader.measure(tmp_path / "store", num_items=50, num_whole_shard=2)
+    assert result["num_utterances"] == len(manifest.utterances) > 64
+    assert 1.0 <= result["per_item"]["read_over_own_max"] <= 2.0
+    assert result["whole_shard_per_item"]["bytes_per_item_mean"] > 20 * result["per_item"]["bytes_read_per_item_mean"]
+
+
+def test_loader_bench_cli_refuses_bad_arguments(capsys):
+    from soundstorm.bench import loader
+
+    with pytest.raises(SystemExit) as exit_info:
+        loader.main(["--gigabytes", "0"])
+    assert exit_info.value.code == 2 and "--gigabytes" in capsys.readouterr().err
