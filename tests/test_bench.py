@@ -112,3 +112,9 @@ def test_bench_train_mode_refuses_generation_only_options():
     with pytest.raises(ValueError, match="compile"):
         run_bench(BenchConfig(mode="train", model_preset="tiny", duration_s=1, backend="cpu", compile=True,
                               matmul_size=64, output_json=None))
+
+
+def test_gpu_check_script_parses():
+    script = ROOT / "experiments" / "gpu_check" / "run.sh"
+    result = subprocess.run(["bash", "-n", str(script)], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
