@@ -15,12 +15,12 @@ def tiny_model():
 
 def test_the_samplers_model_call_is_one_graph_without_breaks():
     model = tiny_model()
-    codes_BQT = torch.full((2, 4, 16), 32)
-    semantic_BS = torch.randint(0, 16, (2, 8))
-    with torch.no_grad():  # the sampler's path: no autograd, the rotary out= branch in eager
-        semantic_BTD = model.embed_semantic(semantic_BS)
-        explained = dynamo.explain(model)(codes_BQT, semantic_BS, None, level=torch.tensor(1), validate=False,
-                                          semantic_embedding=semantic_BTD)
+    calls = []  # the sampler's own per-pass function, taken from generate
+    generate(model, torch.randint(0, 16, (2, 8)), config=SamplerConfig(steps=(1, 1, 1, 1)),
+             wrap_logits=lambda logits_fn, codes_BQT: calls.append((logits_fn, codes_BQT.clone())) or logits_fn)
+    logits_fn, codes_BQT = calls[0]
+    with torch.no_grad():  # as in generate: no autograd, the rotary out= branch in eager
+        explained = dynamo.explain(logits_fn)(codes_BQT, torch.tensor(1))
     assert (explained.graph_count, explained.graph_break_count) == (1, 0), explained.break_reasons
 
 
