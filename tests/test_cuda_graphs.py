@@ -137,11 +137,12 @@ class PinningBackend(CPUBackend):
 
 @pytest.mark.parametrize("backend_cls, pinned", [(PinningBackend, True), (CPUBackend, False)])
 def test_the_loader_pins_batches_where_the_backend_asks(backend_cls, pinned):
+    from _tokens import RandomTokens, collate
+
     from soundstorm import builders
-    from soundstorm.builders import DataSection
-    from tests._tokens import RandomTokens
+    from soundstorm.builders import DataConfig
 
     dataset = RandomTokens(num_items=8)
-    dataset.collate = lambda items: __import__("tests._tokens", fromlist=["collate"]).collate(items)
-    batches = builders.build_batch_source(DataSection(root="unused", batch_size=4), dataset, backend_cls(), 0, 32)
+    dataset.collate = collate
+    batches = builders.build_batch_source(DataConfig(root="unused", batch_size=4), dataset, backend_cls(), 0, 32)
     assert batches(0, 0).pin_memory is pinned

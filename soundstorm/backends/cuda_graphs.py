@@ -19,6 +19,8 @@ one graph per shape serves a whole benchmark. :class:`GraphedModel` wraps a mode
 
 ``capture`` is pluggable (``capture(fn) -> (replay, static_output)``): :func:`capture_cuda_graph`
 on a GPU; tests on the CPU pass a fake that re-runs ``fn`` on replay.
+
+Shape letters: see :mod:`soundstorm`.
 """
 
 from __future__ import annotations

@@ -2,7 +2,8 @@
 
 ``soundstorm-bench mode=train`` builds a randomly initialised model, AdamW with the warmup-cosine
 schedule, and a :class:`Trainer` whose data source repeats one batch of ``batch_size`` windows of
-``duration_s`` seconds (random codes, §3.2 corruption from :mod:`soundstorm.train.corruption`).
+``duration_s`` seconds (random codes, collated and corrupted by the training data path's own
+:class:`~soundstorm.train.data.CorruptingCollate`).
 After ``warmup`` untimed steps it times ``runs`` calls of ``Trainer.train_step`` (forward,
 backward, gradient reduction, clipping, guarded AdamW step, schedule, EMA when
 ``train_ema_decay`` > 0), each followed by ``backend.sync()``.
@@ -23,8 +24,9 @@ import time
 import torch
 
 from soundstorm.bench.flops import flops_per_pass, measure_matmul_peak
+from soundstorm.data import collate
 from soundstorm.model import SoundStorm
-from soundstorm.train.corruption import corrupt_batch
+from soundstorm.train.data import CorruptingCollate
 from soundstorm.train.loop import Trainer, TrainerConfig
 from soundstorm.train.optim import OptimConfig, make_optimizer, make_scheduler
 
@@ -42,16 +44,14 @@ def _repeating_batches(batch: dict):
 
 
 def _synthetic_batch(model_cfg, batch_size: int, num_frames: int, seed: int) -> dict:
-    """Random clean codes and semantic ids of full length, corrupted as the data path does."""
+    """``batch_size`` random full-length windows, collated and corrupted as the trainer receives them."""
     generator = torch.Generator().manual_seed(seed)
-    codes_BQT = torch.randint(0, model_cfg.codebook_size, (batch_size, model_cfg.num_levels, num_frames),
-                              generator=generator)
-    semantic_BS = torch.randint(0, model_cfg.semantic_vocab_size, (batch_size, num_frames // model_cfg.semantic_upsample),
-                                generator=generator)
-    lengths_B = torch.full((batch_size,), num_frames, dtype=torch.long)
-    batch = {"codes": codes_BQT, "semantic": semantic_BS, "lengths": lengths_B}
-    batch.update(corrupt_batch(codes_BQT, lengths_B, list(range(batch_size)), seed, 0, model_cfg.mask_id))
-    return batch
+    items = [(b, {"codes": torch.randint(0, model_cfg.codebook_size, (model_cfg.num_levels, num_frames),
+                                         generator=generator),
+                  "semantic": torch.randint(0, model_cfg.semantic_vocab_size,
+                                            (num_frames // model_cfg.semantic_upsample,), generator=generator),
+                  "utt_id": f"synthetic{b}"}) for b in range(batch_size)]
+    return CorruptingCollate(collate, seed, 0, model_cfg.mask_id)(items)
 
 
 def run_train_bench(cfg, backend) -> dict:

@@ -12,6 +12,8 @@ a LibriLight-size corpus reads about the item's size per item.
 
 The epoch lives on the dataset (``set_epoch``); with ``DataLoader(persistent_workers=True)`` the
 workers keep their own copy, so use non-persistent workers (the default) to see new epochs.
+
+Shape letters: see :mod:`soundstorm`.
 """
 
 from __future__ import annotations

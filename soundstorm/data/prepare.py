@@ -8,6 +8,8 @@ same codec decodes later), encodes in batches, and writes ``shard-NNNNN`` files 
 per shard, each atomically; each utterance's entry records the byte ranges of its tensors
 (``tensors``) so a reader fetches only those. A rerun skips shards whose sidecar exists. Bad files
 are skipped and listed; lengths are aligned with :func:`soundstorm.semantic.align_lengths` (``T = S × upsample``).
+
+Shape letters: see :mod:`soundstorm`.
 """
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ from soundstorm.data.manifest import TokenManifest
 from soundstorm.data.reader import tensor_ranges
 from soundstorm.data.segment import SegmentConfig, segment_bounds
 from soundstorm.data.shards import shard_path, write_shard
-from soundstorm.pretrained import atomic_write_bytes
+from soundstorm.io import atomic_write_bytes
 from soundstorm.semantic import align_lengths, load_tokenizer, upsample_ratio
 
 
