@@ -19,7 +19,8 @@ from conftest import PREPARE_SMALL, run_cli
 
 
 def _records(num_per_speaker=3, speakers=("a", "b", "c"), heldout_every=3):
-    recs = [{"utt_id": f"{s}{i}", "speaker": s, "text": f"sentence {i}"} for s in speakers for i in range(num_per_speaker)]
+    recs = [{"utt_id": f"{s}{i}", "speaker": s, "text": f"sentence {i}"}
+            for s in speakers for i in range(num_per_speaker)]
     return recs, [r["utt_id"] for k, r in enumerate(recs) if k % heldout_every == 0]
 
 
@@ -32,8 +33,8 @@ def test_plan_is_seeded_and_follows_the_rules():
     for item in items:
         assert item.prompt != item.target and speaker_of[item.prompt] == item.speaker == speaker_of[item.target]
         assert item.reference not in (item.target, item.prompt) and speaker_of[item.reference] == item.speaker
-        assert item.cross_speaker != item.speaker and speaker_of[item.cross_prompt] == item.cross_speaker
-        assert item.cross_reference != item.cross_prompt and speaker_of[item.cross_reference] == item.cross_speaker
+        assert item.other_speaker != item.speaker and speaker_of[item.cross_prompt] == item.other_speaker
+        assert item.cross_reference != item.cross_prompt and speaker_of[item.cross_reference] == item.other_speaker
     assert len(plan_speech_items(recs, heldout, max_items=2, seed=3)) == 2
 
 
@@ -127,7 +128,11 @@ def test_eval_cli_writes_the_speech_table(speaker_tokens, tmp_path):
         assert 0.0 <= speech[row]["cer"] and -1.0 <= speech[row]["sim_source_speaker"] <= 1.0
     for row in ("ground_truth", "resynthesis", "unprompted"):
         assert speech[row]["sim_prompt_speaker"] is None
-    assert speech["prompted"]["sim_prompt_speaker"] is not None and speech["cross_speaker"]["sim_prompt_speaker"] is not None
+    assert None not in (speech["prompted"]["sim_prompt_speaker"], speech["cross_speaker"]["sim_prompt_speaker"])
+    for item in speech["items"]:
+        assert item["speaker"] == item["target"][:3] == item["prompt"][:3] and item["prompt"] != item["target"]
+        assert item["other_speaker"] == item["cross_prompt"][:3] != item["speaker"]
+        assert item["text"] in SENTENCES and set(item["rows"]) == set(ROWS)
     assert 0.0 <= speech["cross_speaker_attribution"] <= 1.0
     assert speech["ground_truth"]["mel_distance"] == pytest.approx(0.0, abs=1e-6)
     # an untrained model makes noise: the recognizer reads the real recordings better

@@ -71,7 +71,8 @@ def _log(cfg: DictConfig, metrics: dict, out_dir: Path) -> None:
     """Scalars (and the speech table's figure) to the configured logger (wandb under ``out_dir``)."""
     logger = builders.build_logger(cfg.logger, OmegaConf.to_container(cfg, resolve=True), True)
     try:
-        scalars = {f"eval/{k}": v for k, v in metrics.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+        scalars = {f"eval/{k}": v for k, v in metrics.items()
+                   if isinstance(v, (int, float)) and not isinstance(v, bool)}
         for row, values in metrics.get("speech", {}).items():
             if isinstance(values, dict):
                 scalars.update({f"speech/{row}/{col}": v for col, v in values.items() if v is not None})

@@ -98,7 +98,8 @@ class TokenDataset(Dataset):
         utt = self.utterances[index]
         codes_QT, semantic_S = self._tensors(utt)
         return {"codes": codes_QT.clone(), "semantic": semantic_S.clone(), "utt_id": utt["utt_id"],
-                "text": utt["text"], "speaker": utt.get("speaker", ""), "path": utt["path"], "duration": utt["duration"]}
+                "text": utt["text"], "speaker": utt.get("speaker", ""), "path": utt["path"],
+                "duration": utt["duration"]}
 
     def collate(self, items: list[dict]) -> dict:
         """:func:`collate` with this dataset's ``frames_multiple``."""

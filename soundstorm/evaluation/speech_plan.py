@@ -55,7 +55,7 @@ class SpeechItem:
     speaker: str
     prompt: str             # another utterance of the target's speaker
     reference: str          # the target speaker's reference (≠ target; ≠ prompt when possible)
-    cross_speaker: str
+    other_speaker: str       # the cross-speaker row's prompt speaker
     cross_prompt: str       # an utterance of the other speaker
     cross_reference: str    # the other speaker's reference (≠ cross_prompt when possible)
 
@@ -99,6 +99,6 @@ def plan_speech_items(utterances: list[dict], heldout_ids: list[str], max_items:
         cross_prompt = _pick(rng, by_speaker[other], set())
         items.append(SpeechItem(
             target=target, speaker=speaker, prompt=prompt, reference=_pick(rng, own, {prompt}),
-            cross_speaker=other, cross_prompt=cross_prompt,
+            other_speaker=other, cross_prompt=cross_prompt,
             cross_reference=_pick(rng, by_speaker[other], {cross_prompt})))
     return items

@@ -19,15 +19,19 @@ tokens, sets the voice.
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import soundfile as sf
 import torch
 import torchaudio
 
 from soundstorm.codecs.base import mel_distance
-from soundstorm.evaluation.asr import error_rates
-from soundstorm.evaluation.speaker import cosine
-from soundstorm.evaluation.speech_plan import SpeechItem
+from soundstorm.evaluation.asr import build_recognizer, error_rates
+from soundstorm.evaluation.generation import write_wav
+from soundstorm.evaluation.plots import save_speech_bars
+from soundstorm.evaluation.speaker import build_verifier, cosine
+from soundstorm.evaluation.speech_plan import SpeechItem, plan_speech_items
+from soundstorm.pretrained import atomic_write_bytes
 
 ROWS = ("ground_truth", "resynthesis", "unprompted", "prompted", "cross_speaker")
 COLUMNS = ("wer", "cer", "sim_prompt_speaker", "sim_source_speaker", "mel_distance")
@@ -69,7 +73,8 @@ class SpeechTable:
         return self.evaluator.decode(codes_QT[:, num_prompt:])
 
     def score(self, wav_N, target: dict, truth_N, source_ref: str, prompt_ref: str | None) -> dict:
-        row = error_rates(target["text"], self.recognizer.transcribe(wav_N, self.sample_rate))
+        transcript = self.recognizer.transcribe(wav_N, self.sample_rate)
+        row = {**error_rates(target["text"], transcript), "transcript": transcript}
         emb_D = self.verifier.embed(wav_N, self.sample_rate)
         row["sim_prompt_speaker"] = None if prompt_ref is None else cosine(emb_D, self.speaker_embedding(prompt_ref))
         row["sim_source_speaker"] = cosine(emb_D, self.speaker_embedding(source_ref))
@@ -90,7 +95,7 @@ class SpeechTable:
         rows["prompted"] = self.score(waves["prompted"], target, truth_N, item.reference, item.reference)
         rows["cross_speaker"] = self.score(waves["cross_speaker"], target, truth_N, item.reference,
                                            item.cross_reference)
-        return {"rows": rows, "waves": waves, "ids": vars(item).copy()}
+        return {"rows": rows, "waves": waves, "ids": {**vars(item), "text": target["text"]}}
 
     def run(self, items: list[SpeechItem]) -> tuple[dict, list[dict]]:
         """``(table, per-item results)``; ``table`` = row means plus ``cross_speaker_attribution``."""
@@ -136,16 +141,6 @@ def evaluate_speech(config, evaluator, heldout, others, out_dir, num_examples: i
     ``TokenDataset`` whose utterances are scored; ``others``: a ``TokenDataset`` (the training split) whose
     utterances may serve as prompts and references; ``config``: a
     :class:`~soundstorm.evaluation.speech_plan.SpeechEvalConfig`. Returns the table."""
-    from pathlib import Path
-
-    from soundstorm.pretrained import atomic_write_bytes
-
-    from soundstorm.evaluation.asr import build_recognizer
-    from soundstorm.evaluation.generation import write_wav
-    from soundstorm.evaluation.plots import save_speech_bars
-    from soundstorm.evaluation.speaker import build_verifier
-    from soundstorm.evaluation.speech_plan import plan_speech_items
-
     where = {u["utt_id"]: (dataset, i) for dataset in (others, heldout) for i, u in enumerate(dataset.utterances)}
     records = [u for dataset in (others, heldout) for u in dataset.utterances]
     heldout_ids = [u["utt_id"] for u in heldout.utterances]
@@ -163,7 +158,8 @@ def evaluate_speech(config, evaluator, heldout, others, out_dir, num_examples: i
     for result in results[:num_examples]:
         for row, wav_N in result["waves"].items():
             write_wav(out_dir / "speech_examples" / f"{result['ids']['target']}_{row}.wav", wav_N, scorer.sample_rate)
-    table["items"] = [{**r["ids"], **{f"{row}_wer": r["rows"][row]["wer"] for row in ROWS}} for r in results]
+    table["items"] = [{**r["ids"], "rows": {row: {k: r["rows"][row][k] for k in ("wer", "transcript")} for row in ROWS}}
+                      for r in results]
     table["asr"], table["verifier"] = config.asr, config.verifier
     out_dir.mkdir(parents=True, exist_ok=True)
     atomic_write_bytes(out_dir / "speech_table.md", markdown(table, config.asr, config.verifier).encode())
