@@ -67,9 +67,9 @@ def evaluate(cfg: DictConfig, backend) -> dict:
     return metrics
 
 
-def _log(cfg: DictConfig, metrics: dict, out_dir: Path) -> None:
+def _log(cfg: DictConfig, metrics: dict, out_dir: Path, is_main: bool) -> None:
     """Scalars (and the speech table's figure) to the configured logger (wandb under ``out_dir``)."""
-    logger = builders.build_logger(cfg.logger, OmegaConf.to_container(cfg, resolve=True), True)
+    logger = builders.build_logger(cfg.logger, OmegaConf.to_container(cfg, resolve=True), is_main)
     try:
         scalars = {f"eval/{k}": v for k, v in metrics.items()
                    if isinstance(v, (int, float)) and not isinstance(v, bool)}
@@ -90,7 +90,7 @@ def _evaluate_and_write(cfg: DictConfig, backend) -> None:
     out_dir = Path(cfg.out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     atomic_write_bytes(out_dir / "metrics.json", json.dumps(metrics, indent=2).encode())
-    _log(cfg, metrics, out_dir)
+    _log(cfg, metrics, out_dir, backend.dist.is_main)
     headline = {k: metrics[k] for k in ("heldout_level1_accuracy", "unigram_level1_accuracy",
                                         "mel_distance_generated", "mel_distance_random") if k in metrics}
     print(json.dumps(headline, indent=2))
