@@ -68,7 +68,7 @@ def test_summary_counts_cross_speaker_attribution():
     assert table["unprompted"]["sim_prompt_speaker"] is None
     assert table["cross_speaker"]["sim_prompt_speaker"] == pytest.approx(0.55)
     text = markdown(table)
-    assert "| unprompted | 0.500 | 0.250 | – | 0.500 | 1.000 |" in text and "0.50 of 4 pairs" in text
+    assert "| unprompted | 0.500 | 0.250 | - | 0.500 | 1.000 |" in text and "0.50 of 4 pairs" in text
 
 
 SENTENCES = ("The boy was there when the sun rose.", "It is easy to tell the depth of a well.",

@@ -121,9 +121,9 @@ def summarize(results: list[dict]) -> dict:
 
 
 def markdown(table: dict, asr: str = "", verifier: str = "") -> str:
-    """The table as GitHub markdown (null → "–")."""
+    """The table as GitHub markdown (null → "-")."""
     def cell(value):
-        return "–" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:.3f}"
+        return "-" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:.3f}"
 
     lines = ["| audio | WER | CER | sim. to prompt's speaker | sim. to source speaker | mel distance |",
              "|---|---|---|---|---|---|"]
