@@ -18,7 +18,8 @@ import torch
 
 from soundstorm.evaluation.speech_plan import SpeechEvalConfig, plan_speech_items
 from soundstorm.evaluation.speech_table import ROWS, markdown, summarize
-from conftest import PREPARE_SMALL, run_cli
+from _cli import run_cli
+from conftest import PREPARE_SMALL
 
 
 def _records(num_per_speaker=3, speakers=("a", "b", "c"), heldout_every=3):
@@ -121,8 +122,7 @@ def test_eval_cli_writes_the_speech_table(speaker_tokens, tmp_path):
     model_dir = _random_model(speaker_tokens, tmp_path / "model")
     out = tmp_path / "eval"
     result = run_cli("soundstorm.cli.eval", f"checkpoint={model_dir}", f"data.root={speaker_tokens}", f"out_dir={out}",
-                     *EVAL, "evaluation.speech.enabled=true", "evaluation.speech.max_utterances=2",
-                     env_extra={"WANDB_MODE": "offline", "WANDB_SILENT": "true"})
+                     *EVAL, "evaluation.speech.enabled=true", "evaluation.speech.max_utterances=2")
     assert result.returncode == 0, result.stderr[-3000:]
     speech = json.loads((out / "metrics.json").read_text())["speech"]
     assert speech["num_utterances"] == 2 and len(speech["items"]) == 2
