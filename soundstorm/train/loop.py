@@ -98,6 +98,10 @@ class Trainer:
 
     def __init__(self, model, backend, optimizer, scheduler, config: TrainerConfig, out_dir, batches: BatchSource,
                  logger=None, evaluate: Callable | None = None, tokens: dict | None = None):
+        if getattr(backend, "autocast_dtype", None) == torch.float16:
+            raise ValueError("backend.options.dtype='float16': training in float16 needs loss scaling "
+                             "(GradScaler), which this trainer does not do; use bfloat16 (same range as "
+                             "float32) or float32")
         self.model, self.backend, self.config = model, backend, config
         self.tokens = tokens  # the token folder's record (soundstorm.assets), kept in every checkpoint
         self.optimizer, self.scheduler = optimizer, scheduler
