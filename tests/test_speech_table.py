@@ -108,7 +108,7 @@ def _random_model(tokens, directory):
     return directory
 
 
-EVAL = ("codec.num_levels=4", "codec.codebook_size=64", "semantic.vocab_size=32", "backend=cpu",
+EVAL = ("backend=cpu",
         "backend.options.num_threads=1", "data.batch_size=4", "data.heldout_fraction=0.3",
         "evaluation.max_utterances=1", "evaluation.max_batches=1", "evaluation.mask_ratios=[1.0]",
         "evaluation.long_seconds=0", "evaluation.num_examples=1", "sampler=greedy")
