@@ -214,12 +214,17 @@ class BackendSection:
 
 @dataclass
 class DataSection:
-    """The token folder and how it is windowed, split, batched (``batch_size`` per process)."""
+    """The token folder and how it is windowed, split, batched (``batch_size`` per process).
+
+    Padding (see ``soundstorm.data.buckets``): ``frame_buckets`` or ``frames_multiple`` when set;
+    otherwise, on a static-shape backend (XLA), ``num_buckets`` buckets derived from the windows."""
 
     root: str = "???"
     min_seconds: float = 1.0
     max_seconds: float = 4.0
     frames_multiple: Optional[int] = None
+    frame_buckets: Optional[List[int]] = None
+    num_buckets: int = 4
     batch_size: int = 16
     heldout_fraction: float = 0.05
     split_seed: int = 0
@@ -316,9 +321,13 @@ def build_logger(cfg, run_config: dict | None, enabled: bool, resume_id: str | N
     return RunLogger(strict(LoggerConfig, resolved(cfg), "logger"), run_config, enabled, resume_id)
 
 
-def build_datasets(cfg, model_config=None, seed: int = 0):
-    """``(section, train TokenDataset, held-out TokenDataset or None)`` split by ``split_heldout``."""
+def build_datasets(cfg, model_config=None, seed: int = 0, static_shapes: bool = False):
+    """``(section, train TokenDataset, held-out TokenDataset or None)`` split by ``split_heldout``.
+
+    With ``static_shapes`` (XLA) and neither ``frame_buckets`` nor ``frames_multiple`` set, batches are
+    padded to ``num_buckets`` frame buckets derived from the training windows."""
     from soundstorm.data import TokenDataset, TokenManifest, split_heldout
+    from soundstorm.data.buckets import derive_frame_buckets
 
     if isinstance(cfg, DictConfig) and OmegaConf.is_missing(cfg, "root") or not cfg.get("root"):
         raise ValueError("data.root is not set; expected data.root=TOKEN_FOLDER (written by soundstorm-prepare)")
@@ -327,8 +336,12 @@ def build_datasets(cfg, model_config=None, seed: int = 0):
     train_ids, heldout_ids = split_heldout([u["utt_id"] for u in manifest.utterances], s.heldout_fraction,
                                            s.split_seed)
     common = dict(min_seconds=s.min_seconds, max_seconds=s.max_seconds, seed=seed,
-                  frames_multiple=s.frames_multiple, model_config=model_config)
+                  frames_multiple=s.frames_multiple, model_config=model_config, frame_buckets=s.frame_buckets)
     train = TokenDataset(s.root, utt_ids=train_ids, **common)
+    if static_shapes and s.frame_buckets is None and s.frames_multiple is None:
+        _, shortest, longest = train.frame_range()
+        common["frame_buckets"] = train.frame_buckets = derive_frame_buckets(shortest, longest, s.num_buckets,
+                                                                             train.upsample)
     heldout = TokenDataset(s.root, utt_ids=heldout_ids, **common) if heldout_ids else None
     return s, train, heldout
 

@@ -44,6 +44,7 @@ class Backend:
 
     name = "base"
     dist_backend = "gloo"
+    static_shapes = False  # True where each new tensor shape costs a compile (XLA): batches come in fixed shapes
 
     def __init__(self):
         self.dist = DistInfo()
@@ -132,6 +133,10 @@ class Backend:
         """Write ``data`` (tensors as CPU copies) with ``torch.save`` on the main process only."""
         if self.dist.is_main:
             torch.save(self.state_dict_to_cpu(data), path)
+
+    def compiled_graphs(self) -> int | None:
+        """How many graphs this process has compiled so far (None where nothing is compiled per shape)."""
+        return None
 
     # -- memory
     def reset_peak_memory(self) -> None:

@@ -33,6 +33,7 @@ from soundstorm.backends.base import Backend, DistInfo
 class XLABackend(Backend):
     name = "xla"
     dist_backend = "xla"
+    static_shapes = True
 
     def __init__(self, dtype: str = "float32", spmd: bool = False):
         super().__init__()
@@ -127,6 +128,13 @@ class XLABackend(Backend):
             self._mesh = xs.Mesh(np.arange(num_devices), (num_devices,), ("data",))
         xs.mark_sharding(tensor, self._mesh, ("data",) + (None,) * (tensor.ndim - 1))
         return tensor
+
+    def compiled_graphs(self) -> int:
+        """Graphs compiled by this process (``CompileTime`` samples of ``torch_xla.debug.metrics``)."""
+        import torch_xla.debug.metrics as met
+
+        data = met.metric_data("CompileTime")
+        return 0 if data is None else int(data[0])
 
     # -- checkpoints and memory
     def save(self, data, path) -> None:

@@ -3,7 +3,11 @@
 Single process: ``soundstorm-train data.root=tokens``; several: ``torchrun --nproc_per_node=N -m
 soundstorm.cli.train ...`` (DDP; rank 0 logs and checkpoints). SIGTERM/SIGINT checkpoint and exit 0;
 ``resume=auto`` (the default) continues from the newest valid checkpoint under ``out_dir``.
-Exit codes: 0 done or stopped by a signal, 2 bad configuration or data, 3 too many non-finite steps.
+On XLA, batches are padded to a few frame buckets (``data.num_buckets``) unless ``data.frame_buckets``
+or ``data.frames_multiple`` is set; the run logs its batch shapes and stops when training compiles
+more graphs than they allow (:mod:`soundstorm.train.graphs`).
+Exit codes: 0 done or stopped by a signal, 2 bad configuration or data, 3 too many non-finite steps,
+4 more compiled graphs than the batch shapes allow (XLA).
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ from soundstorm import builders
 from soundstorm.model import SoundStorm
 from soundstorm.train.checkpoint import resolve_resume
 from soundstorm.train.eval_hook import TrainingEvaluator
+from soundstorm.train.graphs import GraphBudget, GraphBudgetExceeded
 from soundstorm.train.loop import NonFiniteLossError, Trainer
 
 RUN_ID_FILE = "wandb_run_id.txt"
@@ -27,7 +32,7 @@ RUN_ID_FILE = "wandb_run_id.txt"
 def build_training(cfg: DictConfig, backend) -> tuple[Trainer, Path | None]:
     """Every object of a run, from the composed config (through :mod:`soundstorm.builders` only)."""
     seed = int(cfg.seed)
-    data_section, train_set, heldout_set = builders.build_datasets(cfg.data, None, seed)
+    data_section, train_set, heldout_set = builders.build_datasets(cfg.data, None, seed, backend.static_shapes)
     model_config = builders.build_model_config(cfg.model, train_set.manifest)
     torch.manual_seed(seed)
     model = SoundStorm(model_config).to(backend.device)
@@ -53,7 +58,14 @@ def build_training(cfg: DictConfig, backend) -> tuple[Trainer, Path | None]:
         print(f"model: {model.num_parameters():,} parameters {model_config.to_dict()}; train utterances "
               f"{len(train_set)}, held-out {len(heldout_set) if heldout_set else 0}; backend "
               f"{backend.describe()}, {backend.dist.world_size} process(es)", flush=True)
-    trainer = Trainer(model, backend, optimizer, scheduler, trainer_config, out_dir, batches, logger, evaluate)
+    budget = None
+    if backend.static_shapes:
+        budget = GraphBudget(tuple(train_set.frame_shapes()), data_section.batch_size, trainer_config.grad_accum,
+                             trainer_config.max_graphs)
+        if backend.dist.is_main:
+            print(f"static shapes: {budget.describe()}", flush=True)
+    trainer = Trainer(model, backend, optimizer, scheduler, trainer_config, out_dir, batches, logger, evaluate,
+                      budget)
     return trainer, resume_from
 
 
@@ -72,6 +84,9 @@ def main(cfg: DictConfig) -> None:
     except NonFiniteLossError as err:
         print(f"soundstorm-train: error: {err}", file=sys.stderr)
         code = 3
+    except GraphBudgetExceeded as err:
+        print(f"soundstorm-train: error: {err}", file=sys.stderr)
+        code = 4
     finally:
         if trainer is not None and trainer.logger is not None:
             trainer.logger.finish()
