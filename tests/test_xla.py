@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import re
 import os
 import subprocess
 import sys
@@ -95,3 +96,28 @@ def test_spmd_data_parallel_on_cpu_devices():
     """SPMD over 4 PJRT CPU devices: the batch is sharded, the loss equals the single-device one."""
     result = run_python(["-c", SPMD_SCRIPT], {"CPU_NUM_DEVICES": "4"})
     print("\n[xla] spmd:", [line for line in result.stdout.splitlines() if line.startswith("DEVICES")])
+
+
+def test_train_cli_on_xla_compiles_one_graph_per_bucket(espeak_tokens, tmp_path):
+    """``soundstorm-train experiment=quickstart_cpu backend=xla`` over variable-length windows: the CPU
+    experiment's ``num_threads`` is dropped, batches come in the derived frame buckets, every bucket is
+    trained on and the compiled graphs stay within buckets + warm-up."""
+    from soundstorm.train.graphs import WARMUP_GRAPHS
+
+    tiny = ("model.dim=32", "model.depth=1", "model.heads=2", "model.ff_dim=64", "model.conv_kernel=3",
+            "semantic.vocab_size=32", "data.batch_size=4")
+    result = run_python(["-m", "soundstorm.cli.train", "experiment=quickstart_cpu", "backend=xla",
+                         f"data.root={espeak_tokens}", f"out_dir={tmp_path / 'run'}", "logger=none",
+                         "trainer.max_steps=16", "trainer.log_every=8", "trainer.progress=false", *tiny],
+                        {"WANDB_MODE": "offline", "OMP_NUM_THREADS": "1"})
+    assert "backend.options.num_threads=1 applies to backend cpu only, dropped for backend 'xla'" in result.stderr
+    shapes = re.search(r"static shapes: (\d+) batch shape\(s\) \[B=4, T in \[([\d, ]+)\]\] -> at most (\d+)",
+                       result.stdout)
+    assert shapes, result.stdout[-2000:]
+    num_shapes, limit = int(shapes.group(1)), int(shapes.group(3))
+    last = [line for line in result.stdout.splitlines() if line.startswith("step 16 ")][0]
+    graphs = int(re.search(r"compiled_graphs=(\d+)", last).group(1))
+    seen = int(re.search(r"batch_shapes_seen=(\d+)", last).group(1))
+    print(f"\n[xla] train CLI: {num_shapes} buckets ({shapes.group(2)}), {seen} seen, {graphs} graphs, limit {limit}")
+    assert num_shapes == 4 and seen == num_shapes, last
+    assert graphs <= num_shapes + WARMUP_GRAPHS, last

@@ -112,6 +112,7 @@ class Trainer:
         self._sums = None
         self.graph_budget = graph_budget
         self._graphs_not_training = 0  # compiled by evaluation (its own shapes), left out of the budget
+        self.batch_shapes_seen: set[tuple[int, ...]] = set()  # codes [B, Q, T] shapes trained on (host metadata)
 
     # ------------------------------------------------------------------ data position
     def _next_batch(self) -> dict:
@@ -134,6 +135,7 @@ class Trainer:
             batch = self._next_batch()
             loss_tokens += batch["num_loss_tokens"]  # Python ints from the collate: no device sync
             frames += batch["num_frames"]
+            self.batch_shapes_seen.add(tuple(batch["codes"].shape))
             micro.append(batch)
         return micro, loss_tokens, frames
 
@@ -220,7 +222,8 @@ class Trainer:
             "train/steps_per_s": steps / elapsed,
             "train/nonfinite_skipped": self.nonfinite_total,
             "train/epoch": self.epoch,
-            **({} if graphs is None else {"train/compiled_graphs": graphs}),
+            **({} if graphs is None else {"train/compiled_graphs": graphs,
+                                          "train/batch_shapes_seen": len(self.batch_shapes_seen)}),
         }
 
     # ------------------------------------------------------------------ checkpoints
