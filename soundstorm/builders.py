@@ -214,7 +214,7 @@ class BackendSection:
 
 @dataclass
 class DataSection:
-    """The token folder and how it is windowed, split, batched (``batch_size`` per process).
+    """The token folder and how it is windowed, split, batched (``batch_size`` per device).
 
     Padding (see ``soundstorm.data.buckets``): ``frame_buckets`` or ``frames_multiple`` when set;
     otherwise, on a static-shape backend (XLA), ``num_buckets`` buckets derived from the windows."""
@@ -352,7 +352,8 @@ def build_batch_source(section, dataset, backend, seed: int, mask_id: int):
     from soundstorm.train.data import make_batch_source
 
     info = backend.dist
-    sampler = LengthBucketSampler(dataset, section.batch_size, seed=seed, num_replicas=info.world_size,
+    process_batch = section.batch_size * backend.devices_per_process  # batch_size is per device
+    sampler = LengthBucketSampler(dataset, process_batch, seed=seed, num_replicas=info.world_size,
                                   rank=info.rank, drop_last=True, bucket_batches=section.bucket_batches)
 
     def batches_for_epoch(epoch):

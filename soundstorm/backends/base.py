@@ -106,6 +106,8 @@ class Backend:
         if self.dist.distributed and dist.is_initialized():
             dist.destroy_process_group()
 
+    devices_per_process = 1  # devices one process feeds (XLA SPMD: every device); batch_size is per device
+
     def wrap_dataloader(self, loader):
         """Iterable yielding batches (moved to the device by the caller unless overridden)."""
         return loader

@@ -60,7 +60,8 @@ def build_training(cfg: DictConfig, backend) -> tuple[Trainer, Path | None]:
               f"{backend.describe()}, {backend.dist.world_size} process(es)", flush=True)
     budget = None
     if backend.static_shapes:
-        budget = GraphBudget(tuple(train_set.frame_shapes()), data_section.batch_size, trainer_config.grad_accum,
+        process_batch = data_section.batch_size * backend.devices_per_process
+        budget = GraphBudget(tuple(train_set.frame_shapes()), process_batch, trainer_config.grad_accum,
                              trainer_config.max_graphs)
         if backend.dist.is_main:
             print(f"static shapes: {budget.describe()}", flush=True)

@@ -9,8 +9,8 @@ backends share this file. One optimizer step:
    path (:mod:`.data`, :mod:`.corruption`), with its loss-token count as a Python int;
 3. normalise the summed cross-entropy by the *global* number of loss tokens (all ranks, all
    micro-batches), so N processes on B/N examples compute the update of one process on B;
-4. clip, then a guarded AdamW step that is undone on device when the loss or the gradient norm is
-   not finite (:func:`.optim.guarded_step`); schedule, EMA.
+4. clip, then an AdamW step skipped on device when the loss or the gradient norm is not finite
+   (:func:`.optim.guarded_step`, no copies of the weights or moments); schedule, EMA.
 
 Nothing in a step reads a device value back to the host. Metric sums stay on device and are read,
 once, every ``log_every`` steps; that is also when non-finite steps are counted and the stop limit
@@ -39,7 +39,7 @@ from soundstorm.train.optim import EMA, guarded_step
 
 @dataclass
 class TrainerConfig:
-    """Loop settings. Steps count optimizer updates; a global batch is batch × ranks × grad_accum."""
+    """Loop settings. Steps count optimizer updates; a global batch is batch × devices × grad_accum."""
 
     max_steps: int = 1000
     grad_accum: int = 1
