@@ -12,7 +12,6 @@ import re
 import os
 import subprocess
 import sys
-import textwrap
 from pathlib import Path
 
 import pytest
@@ -33,8 +32,8 @@ def run_python(args: list, extra_env: dict | None = None) -> subprocess.Complete
     return result
 
 
-def run_check(name: str, tmp_path) -> dict:
-    result = run_python([str(ROOT / "tests" / "xla_checks.py"), name, str(tmp_path)])
+def run_check(name: str, tmp_path, extra_env: dict | None = None) -> dict:
+    result = run_python([str(ROOT / "tests" / "xla_checks.py"), name, str(tmp_path)], extra_env)
     line = [line for line in result.stdout.splitlines() if line.startswith("RESULT ")][-1]
     measured = json.loads(line[len("RESULT "):])
     print(f"\n[xla] {name}: {measured}")
@@ -67,35 +66,19 @@ def test_backend_interface(tmp_path):
     assert "dtype" in measured["bad_dtype_error"] and "float16" in measured["bad_dtype_error"]
 
 
-SPMD_SCRIPT = textwrap.dedent("""
-    import torch
-    from soundstorm import SoundStorm, SoundStormConfig, corrupt
-    from soundstorm.backends import get_backend
-    torch.manual_seed(0)
-    model = SoundStorm(SoundStormConfig.tiny())
-    cfg = model.config
-    codes = torch.randint(0, cfg.codebook_size, (4, cfg.num_levels, 16))
-    semantic = torch.randint(0, cfg.semantic_vocab_size, (4, 8))
-    corruption = corrupt(codes, None, torch.Generator().manual_seed(0), mask_id=cfg.mask_id)
-    ref, _ = model.loss_on_corruption(codes, semantic, None, corruption)
-    backend = get_backend("xla", spmd=True)
-    model.to(backend.device)
-    inputs = [backend.shard_batch(t.to(backend.device)) for t in
-              (codes, semantic, corruption.inputs, corruption.loss_mask, corruption.level)]
-    corruption.inputs, corruption.loss_mask, corruption.level = inputs[2:]
-    loss, _ = model.loss_on_corruption(inputs[0], inputs[1], None, corruption)
-    loss.backward()
-    backend.mark_step()
-    import torch_xla.runtime as xr
-    print("DEVICES", xr.global_runtime_device_count(), "LOSS", float(loss.cpu()), float(ref))
-    assert abs(float(loss.cpu()) - float(ref)) < 1e-4
-""")
-
-
-def test_spmd_data_parallel_on_cpu_devices():
-    """SPMD over 4 PJRT CPU devices: the batch is sharded, the loss equals the single-device one."""
-    result = run_python(["-c", SPMD_SCRIPT], {"CPU_NUM_DEVICES": "4"})
-    print("\n[xla] spmd:", [line for line in result.stdout.splitlines() if line.startswith("DEVICES")])
+def test_spmd_trainer_shards_the_batch_and_matches_one_device(tmp_path):
+    """SPMD over 4 PJRT CPU devices through the real Trainer (loader, clipping, non-finite guard, EMA):
+    each device holds 1/4 of the global batch of 8, and 4 steps (one skipped) give the CPU backend's
+    weights and EMA on the same global batches."""
+    measured = run_check("spmd_trainer", tmp_path, {"CPU_NUM_DEVICES": "4"})
+    assert measured["num_devices"] == 4
+    for name, shapes in measured["shards"].items():
+        assert len(shapes) == 4 and all(shape[0] == 2 for shape in shapes), (name, shapes)
+    assert measured["grad_norm"][0] > 0.05  # above trainer.grad_clip: clipping was active
+    assert measured["nonfinite_skipped"] == [1, 1]
+    assert measured["param_max_diff"] < 1e-4 < measured["param_max_change"], measured
+    assert measured["ema_max_diff"] < 1e-4, measured
+    assert measured["aten_fallbacks"] == {}, measured
 
 
 def test_train_cli_on_xla_compiles_one_graph_per_bucket(espeak_tokens, tmp_path):

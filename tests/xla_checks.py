@@ -111,8 +111,67 @@ def interface(backend, directory) -> dict:
             "describe": backend.describe(), "bad_dtype_error": bad_dtype}
 
 
+def _trainer(backend, out_dir, per_device_batch: int):
+    """The real Trainer on in-memory tokens: clipping active, EMA on, step 2's loss made NaN (skipped)."""
+    import functools
+
+    from _tokens import RandomTokens, collate, sampler_for
+    from soundstorm.train.data import make_batch_source
+    from soundstorm.train.loop import Trainer, TrainerConfig
+    from soundstorm.train.optim import OptimConfig, make_optimizer, make_scheduler
+
+    model = tiny_model(backend.device)
+    dataset = RandomTokens(num_items=32)
+    process_batch = per_device_batch * backend.devices_per_process
+    batches = make_batch_source(dataset, sampler_for(len(dataset), process_batch), functools.partial(
+        collate, frames_multiple=8), 0, model.config.mask_id, wrap=backend.wrap_dataloader)
+    optim_cfg = OptimConfig(lr=3e-3, warmup_steps=1, total_steps=4)
+    optimizer = make_optimizer(model, optim_cfg)
+    config = TrainerConfig(max_steps=4, grad_clip=0.05, ema_decay=0.9, log_every=4, ckpt_every=1000,
+                           eval_every=1000, progress=False)
+    trainer = Trainer(model, backend, optimizer, make_scheduler(optimizer, optim_cfg), config, out_dir, batches)
+    inner, calls = trainer.loss_module, []
+
+    def nan_on_second_step(*args):
+        loss, metrics = inner(*args)
+        calls.append(1)
+        return (loss * float("nan") if len(calls) == 2 else loss), metrics
+
+    trainer.loss_module = nan_on_second_step
+    return trainer
+
+
+def spmd_trainer(backend, directory) -> dict:
+    """SPMD over every device through the real Trainer vs. the CPU backend on the same global batch."""
+    import torch_xla
+
+    backend.init_distributed()
+    num_devices = backend.devices_per_process
+    trainer = _trainer(backend, os.path.join(directory, "spmd"), 8 // num_devices)
+    batch = next(iter(trainer.batches(0, 0)))
+    shards = {k: [list(t.shape) for t, _ in torch_xla._XLAC._get_local_shards([batch[k]])[0]]
+              for k in ("codes", "semantic", "lengths", "inputs", "loss_mask", "level")}
+    met.clear_all()
+    spmd_metrics = trainer.fit()
+    cpu = get_backend("cpu")
+    cpu.init_distributed()
+    reference = _trainer(cpu, os.path.join(directory, "cpu"), 8)
+    cpu_metrics = reference.fit()
+    params = {k: v.cpu() for k, v in trainer.model.state_dict().items()}
+    ema = {k: v.cpu() for k, v in trainer.ema.state_dict().items()}
+    changed = max((params[k] - v).abs().max().item() for k, v in tiny_model("cpu").state_dict().items())
+    return {"num_devices": num_devices, "shards": shards, "param_max_diff": max(
+                (params[k] - v).abs().max().item() for k, v in reference.model.state_dict().items()),
+            "ema_max_diff": max((ema[k] - v).abs().max().item() for k, v in reference.ema.state_dict().items()),
+            "param_max_change": changed, "grad_norm": [spmd_metrics["train/grad_norm"], cpu_metrics["train/grad_norm"]],
+            "loss": [spmd_metrics["train/loss"], cpu_metrics["train/loss"]],
+            "nonfinite_skipped": [spmd_metrics["train/nonfinite_skipped"], cpu_metrics["train/nonfinite_skipped"]],
+            "aten_fallbacks": aten_fallbacks()}
+
+
 if __name__ == "__main__":
     name, directory = sys.argv[1], sys.argv[2]
-    result = {"training_step": training_step, "generation": generation, "interface": interface}[name](
-        get_backend("xla"), directory)
+    checks = {"training_step": training_step, "generation": generation, "interface": interface,
+              "spmd_trainer": spmd_trainer}
+    result = checks[name](get_backend("xla", spmd=name.startswith("spmd")), directory)
     print("RESULT " + json.dumps(result, default=str))

@@ -67,7 +67,7 @@ class SkippableAdamW(torch.optim.AdamW):
         exp_avgs = [s["exp_avg"] for s in states]
         exp_avg_sqs = [s["exp_avg_sq"] for s in states]
         steps = [s["step"] for s in states]
-        torch._foreach_add_(steps, f)
+        torch._foreach_add_(steps, [f] * len(steps))  # (a list: the 0-d tensor overload reads f to the host on XLA)
         # moments: m += f(1-β1)(g - m), v += f(1-β2)(g² - v)
         delta = torch._foreach_sub(grads, exp_avgs)
         torch._foreach_mul_(delta, f * (1.0 - beta1))
