@@ -1,7 +1,8 @@
 """`soundstorm-train`: train SoundStorm on a prepared token folder (Hydra config ``train``).
 
 Single process: ``soundstorm-train data.root=tokens``; several: ``torchrun --nproc_per_node=N -m
-soundstorm.cli.train ...`` (DDP; rank 0 logs and checkpoints). SIGTERM/SIGINT checkpoint and exit 0;
+soundstorm.cli.train ...`` (DDP; rank 0 logs and checkpoints); on a TPU host it starts one process
+per chip itself (``launch: auto``, see :mod:`soundstorm.train.launch`). SIGTERM/SIGINT checkpoint and exit 0;
 ``resume=auto`` (the default) continues from the newest valid checkpoint under ``out_dir``.
 On XLA, batches are padded to a few frame buckets (``data.num_buckets``) unless ``data.frame_buckets``
 or ``data.frames_multiple`` is set; the run logs its batch shapes and stops when training compiles
@@ -12,6 +13,7 @@ Exit codes: 0 done or stopped by a signal, 2 bad configuration or data, 3 too ma
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
@@ -24,6 +26,7 @@ from soundstorm.model import SoundStorm
 from soundstorm.train.checkpoint import resolve_resume
 from soundstorm.train.eval_hook import TrainingEvaluator
 from soundstorm.train.graphs import GraphBudget, GraphBudgetExceeded
+from soundstorm.train.launch import ReplicaFailed, processes_per_host, run_replicas
 from soundstorm.train.loop import NonFiniteLossError, Trainer
 
 RUN_ID_FILE = "wandb_run_id.txt"
@@ -70,8 +73,9 @@ def build_training(cfg: DictConfig, backend) -> tuple[Trainer, Path | None]:
     return trainer, resume_from
 
 
-@hydra.main(config_path="pkg://soundstorm.configs", config_name="train", version_base="1.3")
-def main(cfg: DictConfig) -> None:
+def train_process(index: int, config) -> int:
+    """One training process (the only one, or replica ``index`` of a launch); returns its exit code."""
+    cfg = config if isinstance(config, DictConfig) else OmegaConf.create(config)
     backend, trainer, code = None, None, 0
     try:
         backend = builders.build_backend(cfg.backend)
@@ -93,6 +97,30 @@ def main(cfg: DictConfig) -> None:
             trainer.logger.finish()
         if backend is not None:
             backend.shutdown()
+    return code
+
+
+def run(cfg: DictConfig, launcher=None) -> int:
+    """Train in this process, or (XLA on TPU, ``launch: auto``) in one process per local chip."""
+    backend = cfg.backend
+    try:
+        mode = processes_per_host(cfg.launch, backend.name, bool((backend.get("options") or {}).get("spmd", False)),
+                                  os.environ.get("PJRT_DEVICE"))
+    except ValueError as err:
+        print(f"soundstorm-train: error: {err}", file=sys.stderr)
+        return 2
+    if mode == "single":
+        return train_process(0, cfg)
+    try:
+        run_replicas(train_process, OmegaConf.to_container(cfg, resolve=True), launcher)
+    except ReplicaFailed as err:
+        return err.code
+    return 0
+
+
+@hydra.main(config_path="pkg://soundstorm.configs", config_name="train", version_base="1.3")
+def main(cfg: DictConfig) -> None:
+    code = run(cfg)
     if code:
         sys.exit(code)
 
