@@ -55,6 +55,16 @@ def test_generation_compiles_at_most_three_graphs_and_none_for_a_second_clip(tmp
     assert measured["equal_to_cpu"] and measured["prompt_kept"], measured
 
 
+def test_evaluation_and_windowed_generation_compile_nothing_after_warmup(tmp_path):
+    """Step cuts in teacher-forced evaluation and long-form generation: a second run compiles no graph,
+    one graph serves every level and ratio (16 passes, 2 batch shapes), windows match the CPU."""
+    measured = run_check("evaluation", tmp_path)
+    assert measured["eval_new_graphs"] == 0 and measured["long_new_graphs"] == 0, measured
+    assert measured["eval_graphs"] <= 6 and measured["long_graphs"] <= 5, measured
+    assert measured["eval_equal"] and measured["long_equal_to_cpu"], measured
+    assert measured["aten_fallbacks"] == {}, measured
+
+
 def test_backend_interface(tmp_path):
     measured = run_check("interface", tmp_path)
     assert measured["device"] == "xla" and measured["world_size"] == 1

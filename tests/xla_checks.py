@@ -111,6 +111,40 @@ def interface(backend, directory) -> dict:
             "describe": backend.describe(), "bad_dtype_error": bad_dtype}
 
 
+def evaluation(backend, _directory) -> dict:
+    """Teacher-forced evaluation (2 ratios × Q levels × 2 batch shapes) and windowed long-form generation,
+    each run twice: the second run must compile nothing. Windowed output compared with the CPU."""
+    from soundstorm.evaluation.teacher_forced import teacher_forced_sums
+    from soundstorm.longform import generate_windowed
+
+    model = tiny_model(backend.device).eval()
+    cpu_model = SoundStorm(model.config)
+    cpu_model.load_state_dict({k: v.cpu() for k, v in model.state_dict().items()})
+    cfg = model.config
+    g = torch.Generator().manual_seed(0)
+    batches = [{"codes": torch.randint(0, cfg.codebook_size, (b, cfg.num_levels, t), generator=g).to(backend.device),
+                "semantic": torch.randint(0, cfg.semantic_vocab_size, (b, t // 2), generator=g).to(backend.device),
+                "lengths": torch.tensor([t] * (b - 1) + [t - 2]).to(backend.device)} for b, t in ((2, 16), (1, 24))]
+    met.clear_all()
+    first = teacher_forced_sums(model, batches, [0.5, 1.0], mark_step=backend.mark_step)
+    warm = num_compiles()
+    second = teacher_forced_sums(model, batches, [0.5, 1.0], mark_step=backend.mark_step)
+    eval_new = num_compiles() - warm
+    config = SamplerConfig(steps=(4, 1, 1, 1))
+    semantic_S = torch.randint(0, cfg.semantic_vocab_size, (20,), generator=g)  # 40 frames: windows of 16, prompt 4
+    kwargs = dict(window_frames=16, prompt_frames=4, config=config, mark_step=backend.mark_step)
+    before = num_compiles()
+    long_QT = generate_windowed(model, semantic_S, generator=torch.Generator().manual_seed(0), **kwargs)
+    long_graphs = num_compiles() - before
+    generate_windowed(model, semantic_S.flip(0), generator=torch.Generator().manual_seed(1), **kwargs)
+    long_new = num_compiles() - before - long_graphs
+    reference_QT = generate_windowed(cpu_model, semantic_S, window_frames=16, prompt_frames=4, config=config,
+                                     generator=torch.Generator().manual_seed(0))
+    return {"eval_graphs": warm, "eval_new_graphs": eval_new, "eval_equal": bool(torch.equal(first.cpu(), second.cpu())),
+            "long_graphs": long_graphs, "long_new_graphs": long_new,
+            "long_equal_to_cpu": bool(torch.equal(long_QT, reference_QT)), "aten_fallbacks": aten_fallbacks()}
+
+
 def _trainer(backend, out_dir, per_device_batch: int):
     """The real Trainer on in-memory tokens: clipping active, EMA on, step 2's loss made NaN (skipped)."""
     import functools
@@ -172,6 +206,6 @@ def spmd_trainer(backend, directory) -> dict:
 if __name__ == "__main__":
     name, directory = sys.argv[1], sys.argv[2]
     checks = {"training_step": training_step, "generation": generation, "interface": interface,
-              "spmd_trainer": spmd_trainer}
+              "evaluation": evaluation, "spmd_trainer": spmd_trainer}
     result = checks[name](get_backend("xla", spmd=name.startswith("spmd")), directory)
     print("RESULT " + json.dumps(result, default=str))

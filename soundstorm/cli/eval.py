@@ -29,7 +29,7 @@ def evaluate(cfg: DictConfig, backend) -> dict:
     """Every metric of the eval config; writes examples under ``out_dir`` and returns the metrics."""
     section = builders.build_evaluation(cfg.evaluation)
     model, used_ema = load_for_inference(cfg.checkpoint, section.use_ema, backend.device)
-    data, train_set, heldout = builders.build_datasets(cfg.data, model.config, int(cfg.seed))
+    data, train_set, heldout = builders.build_datasets(cfg.data, model.config, int(cfg.seed), backend.static_shapes)
     if heldout is None:
         raise ValueError(f"data.heldout_fraction={data.heldout_fraction} holds out no utterance; expected > 0")
     codec = builders.build_codec(builders.resolved(cfg.codec))
@@ -37,7 +37,8 @@ def evaluate(cfg: DictConfig, backend) -> dict:
     batches = [backend.to_device({k: b[k] for k in ("codes", "semantic", "lengths")})
                for b in heldout_batches(heldout, data.batch_size, section.max_batches)]
     ratios = list(section.mask_ratios)
-    teacher_forced = summarize(teacher_forced_sums(model, batches, ratios, section.seed, backend.autocast), ratios)
+    teacher_forced = summarize(teacher_forced_sums(model, batches, ratios, section.seed, backend.autocast,
+                                                   backend.mark_step), ratios)
     num_train = min(len(train_set), section.unigram_max_utterances)
     unigram = most_frequent_tokens([train_set.utterance(i)["codes"] for i in range(num_train)])
     config = GenerationEvalConfig(max_utterances=section.max_utterances, prompt_seconds=section.prompt_seconds,
@@ -46,7 +47,7 @@ def evaluate(cfg: DictConfig, backend) -> dict:
                                   num_examples=section.num_examples, long_seconds=section.long_seconds,
                                   long_prompt_seconds=section.long_prompt_seconds, seed=section.seed,
                                   extra_metrics=builders.build_extra_metrics(section))
-    evaluator = GenerationEvaluator(model, codec, sampler, config, unigram_token=unigram)
+    evaluator = GenerationEvaluator(model, codec, sampler, config, unigram_token=unigram, mark_step=backend.mark_step)
     utterances = [heldout.utterance(i) for i in range(len(heldout))]
     out_dir = Path(cfg.out_dir)
     metrics = evaluator.run(utterances, out_dir)

@@ -91,7 +91,8 @@ def run(cfg: DictConfig, backend) -> list[Path]:
         codes_QT = generate_windowed(model, semantic_S, window_frames=frames_for(cfg.window_seconds, codec.frame_rate, up),
                                      prompt_frames=frames_for(cfg.window_prompt_seconds, codec.frame_rate, up),
                                      prompt_QT=prompt_QT, config=sampler,
-                                     generator=torch.Generator().manual_seed(int(cfg.seed) + i))[:, skip:]
+                                     generator=torch.Generator().manual_seed(int(cfg.seed) + i),
+                                     mark_step=backend.mark_step)[:, skip:]
         stem = Path(path).stem
         out_dir.mkdir(parents=True, exist_ok=True)
         np.save(out_dir / f"{stem}.codes.npy", codes_QT.numpy().astype(np.int64))

@@ -84,9 +84,10 @@ def write_wav(path: Path, wav_N: torch.Tensor, sample_rate: int) -> Path:
 class GenerationEvaluator:
     """Runs the generation evaluation of one model against a codec; see the module docstring."""
 
-    def __init__(self, model, codec, sampler_config, config: GenerationEvalConfig, unigram_token: int | None = None):
+    def __init__(self, model, codec, sampler_config, config: GenerationEvalConfig, unigram_token: int | None = None,
+                 mark_step=None):
         self.model, self.codec, self.sampler_config, self.config = model, codec, sampler_config, config
-        self.unigram_token = unigram_token
+        self.unigram_token, self.mark_step = unigram_token, mark_step  # mark_step: the backend's (XLA step cuts)
         up = model.config.semantic_upsample
         self.window = frames_for(config.window_seconds, codec.frame_rate, up)
         self.window_prompt = frames_for(config.window_prompt_seconds, codec.frame_rate, up)
@@ -95,7 +96,7 @@ class GenerationEvaluator:
     def _generate(self, semantic_S, prompt_QT=None, seed=0):
         return generate_windowed(self.model, semantic_S, window_frames=self.window, prompt_frames=self.window_prompt,
                                  prompt_QT=prompt_QT, config=self.sampler_config,
-                                 generator=torch.Generator().manual_seed(seed))
+                                 generator=torch.Generator().manual_seed(seed), mark_step=self.mark_step)
 
     def _decode(self, codes_QT):
         return self.codec.decode(codes_QT[None].to(torch.long))[0].detach().cpu()
