@@ -74,6 +74,7 @@ def test_backend_interface(tmp_path):
     assert measured["peak_memory_bytes"] is None or measured["peak_memory_bytes"] >= 0
     assert measured["describe"]["backend"] == "xla"
     assert "dtype" in measured["bad_dtype_error"] and "float16" in measured["bad_dtype_error"]
+    assert measured["attention"] == "sdpa"  # Pallas flash attention on a TPU only
 
 
 def test_spmd_trainer_shards_the_batch_and_matches_one_device(tmp_path):

@@ -108,7 +108,8 @@ def interface(backend, directory) -> dict:
     return {"device": backend.device.type, "world_size": info.world_size, "loader_devices": devices,
             "all_reduce": total.cpu().tolist(), "saved_device": loaded["w"].device.type,
             "saved": loaded["w"].tolist(), "peak_memory_bytes": backend.peak_memory_bytes(),
-            "describe": backend.describe(), "bad_dtype_error": bad_dtype}
+            "describe": backend.describe(), "bad_dtype_error": bad_dtype,
+            "attention": backend.configure_model(tiny_model(backend.device), activation_checkpointing=True)}
 
 
 def evaluation(backend, _directory) -> dict:

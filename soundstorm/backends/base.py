@@ -62,6 +62,17 @@ class Backend:
             return contextlib.nullcontext()
         return torch.autocast(device_type=self.device.type, dtype=self.autocast_dtype)
 
+    def configure_model(self, model: torch.nn.Module, activation_checkpointing: bool = False) -> str:
+        """Choose the model's attention kernel (SDPA here) and, if asked, recompute each Conformer
+        block in the backward instead of keeping its activations; returns the kernel's name."""
+        import functools
+
+        from torch.utils.checkpoint import checkpoint
+
+        model.backbone.configure(checkpoint=functools.partial(checkpoint, use_reentrant=False)
+                                 if activation_checkpointing else None)
+        return "sdpa"
+
     # -- step structure
     def mark_step(self) -> None:
         """End of one training or sampling step (cuts the lazy graph on XLA)."""

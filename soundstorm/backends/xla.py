@@ -33,6 +33,15 @@ import torch_xla.runtime as xr
 from soundstorm.backends.base import Backend, DistInfo
 
 
+def _load_flash_kernel():
+    """torch_xla's Pallas flash attention, or None where this build lacks it (guarded import)."""
+    try:
+        from torch_xla.experimental.custom_kernel import flash_attention
+    except ImportError:
+        return None
+    return flash_attention
+
+
 class _BatchDimSharding:
     """Shard dim 0 of a tensor of any rank over the ``data`` mesh axis (the rest replicated).
 
@@ -89,6 +98,20 @@ class XLABackend(Backend):
         if self.autocast_dtype is None:
             return super().autocast()
         return torch.autocast("xla", dtype=self.autocast_dtype)
+
+    def configure_model(self, model: torch.nn.Module, activation_checkpointing: bool = False) -> str:
+        """Pallas flash attention on a TPU (SDPA elsewhere, :func:`soundstorm.attention.select_attention`);
+        checkpointing through ``torch_xla.utils.checkpoint`` (its optimisation barriers stop XLA from
+        merging the recomputation back into the forward)."""
+        from soundstorm.attention import select_attention
+
+        spec = (("data", None, None, None), self.mesh()) if self.spmd else (None, None)
+        name, attention = select_attention(xm.xla_device_hw(self.device), _load_flash_kernel, *spec)
+        checkpoint = None
+        if activation_checkpointing:
+            from torch_xla.utils.checkpoint import checkpoint
+        model.backbone.configure(attention=attention, checkpoint=checkpoint)
+        return name
 
     # -- step structure
     def mark_step(self) -> None:

@@ -29,6 +29,7 @@ def evaluate(cfg: DictConfig, backend) -> dict:
     """Every metric of the eval config; writes examples under ``out_dir`` and returns the metrics."""
     section = builders.build_evaluation(cfg.evaluation)
     model, used_ema = load_for_inference(cfg.checkpoint, section.use_ema, backend.device)
+    backend.configure_model(model)  # attention kernel: Pallas flash on TPU, SDPA elsewhere
     data, train_set, heldout = builders.build_datasets(cfg.data, model.config, int(cfg.seed), backend.static_shapes)
     if heldout is None:
         raise ValueError(f"data.heldout_fraction={data.heldout_fraction} holds out no utterance; expected > 0")

@@ -41,6 +41,7 @@ def build_training(cfg: DictConfig, backend) -> tuple[Trainer, Path | None]:
     model = SoundStorm(model_config).to(backend.device)
     optimizer, scheduler = builders.build_optimizer(cfg.optim, model)
     trainer_config = builders.build_trainer_config(cfg.trainer)
+    attention = backend.configure_model(model, trainer_config.activation_checkpointing)
     sampler_config = builders.build_sampler(cfg.sampler, model_config.num_levels)
     evaluation = builders.build_evaluation(cfg.evaluation)
     out_dir = Path(cfg.out_dir)
@@ -60,7 +61,8 @@ def build_training(cfg: DictConfig, backend) -> tuple[Trainer, Path | None]:
     if backend.dist.is_main:
         print(f"model: {model.num_parameters():,} parameters {model_config.to_dict()}; train utterances "
               f"{len(train_set)}, held-out {len(heldout_set) if heldout_set else 0}; backend "
-              f"{backend.describe()}, {backend.dist.world_size} process(es)", flush=True)
+              f"{backend.describe()}, {backend.dist.world_size} process(es); attention {attention}, activation "
+              f"checkpointing {'on' if trainer_config.activation_checkpointing else 'off'}", flush=True)
     budget = None
     if backend.static_shapes:
         process_batch = data_section.batch_size * backend.devices_per_process

@@ -53,6 +53,7 @@ class TrainerConfig:
     progress: bool = True
     max_minutes: float | None = None  # wall-clock budget of this session; checked at log steps
     max_graphs: int | None = None  # XLA: compiled training graphs allowed (None: from the batch shapes)
+    activation_checkpointing: bool = False  # recompute each Conformer block in the backward (less memory)
 
     def __post_init__(self):
         check_positive_ints("trainer", self, ("max_steps", "grad_accum", "log_every", "eval_every", "ckpt_every",
