@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Optional
 
 from omegaconf import DictConfig, OmegaConf
@@ -378,3 +379,44 @@ def build_extra_metrics(section) -> list:
     if section.speaker:
         metrics.append(SpeakerSimilarity(load_callable(section.speaker)))
     return metrics
+
+
+def build_dry_run(cfg) -> dict:
+    """What ``soundstorm-train dry_run=true`` needs, without data, weights or a device: the model
+    config (sizes from ``data.root``'s manifest when it exists, else from the codec and semantic
+    architectures, built without weights), the per-device batch, the longest padded window in
+    frames, the autocast dtype, and whether EMA and activation checkpointing are on."""
+    import torch
+
+    from soundstorm.data import TokenManifest
+    from soundstorm.data.buckets import padded_length
+    from soundstorm.semantic.base import upsample_ratio
+
+    root = None if OmegaConf.is_missing(cfg.data, "root") else cfg.data.root
+    if root and (Path(root) / "manifest.json").is_file():
+        manifest = TokenManifest.load(root)
+    else:
+        def architecture(section):
+            data = OmegaConf.to_container(section, resolve=False)
+            data["pretrained_dir"] = None
+            if "pretrained" in data:
+                data["pretrained"] = False
+            return data
+
+        codec, tokenizer = build_codec(architecture(cfg.codec)), build_semantic(architecture(cfg.semantic))
+        manifest = TokenManifest(codec=codec.describe(), semantic=tokenizer.describe(),
+                                 semantic_upsample=upsample_ratio(codec.frame_rate, tokenizer.frame_rate))
+    model_config = build_model_config(cfg.model, manifest)
+    data = OmegaConf.to_container(cfg.data, resolve=False)
+    data["root"] = "unused"
+    section = strict(DataSection, data, "data")
+    up = model_config.semantic_upsample
+    longest = max(1, round(section.max_seconds * manifest.semantic_frame_rate)) * up
+    frames = padded_length(longest, section.frames_multiple or up, section.frame_buckets)
+    backend = strict(BackendSection, resolved(cfg.backend), "backend")
+    dtype = {"bfloat16": torch.bfloat16, "float16": torch.float16}.get((backend.options or {}).get("dtype"),
+                                                                       torch.float32)
+    trainer = build_trainer_config(cfg.trainer)
+    return {"model_config": model_config, "batch_size": section.batch_size, "num_frames": frames,
+            "seconds": longest / manifest.frame_rate, "frame_rate": manifest.frame_rate, "dtype": dtype,
+            "ema": trainer.ema_decay > 0, "checkpointing": trainer.activation_checkpointing}

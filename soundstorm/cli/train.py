@@ -28,6 +28,7 @@ from soundstorm.train.eval_hook import TrainingEvaluator
 from soundstorm.train.graphs import GraphBudget, GraphBudgetExceeded
 from soundstorm.train.launch import ReplicaFailed, processes_per_host, run_replicas
 from soundstorm.train.loop import NonFiniteLossError, Trainer
+from soundstorm.train.memory_plan import format_plan, memory_plan
 
 RUN_ID_FILE = "wandb_run_id.txt"
 
@@ -102,8 +103,28 @@ def train_process(index: int, config) -> int:
     return code
 
 
+def dry_run(cfg: DictConfig) -> int:
+    """Print the per-device memory plan of the configured training step (no data, device or weights)."""
+    try:
+        plan_inputs = builders.build_dry_run(cfg)
+    except (ValueError, FileNotFoundError) as err:
+        print(f"soundstorm-train: error: {err}", file=sys.stderr)
+        return 2
+    config, dtype = plan_inputs["model_config"], plan_inputs["dtype"]
+    plan = memory_plan(config, plan_inputs["batch_size"], plan_inputs["num_frames"], dtype, plan_inputs["ema"])
+    title = (f"dry run: per-device memory plan of one training step: batch {plan_inputs['batch_size']} per device x "
+             f"{plan_inputs['num_frames']} frames ({plan_inputs['seconds']:g} s at {plan_inputs['frame_rate']:g} Hz), "
+             f"activations in {str(dtype).removeprefix('torch.')}, EMA {'on' if plan_inputs['ema'] else 'off'}; "
+             f"this config trains with activation checkpointing {'on' if plan_inputs['checkpointing'] else 'off'} "
+             f"(Pallas flash attention on TPU, SDPA elsewhere)")
+    print(format_plan(plan, title), flush=True)
+    return 0
+
+
 def run(cfg: DictConfig, launcher=None) -> int:
     """Train in this process, or (XLA on TPU, ``launch: auto``) in one process per local chip."""
+    if cfg.get("dry_run"):
+        return dry_run(cfg)
     backend = cfg.backend
     try:
         mode = processes_per_host(cfg.launch, backend.name, bool((backend.get("options") or {}).get("spmd", False)),
