@@ -30,6 +30,6 @@ def test_dry_run_prints_the_tpu_recipe_plan_without_data():
     out = result.stdout
     assert "batch 4 per device x 2250 frames (30 s at 75 Hz), activations in bfloat16, EMA on" in out, out
     assert "parameters: 345,516,032" in out  # the paper model with EnCodec's Q = 8 heads
-    assert "TPU v4 chip (32 GiB HBM)" in out and "80 GB GPU" in out
+    assert "TPU v4 chip, 32 GiB" in out and "GPU, 80 GB" in out
     line = [row for row in out.splitlines() if row.strip().startswith("checkpointing, flash attention")][0]
     assert "fits" in line and "NOT" not in line

@@ -114,7 +114,7 @@ def dry_run(cfg: DictConfig) -> int:
     plan = memory_plan(config, plan_inputs["batch_size"], plan_inputs["num_frames"], dtype, plan_inputs["ema"])
     title = (f"dry run: per-device memory plan of one training step: batch {plan_inputs['batch_size']} per device x "
              f"{plan_inputs['num_frames']} frames ({plan_inputs['seconds']:g} s at {plan_inputs['frame_rate']:g} Hz), "
-             f"activations in {str(dtype).removeprefix('torch.')}, EMA {'on' if plan_inputs['ema'] else 'off'}; "
+             f"activations in {str(dtype).removeprefix('torch.')}, EMA {'on' if plan_inputs['ema'] else 'off'};\n"
              f"this config trains with activation checkpointing {'on' if plan_inputs['checkpointing'] else 'off'} "
              f"(Pallas flash attention on TPU, SDPA elsewhere)")
     print(format_plan(plan, title), flush=True)

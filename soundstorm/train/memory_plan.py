@@ -24,7 +24,7 @@ from soundstorm.masking import corrupt
 from soundstorm.model import SoundStorm, SoundStormConfig
 
 GiB = 2**30
-DEVICES = (("TPU v4 chip (32 GiB HBM)", 32 * GiB), ("80 GB GPU (A100/H100)", 80 * 10**9))
+DEVICES = (("TPU v4 chip, 32 GiB", 32 * GiB), ("GPU, 80 GB", 80 * 10**9))
 
 
 @dataclass
@@ -76,8 +76,8 @@ def memory_plan(config: SoundStormConfig, batch_size: int, num_frames: int, dtyp
     outside = measure_activations(config, batch_size, num_frames, dtype, checkpointing=True)
     block = ActivationBytes(plain.total // config.depth, plain.attention_scores // config.depth)
     activations = {
-        "no checkpointing, math attention (SDPA on XLA/CPU)": plain.total,
-        "no checkpointing, flash attention (Pallas on TPU)": plain.total - plain.attention_scores,
+        "no checkpointing, math attention (SDPA)": plain.total,
+        "no checkpointing, flash attention (Pallas)": plain.total - plain.attention_scores,
         "checkpointing, math attention": outside.total + block.total,
         "checkpointing, flash attention": outside.total + block.total - block.attention_scores,
     }
@@ -98,12 +98,12 @@ def format_plan(plan: dict, title: str) -> str:
     """A table of the plan against each device in :data:`DEVICES`."""
     states = sum(plan["states"].values())
     lines = [title, f"  parameters: {plan['num_params']:,}"]
-    lines += [f"  {name:<50} {size / GiB:7.2f} GiB" for name, size in plan["states"].items()]
-    lines += [f"  {'states in all':<50} {states / GiB:7.2f} GiB", "",
-              f"  {'activations':<50} {'':>11} {'+ states':>10}   " + "   ".join(name for name, _ in DEVICES)]
+    lines += [f"  {name:<44} {size / GiB:7.2f} GiB" for name, size in plan["states"].items()]
+    lines += [f"  {'states in all':<44} {states / GiB:7.2f} GiB", "",
+              f"  {'activations':<44} {'':>11} {'+ states':>10}   " + "   ".join(name for name, _ in DEVICES)]
     for name, size in plan["activations"].items():
         total = states + size
         verdicts = "   ".join(f"{_verdict(total, cap):<{len(device)}}" for device, cap in DEVICES)
-        lines.append(f"  {name:<50} {size / GiB:7.2f} GiB {total / GiB:6.2f} GiB   {verdicts}".rstrip())
+        lines.append(f"  {name:<44} {size / GiB:7.2f} GiB {total / GiB:6.2f} GiB   {verdicts}".rstrip())
     lines.append("  (share of the device's memory; 'tight' = over 90%: XLA and CUDA also need workspace)")
     return "\n".join(lines)
