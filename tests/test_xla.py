@@ -92,6 +92,7 @@ def test_spmd_trainer_shards_the_batch_and_matches_one_device(tmp_path):
     assert measured["aten_fallbacks"] == {}, measured
 
 
+@pytest.mark.slow
 def test_train_cli_on_xla_compiles_one_graph_per_bucket(espeak_tokens, tmp_path):
     """``soundstorm-train experiment=quickstart_cpu backend=xla`` over variable-length windows: the CPU
     experiment's ``num_threads`` is dropped, batches come in the derived frame buckets, every bucket is
