@@ -7,7 +7,7 @@ import torch
 from soundstorm.model import SoundStormConfig
 from soundstorm.train.memory_plan import memory_plan, measure_activations
 
-from test_train_cli import cli
+from _cli import run_cli
 
 
 def test_activations_scale_with_the_batch_and_checkpointing_keeps_block_inputs_only():
@@ -25,7 +25,7 @@ def test_activations_scale_with_the_batch_and_checkpointing_keeps_block_inputs_o
 
 
 def test_dry_run_prints_the_tpu_recipe_plan_without_data():
-    result = cli("soundstorm.cli.train", "experiment=paper_librilight_tpu", "dry_run=true")
+    result = run_cli("soundstorm.cli.train", "experiment=paper_librilight_tpu", "dry_run=true")
     assert result.returncode == 0, result.stderr[-3000:]
     out = result.stdout
     assert "batch 4 per device x 2250 frames (30 s at 75 Hz), activations in bfloat16, EMA on" in out, out

@@ -9,6 +9,8 @@ shapes for XLA; see :mod:`soundstorm.data.buckets`); :meth:`TokenDataset.frame_s
 
 The epoch lives on the dataset (``set_epoch``); with ``DataLoader(persistent_workers=True)`` the
 workers keep their own copy, so use non-persistent workers (the default) to see new epochs.
+
+Shape letters: see :mod:`soundstorm`.
 """
 
 from __future__ import annotations

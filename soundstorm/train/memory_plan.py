@@ -20,7 +20,7 @@ from dataclasses import dataclass
 import torch
 from torch.utils.checkpoint import checkpoint
 
-from soundstorm.masking import corrupt
+from soundstorm.masking import corrupt, masked_loss
 from soundstorm.model import SoundStorm, SoundStormConfig
 
 GiB = 2**30
@@ -60,7 +60,7 @@ def measure_activations(config: SoundStormConfig, batch_size: int, num_frames: i
         return tensor
 
     with torch.autograd.graph.saved_tensors_hooks(pack, lambda tensor: tensor):
-        model.loss_on_corruption(codes_BQT.to("meta"), semantic_BS.to("meta"), None, corruption)
+        masked_loss(model, codes_BQT.to("meta"), semantic_BS.to("meta"), None, corruption)
     return ActivationBytes(totals["all"], totals["scores"])
 
 
