@@ -89,7 +89,7 @@ def test_options_of_another_backend_are_dropped_with_a_note(capsys):
     for name, table in OPTIONS.items():  # every option in the table is a constructor argument of its backend
         module = {"cpu": "soundstorm.backends.cpu", "cuda": "soundstorm.backends.cuda",
                   "xla": "soundstorm.backends.xla"}[name]
-        if name == "xla" and importlib.util.find_spec("torch_xla") is None:
+        if name == "xla":  # importing it here would load torch_xla into this process: checked in xla_checks
             continue
         cls = getattr(importlib.import_module(module), f"{name.upper()}Backend")
         assert set(table) <= set(inspect.signature(cls.__init__).parameters), (name, table)

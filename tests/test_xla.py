@@ -75,6 +75,7 @@ def test_backend_interface(tmp_path):
     assert measured["describe"]["backend"] == "xla"
     assert "dtype" in measured["bad_dtype_error"] and "float16" in measured["bad_dtype_error"]
     assert measured["attention"] == "sdpa"  # Pallas flash attention on a TPU only
+    assert measured["options_taken"] == ["dtype", "spmd"]  # every xla option of the table is an XLABackend argument
 
 
 def test_spmd_trainer_shards_the_batch_and_matches_one_device(tmp_path):

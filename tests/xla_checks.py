@@ -9,6 +9,7 @@ not lower and ran on the CPU instead).
 
 from __future__ import annotations
 
+import inspect
 import json
 import os
 import sys
@@ -98,9 +99,10 @@ def interface(backend, directory) -> dict:
     path = os.path.join(directory, "state.pt")
     backend.save({"w": torch.arange(3.0, device=backend.device)}, path)
     loaded = torch.load(path, weights_only=True)
-    try:
-        from soundstorm.backends.xla import XLABackend
+    from soundstorm.backends import OPTIONS
+    from soundstorm.backends.xla import XLABackend
 
+    try:
         XLABackend(dtype="float16")
         bad_dtype = "accepted"
     except ValueError as exc:
@@ -109,7 +111,8 @@ def interface(backend, directory) -> dict:
             "all_reduce": total.cpu().tolist(), "saved_device": loaded["w"].device.type,
             "saved": loaded["w"].tolist(), "peak_memory_bytes": backend.peak_memory_bytes(),
             "describe": backend.describe(), "bad_dtype_error": bad_dtype,
-            "attention": backend.configure_model(tiny_model(backend.device), activation_checkpointing=True)}
+            "attention": backend.configure_model(tiny_model(backend.device), activation_checkpointing=True),
+            "options_taken": sorted(set(OPTIONS["xla"]) & set(inspect.signature(XLABackend.__init__).parameters))}
 
 
 def evaluation(backend, _directory) -> dict:

@@ -103,6 +103,10 @@ class Trainer:
 
     def __init__(self, model, backend, optimizer, scheduler, config: TrainerConfig, out_dir, batches: BatchSource,
                  logger=None, evaluate: Callable | None = None, graph_budget: GraphBudget | None = None):
+        if getattr(backend, "autocast_dtype", None) == torch.float16:
+            raise ValueError("backend.options.dtype='float16': training in float16 needs loss scaling "
+                             "(GradScaler), which this trainer does not do; use bfloat16 (same range as "
+                             "float32) or float32")
         self.model, self.backend, self.config = model, backend, config
         self.optimizer, self.scheduler = optimizer, scheduler
         self.out_dir = Path(out_dir)
