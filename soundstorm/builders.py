@@ -244,6 +244,7 @@ class EvaluationSection:
     use_ema: bool = True
     asr: Optional[str] = None
     speaker: Optional[str] = None
+    compare_int8: bool = False
     seed: int = 0
 
 

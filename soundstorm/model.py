@@ -219,14 +219,28 @@ class SoundStorm(nn.Module):
         return sum(p.numel() for p in self.parameters())
 
     def save_pretrained(self, directory) -> None:
-        """Write ``config.json`` and ``model.safetensors`` into ``directory`` (created if needed)."""
-        from soundstorm.pretrained import save_pretrained
+        """Write ``config.json`` and ``model.safetensors`` into ``directory`` (created if needed).
 
+        An int8 model is refused: save the float32 model and quantise it when loading."""
+        from soundstorm.pretrained import save_pretrained
+        from soundstorm.quantize import is_quantized
+
+        if is_quantized(self):
+            raise ValueError("save_pretrained: this model has int8 quantised layers; save the float32 model and load "
+                             "it with SoundStorm.from_pretrained(directory, dtype='int8')")
         save_pretrained(self, directory)
 
     @classmethod
-    def from_pretrained(cls, directory, map_location="cpu") -> "SoundStorm":
-        """Load a model saved by :meth:`save_pretrained` from any directory; never unpickles."""
-        from soundstorm.pretrained import load_pretrained
+    def from_pretrained(cls, directory, map_location="cpu", dtype: str = "float32") -> "SoundStorm":
+        """Load a model saved by :meth:`save_pretrained` from any directory; never unpickles.
 
-        return load_pretrained(cls, directory, map_location)
+        ``dtype="int8"`` returns it ready for CPU inference with int8 linear layers
+        (:func:`soundstorm.quantize.quantize_int8`, applied to the fp32 weights as they are loaded)."""
+        from soundstorm.pretrained import load_pretrained
+        from soundstorm.quantize import check_inference_dtype, quantize_int8
+
+        check_inference_dtype(dtype, "from_pretrained dtype")
+        if dtype == "int8" and torch.device(map_location).type != "cpu":
+            raise ValueError(f"from_pretrained dtype='int8' runs on the CPU only, got map_location={map_location!r}")
+        model = load_pretrained(cls, directory, map_location)
+        return quantize_int8(model) if dtype == "int8" else model

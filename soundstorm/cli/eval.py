@@ -4,7 +4,9 @@ Teacher-forced per-level accuracy and NLL at ``evaluation.mask_ratios``; generat
 prompted with the first ``evaluation.prompt_seconds``) with per-level token accuracy, mel distances
 and the unigram / random-token baselines; optional WER and speaker similarity
 (``evaluation.asr=pkg.mod:fn``, ``evaluation.speaker=pkg.mod:fn``); example wavs and spectrogram PNGs,
-and a ``evaluation.long_seconds`` long-form generation. Exit code 2 on bad inputs.
+and a ``evaluation.long_seconds`` long-form generation. ``backend=cpu backend.options.dtype=int8``
+evaluates the int8 model; ``evaluation.compare_int8=true`` adds int8 against float32 on the same
+utterances (:mod:`soundstorm.evaluation.int8`). Exit code 2 on bad inputs.
 """
 
 from __future__ import annotations
@@ -17,7 +19,8 @@ from omegaconf import DictConfig
 
 from soundstorm import builders
 from soundstorm.cli._common import run_with_backend
-from soundstorm.evaluation.generation import GenerationEvalConfig, GenerationEvaluator
+from soundstorm.evaluation.generation import GenerationEvalConfig, GenerationEvaluator, frames_for
+from soundstorm.evaluation.int8 import compare_int8
 from soundstorm.evaluation.metrics import most_frequent_tokens
 from soundstorm.evaluation.teacher_forced import summarize, teacher_forced_sums
 from soundstorm.pretrained import atomic_write_bytes
@@ -34,6 +37,10 @@ def evaluate(cfg: DictConfig, backend) -> dict:
         raise ValueError(f"data.heldout_fraction={data.heldout_fraction} holds out no utterance; expected > 0")
     codec = builders.build_codec(builders.resolved(cfg.codec))
     sampler = builders.build_sampler(cfg.sampler, model.config.num_levels)
+    utterances = [heldout.utterance(i) for i in range(len(heldout))]
+    extra_metrics = builders.build_extra_metrics(section)
+    comparison = _compare_int8(model, codec, sampler, utterances, section, extra_metrics, backend)
+    model = backend.prepare_inference_model(model)  # int8 linear layers with backend.options.dtype=int8
     batches = [backend.to_device({k: b[k] for k in ("codes", "semantic", "lengths")})
                for b in heldout_batches(heldout, data.batch_size, section.max_batches)]
     ratios = list(section.mask_ratios)
@@ -45,17 +52,33 @@ def evaluate(cfg: DictConfig, backend) -> dict:
                                   window_prompt_seconds=section.window_prompt_seconds,
                                   num_examples=section.num_examples, long_seconds=section.long_seconds,
                                   long_prompt_seconds=section.long_prompt_seconds, seed=section.seed,
-                                  extra_metrics=builders.build_extra_metrics(section))
+                                  extra_metrics=extra_metrics)
     evaluator = GenerationEvaluator(model, codec, sampler, config, unigram_token=unigram)
-    utterances = [heldout.utterance(i) for i in range(len(heldout))]
     out_dir = Path(cfg.out_dir)
     metrics = evaluator.run(utterances, out_dir)
     if section.long_seconds > 0:
         metrics.update(evaluator.long_form(utterances, out_dir))
     metrics.update({"teacher_forced": teacher_forced, "checkpoint": str(cfg.checkpoint), "used_ema": used_ema,
                     "num_heldout_utterances": len(heldout), "sampler": dict(builders.resolved(cfg.sampler)),
-                    "codec": codec.describe(), "model": model.config.to_dict()})
+                    "codec": codec.describe(), "model": model.config.to_dict(),
+                    "backend": backend.describe()})
+    if comparison is not None:
+        metrics["int8_vs_float32"] = comparison
     return metrics
+
+
+def _compare_int8(model, codec, sampler, utterances, section, extra_metrics, backend) -> dict | None:
+    """``evaluation.compare_int8``: the float32 model against its int8 copy on the same utterances."""
+    if not section.compare_int8:
+        return None
+    if backend.device.type != "cpu":
+        raise ValueError(f"evaluation.compare_int8=true needs the cpu backend (int8 runs on the CPU), got "
+                         f"backend {backend.name!r}")
+    up = model.config.semantic_upsample
+    return compare_int8(model, codec, sampler, utterances,
+                        window_frames=frames_for(section.window_seconds, codec.frame_rate, up),
+                        prompt_frames=frames_for(section.window_prompt_seconds, codec.frame_rate, up),
+                        max_utterances=section.max_utterances, seed=section.seed, extra_metrics=extra_metrics)
 
 
 def _evaluate_and_write(cfg: DictConfig, backend) -> None:
@@ -65,6 +88,10 @@ def _evaluate_and_write(cfg: DictConfig, backend) -> None:
     atomic_write_bytes(out_dir / "metrics.json", json.dumps(metrics, indent=2).encode())
     headline = {k: metrics[k] for k in ("heldout_level1_accuracy", "unigram_level1_accuracy",
                                         "mel_distance_generated", "mel_distance_random") if k in metrics}
+    if "int8_vs_float32" in metrics:
+        comparison = metrics["int8_vs_float32"]
+        headline["int8_vs_float32"] = {"agreement_per_level": comparison["agreement_per_level"],
+                                       "mel_distance_int8_minus_float32": comparison["mel_distance_int8_minus_float32"]}
     print(json.dumps(headline, indent=2))
     print(f"wrote {out_dir / 'metrics.json'}")
 

@@ -31,6 +31,7 @@ from torch import nn
 
 from soundstorm._checks import check_positive_ints
 from soundstorm.masking import Corruption
+from soundstorm.quantize import is_quantized
 from soundstorm.train import checkpoint as ckpt
 from soundstorm.train.logging import flatten_levels
 from soundstorm.train.optim import EMA, guarded_step
@@ -93,6 +94,9 @@ class Trainer:
 
     def __init__(self, model, backend, optimizer, scheduler, config: TrainerConfig, out_dir, batches: BatchSource,
                  logger=None, evaluate: Callable | None = None):
+        backend.check_trainable()
+        if is_quantized(model):
+            raise ValueError("the model has int8 quantised layers (inference only); train the float32 model")
         self.model, self.backend, self.config = model, backend, config
         self.optimizer, self.scheduler = optimizer, scheduler
         self.out_dir = Path(out_dir)
