@@ -99,19 +99,22 @@ class BenchConfig:
 
 
 def _make_backend(cfg: BenchConfig):
-    """The backend with its options. ``backend.options.dtype`` and the bench's ``dtype`` name the same
-    thing (the autocast dtype on CUDA and XLA, float32 or int8 on the CPU); given both, they must agree."""
+    """The backend with its options. The bench's ``dtype`` is the autocast dtype on CUDA and XLA (it
+    overrides their yaml's ``options.dtype``); on the CPU ``dtype=int8`` and ``backend.options.dtype=int8``
+    both select int8 inference (given both, they must agree). Backends refuse int8, naming the option."""
     name = resolve_name(cfg.backend)
     options = {k: v for k, v in cfg.backend_options.items() if not (name == "cpu" and v is None)}
     option_dtype = options.pop("dtype", None)
-    if option_dtype is not None and option_dtype != cfg.dtype:
-        if cfg.dtype != "float32":
+    if name == "cpu":
+        chosen = sorted({d for d in (option_dtype, cfg.dtype) if d not in (None, "float32")})
+        if len(chosen) > 1:
             raise ValueError(f"backend.options.dtype={option_dtype!r} and dtype={cfg.dtype!r} disagree; set one")
-        cfg.dtype = option_dtype
-    if name == "cpu" and cfg.dtype == "bfloat16":
-        raise ValueError(f"dtype={cfg.dtype!r} on the cpu backend: expected 'float32' or 'int8'")
-    options["dtype"] = cfg.dtype  # the backends refuse what they do not support, naming the option
-    if name != "cpu":
+        cfg.dtype = chosen[0] if chosen else "float32"
+        if cfg.dtype == "bfloat16":
+            raise ValueError(f"dtype={cfg.dtype!r} on the cpu backend: expected 'float32' or 'int8'")
+        options["dtype"] = cfg.dtype
+    else:
+        options["dtype"] = "int8" if option_dtype == "int8" else cfg.dtype
         options.pop("num_threads", None)
     return get_backend(name, **options)
 
