@@ -66,7 +66,10 @@ class CPUBackend(Backend):
                              "drop the option or set backend.options.dtype=float32")
 
     def describe(self) -> dict:
-        return {**super().describe(), "dtype": self.dtype}
+        out = {**super().describe(), "dtype": self.dtype}
+        if self.dtype == "int8":
+            out["quantized_engine"] = torch.backends.quantized.engine  # x86 / fbgemm / onednn kernels
+        return out
 
     def reset_peak_memory(self) -> None:
         """Restart the resident-set high-water mark (Linux); a no-op where unsupported."""
