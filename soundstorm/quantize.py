@@ -22,6 +22,8 @@ deterministic, needs no pickled quantised modules and keeps one file format.
 
 from __future__ import annotations
 
+import ctypes
+import gc
 import warnings
 
 import torch
@@ -67,7 +69,22 @@ def quantize_int8(model: nn.Module) -> nn.Module:
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=r"torch\.ao\.quantization is deprecated", category=DeprecationWarning)
         quantize_dynamic(target.eval(), {nn.Linear: per_channel_dynamic_qconfig}, dtype=torch.qint8, inplace=True)
+    _release_freed_memory()
     return model.eval()
+
+
+def _release_freed_memory() -> None:
+    """Hand the freed fp32 weights' pages back to the OS.
+
+    glibc keeps freed heap blocks resident, and once blocks of a layer's size have been freed it
+    serves such sizes from the heap rather than from their own mappings; the replaced fp32 weights
+    then stay in the resident set (measured: +1.3 GB for the paper preset) until ``malloc_trim``.
+    Elsewhere than glibc this is a no-op."""
+    gc.collect()
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
 
 
 def quantized_linear(weight_OI: torch.Tensor, bias_O: torch.Tensor | None = None) -> nn.Module:

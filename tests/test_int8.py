@@ -95,6 +95,22 @@ def test_save_load_quantise_without_pickle(tmp_path, monkeypatch):
         SoundStorm.from_pretrained(tmp_path / "m", dtype="int4")
 
 
+def test_quantising_hands_the_fp32_weights_memory_back():
+    from soundstorm.backends.cpu import _proc_status_bytes
+
+    if _proc_status_bytes("VmRSS") is None:
+        pytest.skip("needs /proc/self/status (Linux)")
+    block = torch.ones(2**21)
+    del block  # freeing an 8 MB block makes glibc serve layer-sized blocks from the heap
+    torch.manual_seed(0)
+    model = SoundStorm(SoundStormConfig.tiny(dim=512, heads=4, ff_dim=2048, depth=4)).eval()
+    linear_bytes = sum(p.numel() * 4 for m in model.backbone.modules() if isinstance(m, torch.nn.Linear)
+                       for p in m.parameters())
+    built = _proc_status_bytes("VmRSS")
+    quantize_int8(model)
+    assert _proc_status_bytes("VmRSS") < built - 0.5 * linear_bytes  # int8 is a quarter: ≥ 0.75 freed
+
+
 @pytest.mark.parametrize("name, dtype", [("cuda", "int8"), ("xla", "int8"), ("cpu", "bfloat16")])
 def test_backends_refuse_a_dtype_they_do_not_support(name, dtype, monkeypatch):
     monkeypatch.delenv("PJRT_DEVICE", raising=False)
