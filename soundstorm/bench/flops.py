@@ -18,6 +18,8 @@ rate of a large square GEMM in the benchmark's dtype on the same device and thre
 the int8 linear layer the quantised model runs (:func:`soundstorm.quantize.quantized_linear`: fp32
 input quantised on the fly, int8 GEMM, fp32 output), so MFU compares like with like; its unit is
 int8 operations per second (multiply-add = 2 ops).
+
+Shape letters: see :mod:`soundstorm`.
 """
 
 from __future__ import annotations

@@ -10,6 +10,8 @@ the runtime's ``peak_bytes_used`` when reported), so it covers the weights, the 
 the sampler, and not the interpreter and libraries loaded before. The high-water mark is restarted
 once the model is ready for inference, so the fp32 weights an int8 run quantises and frees
 (``dtype=int8`` on the CPU) are not counted; the int8 weights still are.
+
+Shape letters: see :mod:`soundstorm`.
 """
 
 from __future__ import annotations
@@ -25,11 +27,10 @@ import torch
 
 from soundstorm.backends import NAMES, get_backend, resolve_name
 from soundstorm.bench.flops import flops_per_pass, measure_matmul_peak
-from soundstorm.model import SoundStorm, SoundStormConfig
+from soundstorm.model import PRESETS, SoundStorm, SoundStormConfig
 from soundstorm.quantize import weights_bytes
 from soundstorm.sampler import SamplerConfig, generate
 
-PRESETS = ("paper", "tiny")
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "int8": "int8"}  # int8: CPU inference only
 
 
@@ -85,7 +86,7 @@ class BenchConfig:
             self.steps = tuple(self.steps)
 
     def model_config(self) -> SoundStormConfig:
-        return getattr(SoundStormConfig, self.model_preset)(**self.model_overrides)
+        return SoundStormConfig.preset(self.model_preset, **self.model_overrides)
 
     def num_frames(self, config: SoundStormConfig) -> int:
         """Codec frames for ``duration_s``; must be a whole number of semantic frames."""
