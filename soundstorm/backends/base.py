@@ -62,6 +62,10 @@ class Backend:
         raise NotImplementedError
 
     autocast_dtype: torch.dtype | None = None
+    # host→device copies are non_blocking; a DataLoader pins its batches where that makes them async
+    pin_memory: bool = False
+    # ``capture(fn) -> (replay, static_output)`` where the device has graphs (CUDA), else None
+    graph_capture = None
 
     def prepare_inference_model(self, model: torch.nn.Module) -> torch.nn.Module:
         """The model as inference runs it on this backend (the CPU backend's int8 option quantises it)."""

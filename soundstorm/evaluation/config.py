@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from typing import List, Optional
 
 from soundstorm._checks import check_positive_ints
+from soundstorm.evaluation.speech_plan import SpeechEvalConfig
 
 
 @dataclass
@@ -21,6 +22,7 @@ class EvaluationConfig:
     a speaker embedder ``(wav_N, sample_rate) -> [D]`` (→ cosine similarity); None leaves them out.
     compare_int8: also generate with an int8 copy of the model (CPU) and report agreement with float32
     per level and the metrics of both (:mod:`soundstorm.evaluation.int8`).
+    speech: the speech table (:mod:`soundstorm.evaluation.speech_table`), off unless ``speech.enabled``.
     """
 
     mask_ratios: List[float] = field(default_factory=lambda: [0.3, 0.6, 1.0])
@@ -38,6 +40,7 @@ class EvaluationConfig:
     speaker: Optional[str] = None
     compare_int8: bool = False
     seed: int = 0
+    speech: SpeechEvalConfig = field(default_factory=SpeechEvalConfig)
 
     def __post_init__(self):
         check_positive_ints("evaluation", self, ("max_utterances", "max_batches"))

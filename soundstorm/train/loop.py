@@ -102,6 +102,10 @@ class Trainer:
         backend.check_trainable()
         if is_quantized(model):
             raise ValueError("the model has int8 quantised layers (inference only); train the float32 model")
+        if getattr(backend, "autocast_dtype", None) == torch.float16:
+            raise ValueError("backend.options.dtype='float16': training in float16 needs loss scaling "
+                             "(GradScaler), which this trainer does not do; use bfloat16 (same range as "
+                             "float32) or float32")
         self.model, self.backend, self.config = model, backend, config
         self.optimizer, self.scheduler = optimizer, scheduler
         self.out_dir = Path(out_dir)
