@@ -1,0 +1,94 @@
+"""Scoring a spoken dialogue: per-turn WER against the script, per-turn speaker attribution, timing.
+
+* **Intelligibility**: a recognizer (anything with ``transcribe(wav_N, sample_rate) -> str``, e.g.
+  pocketsphinx offline) transcribes each turn's audio; WER/CER against the turn's text after
+  normalisation (lower case, no punctuation).
+* **Speaker attribution**: a verifier (``embed(wav_N, sample_rate) -> [D]``) embeds each turn and
+  every speaker's voice prompt; a turn is attributed to the speaker whose prompt it is closest to
+  (cosine), and counts as right when that is the turn's own speaker.
+* **Timing**: between consecutive turns the longest quiet stretch of the audio (20 ms frames below
+  ``silence_db`` under the peak) should be the pause the JSON reports; the distance between the
+  quiet stretch's edges and the reported end / start is each boundary's error.
+"""
+
+from __future__ import annotations
+
+import torch
+
+
+def _normalize(text: str) -> str:
+    import jiwer
+
+    transform = jiwer.Compose([jiwer.ToLowerCase(), jiwer.RemovePunctuation(), jiwer.RemoveMultipleSpaces(),
+                               jiwer.Strip()])
+    return transform(str(text))
+
+
+def error_rates(reference: str, hypothesis: str) -> dict:
+    """``{"wer", "cer"}`` after normalising both texts; an empty hypothesis scores 1.0."""
+    import jiwer
+
+    ref, hyp = _normalize(reference), _normalize(hypothesis)
+    if not ref:
+        raise ValueError(f"cannot score against an empty reference text (reference={reference!r})")
+    if not hyp:
+        return {"wer": 1.0, "cer": 1.0}
+    return {"wer": float(jiwer.wer(ref, hyp)), "cer": float(jiwer.cer(ref, hyp))}
+
+
+def _cosine(a_D: torch.Tensor, b_D: torch.Tensor) -> float:
+    return float(torch.nn.functional.cosine_similarity(torch.as_tensor(a_D).flatten().float(),
+                                                       torch.as_tensor(b_D).flatten().float(), dim=0))
+
+
+def quiet_runs(wav_N: torch.Tensor, sample_rate: int, silence_db: float = 40.0, frame_s: float = 0.02):
+    """``(quiet_F, frame_seconds)``: True for 20 ms frames whose RMS is ``silence_db`` below the loudest."""
+    hop = max(1, int(round(frame_s * sample_rate)))
+    num_frames = wav_N.shape[0] // hop
+    rms_F = wav_N[: num_frames * hop].float().view(num_frames, hop).pow(2).mean(dim=1).sqrt()
+    level_F = 20 * torch.log10(rms_F.clamp(min=1e-8))
+    return level_F < level_F.max() - silence_db, hop / sample_rate
+
+
+def boundary_errors(result, silence_db: float = 40.0) -> list[float]:
+    """Per pause between turns: max distance (s) between the reported pause and the quiet stretch there."""
+    quiet_F, frame_s = quiet_runs(result.wav_N, result.sample_rate, silence_db)
+    errors = []
+    for before, after in zip(result.turns, result.turns[1:]):
+        lo, hi = int(before["start"] / frame_s), min(int(after["end"] / frame_s), quiet_F.shape[0])
+        best, run_start = (0, lo, lo), None
+        for f in range(lo, hi + 1):
+            if f < hi and quiet_F[f]:
+                run_start = f if run_start is None else run_start
+            elif run_start is not None:
+                best = max(best, (f - run_start, run_start, f))
+                run_start = None
+        _, start_f, end_f = best
+        errors.append(max(abs(start_f * frame_s - before["end"]), abs(end_f * frame_s - after["start"])))
+    return errors
+
+
+def evaluate_dialogue(result, recognizer=None, verifier=None, silence_db: float = 40.0) -> dict:
+    """Per-turn and summary scores of a :class:`~soundstorm.dialogue.pipeline.DialogueResult`."""
+    rate = result.sample_rate
+    turns = [dict(t) for t in result.turns]
+    summary: dict = {"latency": dict(result.latency)}
+    if recognizer is not None:
+        for i, turn in enumerate(turns):
+            turn["transcript"] = recognizer.transcribe(result.turn_audio(i), rate)
+            turn.update(error_rates(turn["text"], turn["transcript"]))
+        summary["wer"] = sum(t["wer"] for t in turns) / len(turns)
+        summary["cer"] = sum(t["cer"] for t in turns) / len(turns)
+    if verifier is not None:
+        if len(result.voices) < 2:
+            raise ValueError(f"speaker attribution needs at least two voices, got {list(result.voices)}")
+        prompts = {name: verifier.embed(v.wav_N, v.sample_rate) for name, v in result.voices.items()}
+        for i, turn in enumerate(turns):
+            embedding = verifier.embed(result.turn_audio(i), rate)
+            turn["similarity"] = {name: _cosine(embedding, e) for name, e in prompts.items()}
+            turn["attributed_to"] = max(turn["similarity"], key=turn["similarity"].get)
+        summary["attribution_accuracy"] = sum(t["attributed_to"] == t["speaker"] for t in turns) / len(turns)
+    errors = boundary_errors(result, silence_db)
+    summary["boundary_error_max_s"] = max(errors) if errors else 0.0
+    summary["boundary_errors_s"] = errors
+    return {"turns": turns, "summary": summary}
