@@ -62,10 +62,11 @@ def test_speaks_turns_in_order_with_pauses_and_stage_latencies(pipeline, voices,
         assert math.isclose(after["start"] - before["end"], 0.3, abs_tol=1.0 / rate)
         assert result.wav_N[round(before["end"] * rate): round(after["start"] * rate)].abs().max() == 0
     assert {"text_to_semantic_s", "soundstorm_s", "codec_decode_s", "total_s", "real_time_factor"} <= set(result.latency)
-    # each turn's audio length follows its semantic length (codec frames = semantic frames × upsample)
+    # each turn lasts at most its semantic length (codec frames = semantic frames × upsample; quiet ends cut)
     frame_s = pipeline.soundstorm.config.semantic_upsample / pipeline.codec.frame_rate
     for turn in result.turns:
-        assert math.isclose(turn["end"] - turn["start"], turn["num_semantic_frames"] * frame_s, abs_tol=0.05)
+        assert 0 < turn["end"] - turn["start"] <= turn["num_semantic_frames"] * frame_s + 0.05
+    assert evaluate_dialogue(result)["summary"]["boundary_error_max_s"] <= 0.02
     paths = result.save(tmp_path, extra={"note": 1})
     saved = json.loads(paths["json"].read_text())
     assert saved["turns"] == result.turns and saved["note"] == 1 and paths["wav"].is_file() and paths["png"].is_file()

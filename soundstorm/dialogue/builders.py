@@ -38,6 +38,7 @@ class DialogueSettings:
     voices: Dict[str, Any]
     prompt_seconds: float = 3.0
     pause_seconds: float = 0.4
+    trim_db: Optional[float] = 40.0
     speed: float = 1.0
     use_ema: bool = True
     seed: int = 0
@@ -78,7 +79,7 @@ def build_pipeline(cfg, settings: DialogueSettings, device):
     pipeline = DialoguePipeline.from_pretrained(settings.t2s_checkpoint, settings.soundstorm_checkpoint, settings.assets,
                                                 use_ema=settings.use_ema, device=device, t2s_sampler=t2s_sampler,
                                                 prompt_seconds=settings.prompt_seconds,
-                                                pause_seconds=settings.pause_seconds)
+                                                pause_seconds=settings.pause_seconds, trim_db=settings.trim_db)
     pipeline.sampler = build_sampler(cfg.sampler, pipeline.soundstorm.config.num_levels)
     return pipeline
 

@@ -9,7 +9,9 @@ Stages, each timed (the paper reports 1.4 s / 0.5 s / 0.1 s on a TPU-v4 for 30 s
    prompt (the paper's voice prompting), and the prompt part is cut from the output. Generating per
    turn, rather than the whole dialogue as one sequence, keeps every turn next to its own
    speaker's prompt and its attention length short;
-3. **codec decode**, per turn; turns are then joined with ``pause_seconds`` of silence.
+3. **codec decode**, per turn; each turn's leading and trailing quiet (frames ``trim_db`` below its
+   loudest) is cut, so the turns are joined with exactly ``pause_seconds`` of silence and the times
+   in the JSON are where the speech starts and ends.
 
 :class:`DialogueResult` holds the waveform, each turn's speaker, text and start/end time, the
 latencies, and writes ``dialogue.wav``, ``dialogue.json`` and ``dialogue.png`` (turns marked).
@@ -78,7 +80,8 @@ class DialoguePipeline:
     """Text-to-semantic model + SoundStorm + codec + semantic tokenizer, ready to speak scripts."""
 
     def __init__(self, t2s, soundstorm, codec, tokenizer, *, sampler: SamplerConfig | None = None,
-                 t2s_sampler: SamplerConfig | None = None, prompt_seconds: float = 3.0, pause_seconds: float = 0.4):
+                 t2s_sampler: SamplerConfig | None = None, prompt_seconds: float = 3.0, pause_seconds: float = 0.4,
+                 trim_db: float | None = 40.0):
         self.t2s, self.soundstorm, self.codec, self.tokenizer = t2s.eval(), soundstorm.eval(), codec, tokenizer
         self.sampler = sampler or SamplerConfig()
         self.t2s_sampler = t2s_sampler or SamplerConfig(steps=(16,))
@@ -86,7 +89,9 @@ class DialoguePipeline:
             raise ValueError(f"prompt_seconds must be > 0, got {prompt_seconds!r}")
         if not pause_seconds >= 0:
             raise ValueError(f"pause_seconds must be >= 0, got {pause_seconds!r}")
-        self.prompt_seconds, self.pause_seconds = float(prompt_seconds), float(pause_seconds)
+        if trim_db is not None and not trim_db > 0:
+            raise ValueError(f"trim_db must be None (no trimming) or > 0, got {trim_db!r}")
+        self.prompt_seconds, self.pause_seconds, self.trim_db = float(prompt_seconds), float(pause_seconds), trim_db
         self._check_components()
 
     def _check_components(self) -> None:
@@ -171,6 +176,7 @@ class DialoguePipeline:
         started = time.perf_counter()
         waves = [self.codec.decode(codes_QT[None])[0].float().cpu() for codes_QT in codes]
         latency["codec_decode_s"] = time.perf_counter() - started
+        waves = [self._trim(wave_N) for wave_N in waves]
         latency["total_s"] = sum(latency.values())
         wav_N, records = self._join(turns, waves, semantic)
         latency["audio_s"] = wav_N.shape[0] / self.codec.sample_rate
@@ -203,6 +209,19 @@ class DialoguePipeline:
                              generator=torch.Generator().manual_seed(seed + 1))
         return [codes_BQT[b, :, prompts[t.speaker].codes_QT.shape[1]: lengths_B[b]].cpu()
                 for b, t in enumerate(turns)]
+
+    def _trim(self, wave_N: torch.Tensor) -> torch.Tensor:
+        """``wave_N`` without its leading and trailing frames ``trim_db`` below its loudest (20 ms frames)."""
+        from soundstorm.dialogue.evaluate import quiet_runs
+
+        if self.trim_db is None or wave_N.numel() == 0:
+            return wave_N
+        quiet_F, frame_s = quiet_runs(wave_N, self.codec.sample_rate, self.trim_db)
+        loud = (~quiet_F).nonzero().flatten()
+        if loud.numel() == 0:
+            return wave_N
+        hop = round(frame_s * self.codec.sample_rate)
+        return wave_N[int(loud[0]) * hop: (int(loud[-1]) + 1) * hop]
 
     def _join(self, turns, waves, semantic) -> tuple[torch.Tensor, list[dict]]:
         rate = self.codec.sample_rate
