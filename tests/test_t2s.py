@@ -132,3 +132,25 @@ def test_train_t2s_cli_on_a_token_folder(espeak_tokens, tmp_path):
                   "t2s_model=tiny", "t2s_model.semantic_vocab_size=99", "logger=none", "backend=cpu")
     assert bad.returncode == 2 and "soundstorm-train-t2s: error: t2s_model.semantic_vocab_size=99" in bad.stderr
     assert "Traceback" not in bad.stderr
+
+
+@pytest.mark.parametrize("overrides", [["t2s_model=tiny"], ["t2s_model=small"], ["t2s_experiment=quickstart_cpu"]])
+def test_train_t2s_and_dialogue_configs_compose_and_validate(overrides):
+    from hydra import compose, initialize_config_module
+
+    from soundstorm import builders
+    from soundstorm.dialogue.builders import build_dialogue_settings
+    from soundstorm.t2s import builders as t2s_builders
+
+    with initialize_config_module("soundstorm.configs", version_base="1.3"):
+        cfg = compose(config_name="train_t2s", overrides=overrides + ["data.root=/tokens"])
+        dialogue = compose(config_name="dialogue", overrides=["t2s_checkpoint=/a", "soundstorm_checkpoint=/b",
+                                                              "assets=/t", "script=hi", "voices.A=a.wav",
+                                                              "voices.B=b.wav"])
+    config = t2s_builders.build_t2s_config({**builders.resolved(cfg.t2s_model), "semantic_vocab_size": 64})
+    assert config.semantic_vocab_size == 64
+    t2s_builders.build_t2s_evaluation(cfg.evaluation)
+    builders.build_trainer_config(cfg.trainer)
+    builders.strict(builders.DataSection, builders.resolved(cfg.data), "data")
+    settings = build_dialogue_settings(dialogue)
+    assert settings.voices == {"A": "a.wav", "B": "b.wav"} and settings.t2s_sampler.steps == 16

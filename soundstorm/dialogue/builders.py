@@ -25,7 +25,7 @@ class T2SSamplerSection:
 @dataclass
 class DialogueEvalSection:
     asr: Optional[str] = None
-    speaker: Optional[str] = None
+    verifier: Optional[str] = None
     silence_db: float = 40.0
 
 
@@ -92,8 +92,8 @@ class _Named:
 
 
 def build_scorers(settings: DialogueSettings):
-    """``(recognizer or None, verifier or None)`` named by ``evaluation.asr`` / ``evaluation.speaker``."""
+    """``(recognizer or None, verifier or None)`` named by ``evaluation.asr`` / ``evaluation.verifier``."""
     from soundstorm.evaluation.metrics import load_callable
 
-    asr, speaker = load_callable(settings.evaluation.asr), load_callable(settings.evaluation.speaker)
+    asr, speaker = load_callable(settings.evaluation.asr), load_callable(settings.evaluation.verifier)
     return (None if asr is None else _Named("transcribe", asr)), (None if speaker is None else _Named("embed", speaker))
