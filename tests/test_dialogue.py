@@ -136,20 +136,32 @@ def test_per_turn_wer_attribution_and_boundaries():
     assert max(boundary_errors(_hand_made_result(shift=0.4))) == pytest.approx(0.4, abs=0.03)
 
 
-def test_dialogue_cli_writes_outputs_and_rejects_bad_input(pipeline, voices, espeak_tokens, tmp_path):
+def test_dialogue_cli_writes_outputs_scores_a_reference_and_rejects_bad_input(pipeline, voices, espeak_tokens,
+                                                                              tmp_path):
     from conftest import run_cli
+    from soundstorm.data import TokenManifest
 
     pipeline.t2s.save_pretrained(tmp_path / "t2s")
     pipeline.soundstorm.save_pretrained(tmp_path / "soundstorm")
+    texts = [u["text"] for u in TokenManifest.load(espeak_tokens).utterances[:3]]
+    (tmp_path / "script.txt").write_text(f"A: {texts[0]}\nB: {texts[1]}\n{texts[2]}\n")
     common = (f"t2s_checkpoint={tmp_path / 't2s'}", f"soundstorm_checkpoint={tmp_path / 'soundstorm'}",
               f"assets={espeak_tokens}", f"voices.A={voices['A']}", f"voices.B={voices['B']}", "backend=cpu",
               "sampler=greedy", "t2s_sampler.steps=2", f"out_dir={tmp_path / 'out'}")
-    result = run_cli("soundstorm.cli.dialogue", f"script='{SCRIPT}'", *common)
+    scoring = ("evaluation.asr=tests._dialogue_fakes:transcribe", "evaluation.verifier=tests._dialogue_fakes:embed",
+               "evaluation.reference=true")
+    result = run_cli("soundstorm.cli.dialogue", f"script=@{tmp_path / 'script.txt'}", *common, *scoring)
     assert result.returncode == 0, result.stderr[-3000:]
     saved = json.loads((tmp_path / "out" / "dialogue.json").read_text())
     assert [t["speaker"] for t in saved["turns"]] == ["A", "B", "A"] and "codec_decode_s" in saved["latency"]
-    assert (tmp_path / "out" / "dialogue.wav").is_file() and (tmp_path / "out" / "dialogue.png").is_file()
+    assert all(t["transcript"] == "birds gathered on the wire" and "attributed_to" in t for t in saved["turns"])
+    assert {"wer", "cer", "attribution_accuracy", "boundary_error_max_s"} <= set(saved["evaluation"])
+    assert saved["reference"]["wer"] == saved["evaluation"]["wer"]  # same texts, same fake recognizer
+    for stem in ("dialogue", "reference"):
+        assert all((tmp_path / "out" / f"{stem}.{ext}").is_file() for ext in ("wav", "json", "png"))
     bad = run_cli("soundstorm.cli.dialogue", "script='C: who am I'", *common)
     assert bad.returncode == 2 and "soundstorm-dialogue: error: script turn 1 is labelled 'C'" in bad.stderr
-    missing = run_cli("soundstorm.cli.dialogue", f"script='{SCRIPT}'", *common, f"t2s_checkpoint={tmp_path / 'nope'}")
+    unknown = run_cli("soundstorm.cli.dialogue", "script='never said in the corpus'", *common, *scoring)
+    assert unknown.returncode == 2 and "turns [1] are not" in unknown.stderr
+    missing = run_cli("soundstorm.cli.dialogue", "script='hello'", *common, f"t2s_checkpoint={tmp_path / 'nope'}")
     assert missing.returncode == 2 and "t2s_checkpoint=" in missing.stderr and "Traceback" not in missing.stderr

@@ -27,6 +27,7 @@ class DialogueEvalSection:
     asr: Optional[str] = None
     verifier: Optional[str] = None
     silence_db: float = 40.0
+    reference: bool = False
 
 
 @dataclass

@@ -92,3 +92,19 @@ def evaluate_dialogue(result, recognizer=None, verifier=None, silence_db: float 
     summary["boundary_error_max_s"] = max(errors) if errors else 0.0
     summary["boundary_errors_s"] = errors
     return {"turns": turns, "summary": summary}
+
+
+def true_semantic(turns, token_folder) -> list[torch.Tensor | None]:
+    """Per turn, the semantic tokens of a token-folder utterance with the same (normalised) text, or None.
+
+    They give the reference the first stage is judged against: SoundStorm on the true semantic tokens
+    of the same sentences, with the same voice prompts.
+    """
+    from soundstorm.data import TokenDataset
+
+    dataset = TokenDataset(token_folder)
+    by_text = {}
+    for index, utt in enumerate(dataset.utterances):
+        by_text.setdefault(_normalize(utt.get("text", "")), index)
+    found = [by_text.get(_normalize(turn.text)) for turn in turns]
+    return [None if index is None else dataset.utterance(index)["semantic"].long() for index in found]

@@ -160,17 +160,26 @@ class DialoguePipeline:
     @torch.no_grad()
     def speak(self, script, voices: dict, *, seed: int = 0, speed: float = 1.0) -> DialogueResult:
         """Speak ``script`` (string, ``Path`` or ``@file``) with ``voices`` ``{speaker: wav path | Voice}``."""
+        turns, prompts = self.prepare(script, voices)
+        started = time.perf_counter()
+        semantic = self._text_to_semantic(turns, prompts, seed, speed)
+        return self.render(turns, prompts, semantic, seed, {"text_to_semantic_s": time.perf_counter() - started})
+
+    def prepare(self, script, voices: dict) -> tuple[list[Turn], dict]:
+        """``(turns, {speaker: Voice})``: the parsed script and the encoded voice prompts."""
         if not isinstance(voices, dict) or not voices:
             raise ValueError(f"voices must be a non-empty dict {{speaker: prompt wav}}, got {voices!r}")
         turns = parse_script(script, list(voices))
         for name, v in voices.items():
             if isinstance(v, (str, Path)) and not Path(v).is_file():
                 raise FileNotFoundError(f"voices.{name}={str(v)!r}: voice prompt file not found")
-        prompts = {name: v if isinstance(v, Voice) else self.voice(v) for name, v in voices.items()}
-        latency, started = {}, time.perf_counter()
-        semantic = self._text_to_semantic(turns, prompts, seed, speed)
-        latency["text_to_semantic_s"] = time.perf_counter() - started
-        started = time.perf_counter()
+        return turns, {name: v if isinstance(v, Voice) else self.voice(v) for name, v in voices.items()}
+
+    @torch.no_grad()
+    def render(self, turns: list[Turn], prompts: dict, semantic: list[torch.Tensor], seed: int = 0,
+               latency: dict | None = None) -> DialogueResult:
+        """SoundStorm + codec for given per-turn semantic tokens (from the first stage, or true ones)."""
+        latency, started = dict(latency or {}), time.perf_counter()
         codes = self._semantic_to_codes(turns, prompts, semantic, seed)
         latency["soundstorm_s"] = time.perf_counter() - started
         started = time.perf_counter()
