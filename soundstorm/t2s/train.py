@@ -47,6 +47,9 @@ class T2SEvaluator:
         info = backend.dist
         self.batches = batches[info.rank::info.world_size]
         self.mask_id = int(dataset.tokens.manifest.semantic["vocab_size"])
+        # the best constant guess on these targets: what a model that ignores the text would score
+        targets = torch.cat([b["tokens"][b["segment"] == TARGET] for b in batches])
+        self.unigram_accuracy = float(torch.bincount(targets).max()) / max(targets.numel(), 1)
 
     @torch.no_grad()
     def __call__(self, model, step: int) -> dict:
@@ -71,10 +74,11 @@ class T2SEvaluator:
             metrics[f"{name}/token_nll"] = loss_sum / max(tokens, 1.0)
             metrics[f"{name}/token_accuracy"] = correct_sum / max(tokens, 1.0)
         metrics["eval/length_abs_rel_error"] = values[-2] / max(values[-1], 1.0)
+        metrics["eval/unigram_token_accuracy"] = self.unigram_accuracy
         return metrics
 
     def _mask_at(self, batch: dict, ratio: float) -> dict:
-        """Mask a fixed ``ratio`` of each example's targets (at least one), seeded by the example."""
+        """Mask a fixed ``ratio`` of each example's targets (at least one), drawn from ``evaluation.seed``."""
         generator = torch.Generator().manual_seed(self.section.seed)
         target_BL = batch["segment"] == TARGET
         scores_BL = torch.rand(target_BL.shape, generator=generator).masked_fill(~target_BL, 2.0)
