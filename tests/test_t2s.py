@@ -154,3 +154,38 @@ def test_train_t2s_and_dialogue_configs_compose_and_validate(overrides):
     builders.strict(builders.DataSection, builders.resolved(cfg.data), "data")
     settings = build_dialogue_settings(dialogue)
     assert settings.voices == {"A": "a.wav", "B": "b.wav"} and settings.t2s_sampler.steps == 16
+
+
+def test_dataset_prompts_come_from_another_utterance_of_the_same_speaker(espeak_tokens, tmp_path):
+    import json
+    import shutil
+
+    from soundstorm.t2s.data import T2SCollate, T2SDataset
+
+    root = tmp_path / "tokens"
+    shutil.copytree(espeak_tokens, root)
+    manifest = json.loads((root / "manifest.json").read_text())
+    for i, utt in enumerate(manifest["utterances"]):
+        utt["speaker"] = f"spk{i % 3}" if i < 18 else ""  # the last two have no speaker
+    (root / "manifest.json").write_text(json.dumps(manifest))
+    data = T2SDataset(root, frontend="chars", prompt_probability=1.0, max_prompt_frames=10)
+    for epoch in range(3):
+        data.set_epoch(epoch)
+        for index in range(len(data)):
+            choice = data.prompt_choice(index)
+            if index >= 18:
+                assert choice is None and data[index]["prompt"] is None
+                continue
+            other, start, length = choice
+            assert other != index and other % 3 == index % 3 and length <= 10
+            assert torch.equal(data[index]["prompt"], data.semantic(other)[start:start + length])
+    assert data.prompt_choice(4, epoch=1) == data.prompt_choice(4, epoch=1) != data.prompt_choice(4, epoch=2)
+    batch = T2SCollate(0, 0, 32)([(i, data[i]) for i in (0, 1, 19)])
+    assert batch["num_loss_tokens"] == int(batch["loss_mask"].sum()) > 0
+    assert batch["num_frames"] == sum(data.semantic(i).numel() for i in (0, 1, 19))
+    manifest["utterances"][0]["text"] = " "
+    (root / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(ValueError, match="has no text"):
+        T2SDataset(root, frontend="chars")
+    with pytest.raises(ValueError, match="semantic_vocab_size"):
+        T2SDataset(espeak_tokens, frontend="chars", semantic_vocab_size=99)
