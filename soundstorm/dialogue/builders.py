@@ -77,7 +77,8 @@ def build_pipeline(cfg, settings: DialogueSettings, device):
     s = settings.t2s_sampler
     t2s_sampler = SamplerConfig(steps=(s.steps,), temperature=s.temperature, top_k=s.top_k, choice_noise=s.choice_noise)
     t2s_sampler.resolve(1)
-    pipeline = DialoguePipeline.from_pretrained(settings.t2s_checkpoint, settings.soundstorm_checkpoint, settings.assets,
+    pipeline = DialoguePipeline.from_pretrained(settings.t2s_checkpoint, settings.soundstorm_checkpoint,
+                                                settings.assets,
                                                 use_ema=settings.use_ema, device=device, t2s_sampler=t2s_sampler,
                                                 prompt_seconds=settings.prompt_seconds,
                                                 pause_seconds=settings.pause_seconds, trim_db=settings.trim_db)

@@ -96,7 +96,8 @@ class DialoguePipeline:
 
     def _check_components(self) -> None:
         s, t = self.soundstorm.config, self.t2s.config
-        pairs = (("t2s semantic_vocab_size", t.semantic_vocab_size, "soundstorm semantic_vocab_size", s.semantic_vocab_size),
+        pairs = (("t2s semantic_vocab_size", t.semantic_vocab_size, "soundstorm semantic_vocab_size",
+                  s.semantic_vocab_size),
                  ("semantic tokenizer vocab_size", self.tokenizer.vocab_size, "soundstorm semantic_vocab_size",
                   s.semantic_vocab_size),
                  ("codec num_levels", self.codec.num_levels, "soundstorm num_levels", s.num_levels),
@@ -242,6 +243,7 @@ class DialoguePipeline:
                 position += pause_N.shape[0]
             pieces.append(wave_N)
             records.append({"index": i, "speaker": turn.speaker, "text": turn.text, "start": position / rate,
-                            "end": (position + wave_N.shape[0]) / rate, "num_semantic_frames": int(semantic_S.shape[0])})
+                            "end": (position + wave_N.shape[0]) / rate,
+                            "num_semantic_frames": int(semantic_S.shape[0])})
             position += wave_N.shape[0]
         return torch.cat(pieces), records

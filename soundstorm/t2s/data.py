@@ -59,7 +59,8 @@ class T2SDataset(Dataset):
         for j, utt in enumerate(self.records):
             if speaker_of(utt) is not None:
                 by_speaker[speaker_of(utt)].append(j)
-        self.same_speaker = [[k for k in by_speaker.get(speaker_of(u), []) if k != j] for j, u in enumerate(self.records)]
+        self.same_speaker = [[k for k in by_speaker.get(speaker_of(u), []) if k != j]
+                             for j, u in enumerate(self.records)]
         self.seed, self.epoch = int(seed), 0
         self.prompt_probability, self.max_prompt_frames = float(prompt_probability), int(max_prompt_frames)
 

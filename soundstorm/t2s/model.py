@@ -160,7 +160,8 @@ class TextToSemantic(nn.Module):
         log_target_B = target_frames.to(log_frames_B.dtype).clamp(min=1.0).log()
         length_loss = (log_frames_B - log_target_B).pow(2).mean()
         loss = token_loss + self.config.length_loss_weight * length_loss
-        metrics = {"token_loss": token_loss, "token_accuracy": (correct_BL * weight_BL).sum() / num_tokens.clamp(min=1.0),
+        accuracy = (correct_BL * weight_BL).sum() / num_tokens.clamp(min=1.0)
+        metrics = {"token_loss": token_loss, "token_accuracy": accuracy,
                    "num_tokens": num_tokens, "length_loss": length_loss,
                    "length_abs_rel_error": (log_frames_B.exp() / log_target_B.exp() - 1).abs().mean()}
         return loss, metrics

@@ -29,7 +29,8 @@ class T2SLoss(nn.Module):
 
     def forward(self, *tensors):
         loss, m = self.model.loss(**dict(zip(BATCH_KEYS, tensors)))
-        metrics = {"loss_per_level": m["token_loss"].detach()[None], "accuracy_per_level": m["token_accuracy"].detach()[None],
+        metrics = {"loss_per_level": m["token_loss"].detach()[None],
+                   "accuracy_per_level": m["token_accuracy"].detach()[None],
                    "tokens_per_level": m["num_tokens"][None], "num_tokens": m["num_tokens"]}
         return loss * m["num_tokens"], metrics
 
