@@ -25,6 +25,10 @@ $(STAMP): setup.cfg constraints.txt pyproject.toml
 test: $(STAMP)
 	$(PY) -m pytest -q
 
+# Everything but the end-to-end and learning runs (marked `slow`); the golden-loss test still covers training.
+test-fast: $(STAMP)
+	$(PY) -m pytest -q -m "not slow"
+
 # The CPU quickstart end to end (experiments/quickstart_cpu/run.sh): espeak corpus → tokens → ~10 min
 # of training → held-out evaluation. Leaves outputs/quickstart/{metrics.json, generated_30s.wav,
 # spectrogram_30s.png, wandb/}. Then the dialogue (experiments/dialogue_cpu/run.sh): ~12 min of

@@ -138,7 +138,7 @@ def test_per_turn_wer_attribution_and_boundaries():
 
 def test_dialogue_cli_writes_outputs_scores_a_reference_and_rejects_bad_input(pipeline, voices, espeak_tokens,
                                                                               tmp_path):
-    from conftest import run_cli
+    from _cli import run_cli
     from soundstorm.data import TokenManifest
 
     pipeline.t2s.save_pretrained(tmp_path / "t2s")

@@ -112,7 +112,7 @@ def test_generation_is_seeded_and_checks_its_inputs():
 
 
 def test_train_t2s_cli_on_a_token_folder(espeak_tokens, tmp_path):
-    from conftest import run_cli
+    from _cli import run_cli
 
     out = tmp_path / "run"
     args = (f"data.root={espeak_tokens}", f"out_dir={out}", "t2s_model=tiny", "backend=cpu",
@@ -151,7 +151,7 @@ def test_train_t2s_and_dialogue_configs_compose_and_validate(overrides):
     assert config.semantic_vocab_size == 64
     t2s_builders.build_t2s_evaluation(cfg.evaluation)
     builders.build_trainer_config(cfg.trainer)
-    builders.strict(builders.DataSection, builders.resolved(cfg.data), "data")
+    builders.strict(builders.DataConfig, cfg.data, "data")
     settings = build_dialogue_settings(dialogue)
     assert settings.voices == {"A": "a.wav", "B": "b.wav"} and settings.t2s_sampler.steps == 16
 

@@ -64,7 +64,7 @@ class DialogueResult:
         """Write ``<stem>.wav``, ``<stem>.json`` (turns, latency, ``extra``) and ``<stem>.png``."""
         from soundstorm.dialogue.plot import save_dialogue_spectrogram
         from soundstorm.evaluation.generation import write_wav
-        from soundstorm.pretrained import atomic_write_bytes
+        from soundstorm.io import atomic_write_bytes
 
         out_dir = Path(out_dir)
         out_dir.mkdir(parents=True, exist_ok=True)
@@ -115,8 +115,8 @@ class DialoguePipeline:
         """Load both stages' checkpoints and the codec / semantic tokenizer saved in ``assets`` (a token folder)."""
         from soundstorm.codecs import load_codec
         from soundstorm.semantic import load_tokenizer
+        from soundstorm.model import SoundStorm
         from soundstorm.t2s import TextToSemantic
-        from soundstorm.train.checkpoint import load_for_inference
 
         for name, path in (("t2s_checkpoint", t2s_checkpoint), ("soundstorm_checkpoint", soundstorm_checkpoint),
                            ("assets", assets)):
@@ -127,7 +127,7 @@ class DialoguePipeline:
                 raise FileNotFoundError(f"assets={str(assets)!r} has no {sub}/ folder; expected a soundstorm-prepare "
                                         f"output holding the fitted codec/ and semantic/")
         t2s = TextToSemantic.from_pretrained(t2s_checkpoint, map_location=device)
-        soundstorm, _ = load_for_inference(soundstorm_checkpoint, use_ema, device)
+        soundstorm, _ = SoundStorm.from_checkpoint(soundstorm_checkpoint, use_ema, device)
         return cls(t2s, soundstorm, load_codec(Path(assets) / "codec"), load_tokenizer(Path(assets) / "semantic"),
                    **kwargs)
 

@@ -4,6 +4,8 @@ Token metrics compare generated codes with the reference per level. Audio metric
 waveforms. WER and speaker similarity need models we do not ship: the user passes a callable
 (``transcribe(wav_N, sample_rate) -> str`` or ``embed(wav_N, sample_rate) -> [D] tensor``), e.g. via
 ``eval.asr=my_pkg.asr:transcribe`` on the command line; :func:`load_callable` resolves such paths.
+
+Shape letters: see :mod:`soundstorm`.
 """
 
 from __future__ import annotations

@@ -1,4 +1,7 @@
-"""Spectrogram figures: reference vs. generated log-mel spectrograms stacked in one PNG."""
+"""Spectrogram figures: reference vs. generated log-mel spectrograms stacked in one PNG.
+
+Shape letters: see :mod:`soundstorm`.
+"""
 
 from __future__ import annotations
 

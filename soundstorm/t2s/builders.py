@@ -1,37 +1,17 @@
 """Builders of the text-to-semantic stage: its Hydra sections → T2SConfig, datasets, batches.
 
 Like :mod:`soundstorm.builders` (whose data, optim, trainer, logger and backend builders the stage
-shares), this is the only text-to-semantic code that reads OmegaConf; each section is merged into a
-dataclass first so a misspelt key fails with a ``ValueError`` naming it.
+shares), this is the only text-to-semantic code that reads OmegaConf; the ``t2s_model`` section is
+validated straight into :class:`~soundstorm.t2s.model.T2SConfig`, so a misspelt key fails with a
+``ValueError`` naming it.
 """
 
 from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
-from typing import Optional
 
-from soundstorm.builders import DataSection, resolved, strict
-
-
-@dataclass
-class T2SModelSection:
-    """``T2SConfig`` fields; ``semantic_vocab_size: null`` → from the token manifest."""
-
-    name: str = "custom"
-    semantic_vocab_size: Optional[int] = None
-    frontend: str = "phonemes"
-    dim: int = 256
-    depth: int = 6
-    heads: int = 4
-    ff_dim: int = 1024
-    conv_kernel: int = 5
-    conv_expansion: int = 2
-    length_depth: int = 2
-    num_progress_freqs: int = 16
-    max_prompt_frames: int = 75
-    length_loss_weight: float = 1.0
-    dropout: float = 0.0
+from soundstorm.builders import DataConfig, resolved, strict
 
 
 @dataclass
@@ -44,21 +24,22 @@ class T2SEvalSection:
 
 
 def build_t2s_config(cfg, manifest=None):
-    """``T2SConfig`` from the ``t2s_model`` section, its semantic vocabulary checked against ``manifest``."""
+    """``T2SConfig`` from the ``t2s_model`` section; a null ``semantic_vocab_size`` comes from ``manifest``,
+    and a given one must match it."""
     from soundstorm.t2s.model import T2SConfig
 
-    section = strict(T2SModelSection, resolved(cfg), "t2s_model")
-    values = {f.name: getattr(section, f.name) for f in dataclasses.fields(T2SConfig)}
+    data = dict(resolved(cfg))
+    data.pop("name", None)
     if manifest is not None:
         vocab = int(manifest.semantic["vocab_size"])
-        if values["semantic_vocab_size"] is None:
-            values["semantic_vocab_size"] = vocab
-        elif values["semantic_vocab_size"] != vocab:
-            raise ValueError(f"t2s_model.semantic_vocab_size={values['semantic_vocab_size']} but the token manifest's "
+        if data.get("semantic_vocab_size") is None:
+            data["semantic_vocab_size"] = vocab
+        elif data["semantic_vocab_size"] != vocab:
+            raise ValueError(f"t2s_model.semantic_vocab_size={data['semantic_vocab_size']} but the token manifest's "
                              f"semantic tokenizer ({manifest.semantic['name']}) has vocab_size={vocab}")
-    if values["semantic_vocab_size"] is None:
+    if data.get("semantic_vocab_size") is None:
         raise ValueError("t2s_model.semantic_vocab_size is null and no token manifest was given; set data.root")
-    return T2SConfig(**values)
+    return strict(T2SConfig, data, "t2s_model")
 
 
 def build_t2s_datasets(cfg, model_config, prompt_probability: float, seed: int = 0):
@@ -70,7 +51,7 @@ def build_t2s_datasets(cfg, model_config, prompt_probability: float, seed: int =
 
     if isinstance(cfg, DictConfig) and OmegaConf.is_missing(cfg, "root") or not cfg.get("root"):
         raise ValueError("data.root is not set; expected data.root=TOKEN_FOLDER (written by soundstorm-prepare)")
-    s = strict(DataSection, resolved(cfg), "data")
+    s = strict(DataConfig, cfg, "data")
     manifest = TokenManifest.load(s.root)
     train_ids, heldout_ids = split_heldout([u["utt_id"] for u in manifest.utterances], s.heldout_fraction,
                                            s.split_seed)
@@ -100,7 +81,7 @@ def build_t2s_batch_source(section, dataset, backend, seed: int, mask_id: int):
 
 
 def build_t2s_evaluation(cfg):
-    section = strict(T2SEvalSection, resolved(cfg), "evaluation")
+    section = strict(T2SEvalSection, cfg, "evaluation")
     if not section.mask_ratios or any(not 0.0 < float(r) <= 1.0 for r in section.mask_ratios):
         raise ValueError(f"evaluation.mask_ratios must be non-empty values in (0, 1], got {section.mask_ratios}")
     return section

@@ -26,7 +26,7 @@ from torch import nn
 
 from soundstorm._checks import check_positive_ints, frame_mask
 from soundstorm.conformer import Conformer
-from soundstorm.pretrained import atomic_write_bytes, load_state_dict, save_state_dict
+from soundstorm.io import atomic_write_bytes, load_state_dict, read_json, save_state_dict
 from soundstorm.t2s.batch import PAD, TARGET, TEXT
 from soundstorm.t2s.text import VOCAB_SIZE, check_frontend
 
@@ -183,13 +183,7 @@ class TextToSemantic(nn.Module):
         """Load a model written by :meth:`save_pretrained` (or a training checkpoint); never unpickles."""
         directory = Path(directory)
         config_path = directory / CONFIG_NAME
-        if not config_path.is_file():
-            raise FileNotFoundError(f"{config_path} not found; expected a text-to-semantic directory written by "
-                                    f"save_pretrained() or soundstorm-train-t2s")
-        try:
-            data = json.loads(config_path.read_text())
-        except json.JSONDecodeError as err:
-            raise ValueError(f"{config_path} is not valid JSON: {err}") from err
+        data = read_json(config_path, "a text-to-semantic directory written by save_pretrained() or soundstorm-train-t2s")
         fmt = data.pop("format", None)
         if fmt != FORMAT:
             raise ValueError(f"{config_path} has format {fmt!r}, expected {FORMAT!r} (a text-to-semantic model)")
