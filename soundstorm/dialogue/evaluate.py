@@ -9,6 +9,8 @@
 * **Timing**: between consecutive turns the longest quiet stretch of the audio (20 ms frames below
   ``silence_db`` under the peak) should be the pause the JSON reports; the distance between the
   quiet stretch's edges and the reported end / start is each boundary's error.
+
+Shape letters: see :mod:`soundstorm`.
 """
 
 from __future__ import annotations

@@ -15,6 +15,8 @@ Stages, each timed (the paper reports 1.4 s / 0.5 s / 0.1 s on a TPU-v4 for 30 s
 
 :class:`DialogueResult` holds the waveform, each turn's speaker, text and start/end time, the
 latencies, and writes ``dialogue.wav``, ``dialogue.json`` and ``dialogue.png`` (turns marked).
+
+Shape letters: see :mod:`soundstorm`.
 """
 
 from __future__ import annotations

@@ -11,6 +11,8 @@ nothing here assumes phone-like tokens. Padding follows the last target token.
 :func:`mask_targets` is the training corruption (MaskGIT/MaskGCT: ratio ``cos(u)``, ``u ~ U[0, π/2]``,
 i.i.d. over target positions, at least one), keyed per example so that data order and resumes
 reproduce it.
+
+Shape letters: see :mod:`soundstorm`.
 """
 
 from __future__ import annotations

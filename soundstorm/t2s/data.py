@@ -7,6 +7,8 @@ semantic tokens, and, with probability ``prompt_probability``, a voice prompt: a
 content, as at inference, where the prompt is a different recording. Utterances without a speaker,
 or whose speaker has no other utterance, get no prompt. Every random choice, and the masking of the
 targets, is a pure function of ``(seed, epoch, index)``, so resumes reproduce the data exactly.
+
+Shape letters: see :mod:`soundstorm`.
 """
 
 from __future__ import annotations

@@ -5,6 +5,8 @@ level: all target positions start masked, each iteration samples every masked po
 the most confident by the cosine schedule, the last iteration is greedy. Text and prompt positions
 are outside the decoded region and never change. ``SamplerConfig(steps=(n,))`` sets the number of
 iterations (default 16) and the same temperature / top-k / top-p / confidence-noise knobs.
+
+Shape letters: see :mod:`soundstorm`.
 """
 
 from __future__ import annotations

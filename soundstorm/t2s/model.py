@@ -10,6 +10,8 @@ the generator learns the tokens by cross-entropy, so any semantic token type wor
 HuBERT k-means alike); nothing expands text to frames.
 
 Weights are saved as safetensors plus a JSON config, as :meth:`SoundStorm.save_pretrained` does.
+
+Shape letters: see :mod:`soundstorm`.
 """
 
 from __future__ import annotations

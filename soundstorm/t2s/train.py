@@ -4,6 +4,8 @@
 loss, per-"level" metrics with one level: the semantic tokens); :class:`T2SEvaluator` scores the
 held-out utterances at fixed mask ratios (token loss and accuracy) and the length predictor's
 relative error, all-reduced across ranks.
+
+Shape letters: see :mod:`soundstorm`.
 """
 
 from __future__ import annotations
