@@ -27,3 +27,22 @@ voice() { "$PY" -c "import json,sys; print(json.load(open(sys.argv[1]))[sys.argv
   assets="$OUT/tokens" script="@$OUT/dialogue/script.txt" voices.A="$(voice A)" voices.B="$(voice B)" \
   backend=cpu sampler=greedy out_dir="$OUT/dialogue" evaluation.asr="$ASR" evaluation.verifier="$VERIFIER" \
   evaluation.reference=true
+
+"$PY" - "$OUT/dialogue/dialogue.json" <<'PYEOF'
+import json, sys
+result = json.load(open(sys.argv[1]))
+ev, ref = result["evaluation"], result.get("reference", {})
+lat = result["latency"]
+print(f"stage latency (s): text->semantic {lat['text_to_semantic_s']:.2f}, SoundStorm {lat['soundstorm_s']:.2f}, "
+      f"codec decode {lat['codec_decode_s']:.2f}, total {lat['total_s']:.2f} for {lat['audio_s']:.1f} s of audio")
+checks = {"pause boundaries within 0.3 s": ev["boundary_error_max_s"] <= 0.3}
+if "wer" in ev and "wer" in ref:
+    print(f"WER: dialogue {ev['wer']:.3f}, SoundStorm on the true semantic tokens {ref['wer']:.3f}")
+    checks["WER <= reference + 0.15"] = ev["wer"] <= ref["wer"] + 0.15
+if "attribution_accuracy" in ev:
+    print(f"speaker attribution: {ev['attribution_accuracy']:.2f} of the turns")
+    checks["every turn attributed to its speaker"] = ev["attribution_accuracy"] == 1.0
+for name, ok in checks.items():
+    print(f"  {name}: {'met' if ok else 'NOT met'}")
+print("dialogue:", result["files"]["wav"])
+PYEOF
