@@ -21,7 +21,7 @@ fi
   logger.dir="$OUT" trainer.progress=false "$@"
 t2s_ckpt=$(ls -d "$OUT"/t2s/checkpoints/step_* | tail -n 1)
 
-"$PY" experiments/dialogue_cpu/pick_script.py "$OUT/tokens" "$OUT/dialogue"
+"$PY" experiments/dialogue_cpu/pick_script.py "$OUT/tokens" "$OUT/dialogue" "${NUM_TURNS:-6}"
 voice() { "$PY" -c "import json,sys; print(json.load(open(sys.argv[1]))[sys.argv[2]])" "$OUT/dialogue/voices.json" "$1"; }
 "$PY" -m soundstorm.cli.dialogue t2s_checkpoint="$t2s_ckpt" soundstorm_checkpoint="$soundstorm_ckpt" \
   assets="$OUT/tokens" script="@$OUT/dialogue/script.txt" voices.A="$(voice A)" voices.B="$(voice B)" \
