@@ -1,6 +1,6 @@
 """Token preparation: audio files → codec codes + semantic ids in shards, with a manifest.
 
-Reads a folder (wav/flac/ogg) or a JSONL manifest (``path``, optional ``text``/``utt_id``),
+Reads a folder (wav/flac/ogg) or a JSONL manifest (``path``, optional ``text``/``utt_id``/``speaker``),
 fits or loads the codec and tokenizer (saved under ``output/codec`` and ``output/semantic`` so the
 same codec decodes later), encodes in batches, and writes ``shard-NNNNN`` files plus a sidecar JSON
 per shard, each atomically. A rerun skips shards whose sidecar exists. Bad files are skipped and
@@ -49,8 +49,16 @@ class PrepareOptions:
             raise ValueError(f"prepare shard_format={self.shard_format!r}, expected 'safetensors' or 'npz'")
 
 
+def speaker_of(entry: dict) -> str:
+    """The speaker id of a JSONL entry: its ``speaker`` field, else its ``voice`` (the espeak-ng corpus), else ""."""
+    for key in ("speaker", "voice"):
+        if entry.get(key) not in (None, ""):
+            return str(entry[key])
+    return ""
+
+
 def list_inputs(source) -> list[dict]:
-    """Items ``{utt_id, path, text}`` from a folder of audio or a JSONL manifest (paths relative to it)."""
+    """Items ``{utt_id, path, text, speaker}`` from a folder of audio or a JSONL manifest (paths relative to it)."""
     source = Path(source)
     if source.is_dir():
         items = list_folder(source)
@@ -66,7 +74,7 @@ def list_inputs(source) -> list[dict]:
                 raise ValueError(f"{source}:{lineno}: expected a JSON object with a 'path' field ({err})") from err
             path = path if path.is_absolute() else source.parent / path
             items.append({"utt_id": str(entry.get("utt_id", path.stem)), "path": str(path),
-                          "text": str(entry.get("text", ""))})
+                          "text": str(entry.get("text", "")), "speaker": speaker_of(entry)})
     else:
         raise FileNotFoundError(f"prepare input not found: {source} (expected a folder of audio or a JSONL manifest)")
     if not items:
@@ -171,7 +179,7 @@ def _write_shard(out: Path, name: str, inputs, stored, skipped, settings, shard_
     for j, (item, duration, codes_QT, semantic_S) in enumerate(stored):
         utterances.append({"utt_id": item["utt_id"], "shard": name, "index": j, "num_frames": int(codes_QT.shape[1]),
                            "num_semantic_frames": int(semantic_S.shape[0]), "duration": round(duration, 4),
-                           "text": item["text"], "path": item["path"]})
+                           "text": item["text"], "speaker": item.get("speaker", ""), "path": item["path"]})
     write_shard(shard_path(out, name, shard_format), [s[2] for s in stored], [s[3] for s in stored])
     sidecar = {"settings": settings, "inputs": [i["path"] for i in inputs], "utterances": utterances,
                "skipped": skipped}

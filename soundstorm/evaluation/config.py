@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from typing import List, Optional
 
 from soundstorm._checks import check_positive_ints
+from soundstorm.evaluation.speech_plan import SpeechEvalConfig
 
 
 @dataclass
@@ -19,6 +20,7 @@ class EvaluationConfig:
 
     asr / speaker: ``"module:function"`` of a transcriber ``(wav_N, sample_rate) -> str`` (→ WER) and
     a speaker embedder ``(wav_N, sample_rate) -> [D]`` (→ cosine similarity); None leaves them out.
+    speech: the speech table (:mod:`soundstorm.evaluation.speech_table`), off unless ``speech.enabled``.
     """
 
     mask_ratios: List[float] = field(default_factory=lambda: [0.3, 0.6, 1.0])
@@ -35,6 +37,7 @@ class EvaluationConfig:
     asr: Optional[str] = None
     speaker: Optional[str] = None
     seed: int = 0
+    speech: SpeechEvalConfig = field(default_factory=SpeechEvalConfig)
 
     def __post_init__(self):
         check_positive_ints("evaluation", self, ("max_utterances", "max_batches"))
