@@ -159,9 +159,12 @@ def test_dialogue_cli_writes_outputs_scores_a_reference_and_rejects_bad_input(pi
     assert saved["reference"]["wer"] == saved["evaluation"]["wer"]  # same texts, same fake recognizer
     for stem in ("dialogue", "reference"):
         assert all((tmp_path / "out" / f"{stem}.{ext}").is_file() for ext in ("wav", "json", "png"))
-    bad = run_cli("soundstorm.cli.dialogue", "script='C: who am I'", *common)
+    bad = run_cli("soundstorm.cli.dialogue", "script='C: who am I'", *common, "evaluation.asr=null",
+                  "evaluation.verifier=null")
     assert bad.returncode == 2 and "soundstorm-dialogue: error: script turn 1 is labelled 'C'" in bad.stderr
     unknown = run_cli("soundstorm.cli.dialogue", "script='never said in the corpus'", *common, *scoring)
     assert unknown.returncode == 2 and "turns [1] are not" in unknown.stderr
     missing = run_cli("soundstorm.cli.dialogue", "script='hello'", *common, f"t2s_checkpoint={tmp_path / 'nope'}")
+    unknown_asr = run_cli("soundstorm.cli.dialogue", "script='hello'", *common, "evaluation.asr=nonesuch")
+    assert unknown_asr.returncode == 2 and "evaluation.asr='nonesuch'" in unknown_asr.stderr
     assert missing.returncode == 2 and "t2s_checkpoint=" in missing.stderr and "Traceback" not in missing.stderr

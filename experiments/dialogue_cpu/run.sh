@@ -10,7 +10,7 @@ cd "$(dirname "$0")/../.."
 PY="${PYTHON:-python}"
 OUT="${OUT:-outputs/quickstart}"
 export WANDB_MODE="${WANDB_MODE:-offline}" PYTHONUNBUFFERED=1
-ASR="${ASR:-null}" VERIFIER="${VERIFIER:-null}"
+ASR="${ASR:-pocketsphinx}" VERIFIER="${VERIFIER:-resemblyzer}"
 
 soundstorm_ckpt=$(ls -d "$OUT"/train/checkpoints/step_* 2>/dev/null | tail -n 1 || true)
 if [ -z "$soundstorm_ckpt" ]; then

@@ -24,8 +24,8 @@ class T2SSamplerSection:
 
 @dataclass
 class DialogueEvalSection:
-    asr: Optional[str] = None
-    verifier: Optional[str] = None
+    asr: Optional[str] = "pocketsphinx"
+    verifier: Optional[str] = "resemblyzer"
     silence_db: float = 40.0
     reference: bool = False
 
@@ -86,16 +86,17 @@ def build_pipeline(cfg, settings: DialogueSettings, device):
     return pipeline
 
 
-class _Named:
-    """An object with ``transcribe`` / ``embed`` around a loaded function."""
-
-    def __init__(self, method: str, fn):
-        setattr(self, method, fn)
-
-
 def build_scorers(settings: DialogueSettings):
-    """``(recognizer or None, verifier or None)`` named by ``evaluation.asr`` / ``evaluation.verifier``."""
-    from soundstorm.evaluation.metrics import load_callable
+    """``(recognizer or None, verifier or None)`` named by ``evaluation.asr`` / ``evaluation.verifier``
+    (``pocketsphinx`` / ``resemblyzer``, ``pkg.module:attr``, or null for none)."""
+    from soundstorm.evaluation.asr import build_recognizer
+    from soundstorm.evaluation.speaker import build_verifier
 
-    asr, speaker = load_callable(settings.evaluation.asr), load_callable(settings.evaluation.verifier)
-    return (None if asr is None else _Named("transcribe", asr)), (None if speaker is None else _Named("embed", speaker))
+    scorers = []
+    for field, build in (("asr", build_recognizer), ("verifier", build_verifier)):
+        name = getattr(settings.evaluation, field)
+        try:
+            scorers.append(None if name in (None, "", "null") else build(name))
+        except ValueError as err:
+            raise ValueError(f"evaluation.{field}={name!r}: {err}") from err
+    return tuple(scorers)

@@ -1,9 +1,10 @@
 """Scoring a spoken dialogue: per-turn WER against the script, per-turn speaker attribution, timing.
 
-* **Intelligibility**: a recognizer (anything with ``transcribe(wav_N, sample_rate) -> str``, e.g.
-  pocketsphinx offline) transcribes each turn's audio; WER/CER against the turn's text after
-  normalisation (lower case, no punctuation).
-* **Speaker attribution**: a verifier (``embed(wav_N, sample_rate) -> [D]``) embeds each turn and
+* **Intelligibility**: a recognizer (:mod:`soundstorm.evaluation.asr`: anything with
+  ``transcribe(wav_N, sample_rate) -> str``, pocketsphinx offline by default) transcribes each turn's
+  audio; WER/CER against the turn's text after normalisation (lower case, no punctuation).
+* **Speaker attribution**: a verifier (:mod:`soundstorm.evaluation.speaker`: ``embed(wav_N,
+  sample_rate) -> [D]``, resemblyzer by default) embeds each turn and
   every speaker's voice prompt; a turn is attributed to the speaker whose prompt it is closest to
   (cosine), and counts as right when that is the turn's own speaker.
 * **Timing**: between consecutive turns the longest quiet stretch of the audio (20 ms frames below
@@ -17,30 +18,8 @@ from __future__ import annotations
 
 import torch
 
-
-def _normalize(text: str) -> str:
-    import jiwer
-
-    transform = jiwer.Compose([jiwer.ToLowerCase(), jiwer.RemovePunctuation(), jiwer.RemoveMultipleSpaces(),
-                               jiwer.Strip()])
-    return transform(str(text))
-
-
-def error_rates(reference: str, hypothesis: str) -> dict:
-    """``{"wer", "cer"}`` after normalising both texts; an empty hypothesis scores 1.0."""
-    import jiwer
-
-    ref, hyp = _normalize(reference), _normalize(hypothesis)
-    if not ref:
-        raise ValueError(f"cannot score against an empty reference text (reference={reference!r})")
-    if not hyp:
-        return {"wer": 1.0, "cer": 1.0}
-    return {"wer": float(jiwer.wer(ref, hyp)), "cer": float(jiwer.cer(ref, hyp))}
-
-
-def _cosine(a_D: torch.Tensor, b_D: torch.Tensor) -> float:
-    return float(torch.nn.functional.cosine_similarity(torch.as_tensor(a_D).flatten().float(),
-                                                       torch.as_tensor(b_D).flatten().float(), dim=0))
+from soundstorm.evaluation.metrics import error_rates, normalize_text
+from soundstorm.evaluation.speaker import cosine
 
 
 def quiet_runs(wav_N: torch.Tensor, sample_rate: int, silence_db: float = 40.0, frame_s: float = 0.02):
@@ -87,7 +66,7 @@ def evaluate_dialogue(result, recognizer=None, verifier=None, silence_db: float 
         prompts = {name: verifier.embed(v.wav_N, v.sample_rate) for name, v in result.voices.items()}
         for i, turn in enumerate(turns):
             embedding = verifier.embed(result.turn_audio(i), rate)
-            turn["similarity"] = {name: _cosine(embedding, e) for name, e in prompts.items()}
+            turn["similarity"] = {name: cosine(embedding, e) for name, e in prompts.items()}
             turn["attributed_to"] = max(turn["similarity"], key=turn["similarity"].get)
         summary["attribution_accuracy"] = sum(t["attributed_to"] == t["speaker"] for t in turns) / len(turns)
     errors = boundary_errors(result, silence_db)
@@ -107,6 +86,6 @@ def true_semantic(turns, token_folder) -> list[torch.Tensor | None]:
     dataset = TokenDataset(token_folder)
     by_text = {}
     for index, utt in enumerate(dataset.utterances):
-        by_text.setdefault(_normalize(utt.get("text", "")), index)
-    found = [by_text.get(_normalize(turn.text)) for turn in turns]
+        by_text.setdefault(normalize_text(utt.get("text", "")), index)
+    found = [by_text.get(normalize_text(turn.text)) for turn in turns]
     return [None if index is None else dataset.utterance(index)["semantic"].long() for index in found]
