@@ -85,3 +85,35 @@ def test_unknown_cli_option_is_a_value_error():
 
     with pytest.raises(ValueError, match="unknown bench options"):
         build_bench_config(OmegaConf.create({"duration": 3}))
+
+
+def test_bench_train_mode_times_the_trainers_step():
+    from soundstorm.bench import run_bench
+
+    result = run_bench(BenchConfig(mode="train", model_preset="tiny", duration_s=1, runs=2, warmup=1, backend="cpu",
+                                   matmul_size=64, output_json=None))
+    assert result["mode"] == "train" and len(result["step_s"]) == 2
+    assert result["tokens_per_step"] == 1 * 50 * 4
+    assert result["flops_per_step"] == 3 * flops_per_pass(SoundStormConfig.tiny(), 50)
+    assert result["tokens_per_s"] == pytest.approx(200 / result["step_s_median"])
+    assert result["mfu"] == pytest.approx(result["flops_per_step"] / result["step_s_median"]
+                                          / result["matmul_peak_flops_per_s"])
+    assert result["nonfinite_steps"] == 0 and result["config"]["num_frames"] == 50
+
+
+def test_bench_train_mode_refuses_generation_only_options():
+    from soundstorm.bench import run_bench
+
+    with pytest.raises(ValueError, match="mode"):
+        BenchConfig(mode="serve")
+    with pytest.raises(ValueError, match="compile"):
+        run_bench(BenchConfig(mode="train", model_preset="tiny", duration_s=1, backend="cpu", compile=True,
+                              matmul_size=64, output_json=None))
+
+
+def test_gpu_check_script_parses():
+    import subprocess  # bash, not a Python child (those go through _cli)
+
+    script = ROOT / "experiments" / "gpu_check" / "run.sh"
+    result = subprocess.run(["bash", "-n", str(script)], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr

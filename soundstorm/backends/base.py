@@ -54,6 +54,10 @@ class Backend:
         raise NotImplementedError
 
     autocast_dtype: torch.dtype | None = None
+    # host→device copies are non_blocking; a DataLoader pins its batches where that makes them async
+    pin_memory: bool = False
+    # ``capture(fn) -> (replay, static_output)`` where the device has graphs (CUDA), else None
+    graph_capture = None
 
     def autocast(self):
         """Context for the forward pass (bf16 autocast on CUDA, nothing on CPU)."""

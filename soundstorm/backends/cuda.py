@@ -1,4 +1,9 @@
-"""The CUDA backend: bf16 autocast, nccl, device syncs and the allocator's peak memory."""
+"""The CUDA backend: bf16 autocast, nccl, device syncs, pinned host batches, CUDA graphs, peak memory.
+
+``dtype`` is the autocast dtype: ``bfloat16`` (default), ``float32`` (no autocast; TF32 matmuls),
+or ``float16`` for inference. Training refuses ``float16`` (:class:`soundstorm.train.loop.Trainer`):
+its gradients underflow without loss scaling, which the trainer does not do; bf16 has fp32's range.
+"""
 
 from __future__ import annotations
 
@@ -18,8 +23,9 @@ class CUDABackend(Backend):
                              "use backend=cpu or backend=auto")
         dtypes = {"bfloat16": torch.bfloat16, "float16": torch.float16, "float32": None}
         if dtype not in dtypes:
-            raise ValueError(f"dtype must be one of {sorted(dtypes)}, got {dtype!r}")
+            raise ValueError(f"backend.options.dtype must be one of {sorted(dtypes)}, got {dtype!r}")
         self.autocast_dtype = dtypes[dtype]
+        self.pin_memory = True
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
 
@@ -31,6 +37,13 @@ class CUDABackend(Backend):
         info = super().init_distributed()
         torch.cuda.set_device(self.device)
         return info
+
+    @staticmethod
+    def graph_capture(fn):
+        """Capture ``fn`` into a CUDA graph (see :mod:`soundstorm.backends.cuda_graphs`)."""
+        from soundstorm.backends.cuda_graphs import capture_cuda_graph
+
+        return capture_cuda_graph(fn)
 
     def sync(self) -> None:
         torch.cuda.synchronize(self.device)

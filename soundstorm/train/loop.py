@@ -104,6 +104,10 @@ class Trainer:
         """``loss``: the module a step calls with the batch tensors named by its ``batch_keys``,
         returning ``(summed loss, metrics)`` with per-level sums over its ``num_levels`` levels
         (default: SoundStorm's masked loss, :class:`MaskedLoss`)."""
+        if getattr(backend, "autocast_dtype", None) == torch.float16:
+            raise ValueError("backend.options.dtype='float16': training in float16 needs loss scaling "
+                             "(GradScaler), which this trainer does not do; use bfloat16 (same range as "
+                             "float32) or float32")
         self.model, self.backend, self.config = model, backend, config
         self.optimizer, self.scheduler = optimizer, scheduler
         self.out_dir = Path(out_dir)
