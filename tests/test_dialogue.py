@@ -134,6 +134,9 @@ def test_per_turn_wer_attribution_and_boundaries():
     assert [t["attributed_to"] for t in turns] == ["A", "B", "A"] and summary["attribution_accuracy"] == 1.0
     assert summary["boundary_error_max_s"] <= 0.02 and summary["latency"] == {"total_s": 1.0}
     assert max(boundary_errors(_hand_made_result(shift=0.4))) == pytest.approx(0.4, abs=0.03)
+    inside_speech = _hand_made_result()
+    inside_speech.turns[0]["end"], inside_speech.turns[1]["start"] = 0.4, 0.6  # a "pause" within the first tone
+    assert boundary_errors(inside_speech)[0] == pytest.approx(0.5 + 0.1, abs=0.03)  # to the quiet at 1 s, + half
 
 
 def test_dialogue_cli_writes_outputs_scores_a_reference_and_rejects_bad_input(pipeline, voices, espeak_tokens,

@@ -7,9 +7,9 @@
   sample_rate) -> [D]``, resemblyzer by default) embeds each turn and
   every speaker's voice prompt; a turn is attributed to the speaker whose prompt it is closest to
   (cosine), and counts as right when that is the turn's own speaker.
-* **Timing**: between consecutive turns the longest quiet stretch of the audio (20 ms frames below
-  ``silence_db`` under the peak) should be the pause the JSON reports; the distance between the
-  quiet stretch's edges and the reported end / start is each boundary's error.
+* **Timing**: around each pause the JSON reports, the quiet stretch of the audio (20 ms frames below
+  ``silence_db`` under the peak) should start at the reported end of one turn and stop at the
+  reported start of the next; the distance between its edges and those times is the boundary error.
 
 Shape letters: see :mod:`soundstorm`.
 """
@@ -32,20 +32,27 @@ def quiet_runs(wav_N: torch.Tensor, sample_rate: int, silence_db: float = 40.0, 
 
 
 def boundary_errors(result, silence_db: float = 40.0) -> list[float]:
-    """Per pause between turns: max distance (s) between the reported pause and the quiet stretch there."""
+    """Per pause between turns: how far (s) the quiet stretch around the reported pause reaches beyond it.
+
+    The quiet stretch is the run of quiet frames containing the middle of the reported pause; 0 when
+    the JSON's end and start times are exactly its edges. When the middle is not quiet (speech where the
+    JSON says pause) the error is the distance to the nearest quiet frame plus half the pause.
+    """
     quiet_F, frame_s = quiet_runs(result.wav_N, result.sample_rate, silence_db)
-    errors = []
+    num_frames, errors = quiet_F.shape[0], []
     for before, after in zip(result.turns, result.turns[1:]):
-        lo, hi = int(before["start"] / frame_s), min(int(after["end"] / frame_s), quiet_F.shape[0])
-        best, run_start = (0, lo, lo), None
-        for f in range(lo, hi + 1):
-            if f < hi and quiet_F[f]:
-                run_start = f if run_start is None else run_start
-            elif run_start is not None:
-                best = max(best, (f - run_start, run_start, f))
-                run_start = None
-        _, start_f, end_f = best
-        errors.append(max(abs(start_f * frame_s - before["end"]), abs(end_f * frame_s - after["start"])))
+        middle = min(int((before["end"] + after["start"]) / 2 / frame_s), num_frames - 1)
+        if not quiet_F[middle]:
+            quiet_at = quiet_F.nonzero().flatten()
+            distance = (quiet_at - middle).abs().min().item() * frame_s if quiet_at.numel() else float(num_frames)
+            errors.append(distance + (after["start"] - before["end"]) / 2)
+            continue
+        lo, hi = middle, middle
+        while lo > 0 and quiet_F[lo - 1]:
+            lo -= 1
+        while hi < num_frames - 1 and quiet_F[hi + 1]:
+            hi += 1
+        errors.append(max(abs(lo * frame_s - before["end"]), abs((hi + 1) * frame_s - after["start"])))
     return errors
 
 
