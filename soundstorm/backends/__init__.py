@@ -25,6 +25,7 @@ NAMES = ("auto", "cpu", "cuda", "xla")
 OPTIONS: dict[str, dict[str, str]] = {
     "cpu": {
         "num_threads": "torch intra-op threads (null: torch's default)",
+        "dtype": "float32, or int8 for inference (int8 linear layers)",
     },
     "cuda": {
         "dtype": "autocast dtype: bfloat16, float16 or float32",
