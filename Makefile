@@ -35,9 +35,11 @@ test-fast: $(STAMP)
 
 # The CPU quickstart end to end (experiments/quickstart_cpu/run.sh): espeak corpus → tokens → ~10 min
 # of training → held-out evaluation. Leaves outputs/quickstart/{metrics.json, generated_30s.wav,
-# spectrogram_30s.png, wandb/}.
+# spectrogram_30s.png, wandb/}. Then the dialogue (experiments/dialogue_cpu/run.sh): ~12 min of
+# text-to-semantic training and a six-turn, two-voice dialogue in outputs/quickstart/dialogue/.
 demo: $(STAMP)
 	PYTHON=$(abspath $(PY)) bash experiments/quickstart_cpu/run.sh
+	PYTHON=$(abspath $(PY)) bash experiments/dialogue_cpu/run.sh
 
 bench: $(STAMP)
 	$(VENV)/bin/soundstorm-bench duration_s=10

@@ -33,6 +33,14 @@ class DistInfo:
         return self.world_size > 1
 
 
+def check_dtype_option(backend_name: str, dtype, allowed) -> None:
+    """ValueError naming ``backend.options.dtype``, its value and the backend when ``dtype`` is not allowed."""
+    if dtype not in allowed:
+        hint = " (int8 is for inference on the CPU: backend=cpu backend.options.dtype=int8)" if dtype == "int8" else ""
+        raise ValueError(f"backend.options.dtype={dtype!r} is not supported by the {backend_name} backend; "
+                         f"expected one of {sorted(allowed)}{hint}")
+
+
 def dist_info_from_env() -> DistInfo:
     """Read torchrun's RANK / WORLD_SIZE / LOCAL_RANK (single process when absent)."""
     return DistInfo(int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1)),
@@ -44,6 +52,7 @@ class Backend:
 
     name = "base"
     dist_backend = "gloo"
+    static_shapes = False  # True where each new tensor shape costs a compile (XLA): batches come in fixed shapes
 
     def __init__(self):
         self.dist = DistInfo()
@@ -59,11 +68,29 @@ class Backend:
     # ``capture(fn) -> (replay, static_output)`` where the device has graphs (CUDA), else None
     graph_capture = None
 
+    def prepare_inference_model(self, model: torch.nn.Module) -> torch.nn.Module:
+        """The model as inference runs it on this backend (the CPU backend's int8 option quantises it)."""
+        return model
+
+    def check_trainable(self) -> None:
+        """Raise ValueError when this backend's settings are for inference only."""
+
     def autocast(self):
         """Context for the forward pass (bf16 autocast on CUDA, nothing on CPU)."""
         if self.autocast_dtype is None:
             return contextlib.nullcontext()
         return torch.autocast(device_type=self.device.type, dtype=self.autocast_dtype)
+
+    def configure_model(self, model: torch.nn.Module, activation_checkpointing: bool = False) -> str:
+        """Choose the model's attention kernel (SDPA here) and, if asked, recompute each Conformer
+        block in the backward instead of keeping its activations; returns the kernel's name."""
+        import functools
+
+        from torch.utils.checkpoint import checkpoint
+
+        model.backbone.configure(checkpoint=functools.partial(checkpoint, use_reentrant=False)
+                                 if activation_checkpointing else None)
+        return "sdpa"
 
     # -- step structure
     def mark_step(self) -> None:
@@ -109,6 +136,8 @@ class Backend:
         if self.dist.distributed and dist.is_initialized():
             dist.destroy_process_group()
 
+    devices_per_process = 1  # devices one process feeds (XLA SPMD: every device); batch_size is per device
+
     def wrap_dataloader(self, loader):
         """Iterable yielding batches (moved to the device by the caller unless overridden)."""
         return loader
@@ -136,6 +165,10 @@ class Backend:
         """Write ``data`` (tensors as CPU copies) with ``torch.save`` on the main process only."""
         if self.dist.is_main:
             torch.save(self.state_dict_to_cpu(data), path)
+
+    def compiled_graphs(self) -> int | None:
+        """How many graphs this process has compiled so far (None where nothing is compiled per shape)."""
+        return None
 
     # -- memory
     def reset_peak_memory(self) -> None:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import torch
 
-from soundstorm.backends.base import Backend
+from soundstorm.backends.base import Backend, check_dtype_option
 
 
 class CUDABackend(Backend):
@@ -18,12 +18,11 @@ class CUDABackend(Backend):
 
     def __init__(self, dtype: str = "bfloat16"):
         super().__init__()
+        dtypes = {"bfloat16": torch.bfloat16, "float16": torch.float16, "float32": None}
+        check_dtype_option(self.name, dtype, dtypes)
         if not torch.cuda.is_available():
             raise ValueError("backend 'cuda' was requested but torch.cuda.is_available() is False; "
                              "use backend=cpu or backend=auto")
-        dtypes = {"bfloat16": torch.bfloat16, "float16": torch.float16, "float32": None}
-        if dtype not in dtypes:
-            raise ValueError(f"backend.options.dtype must be one of {sorted(dtypes)}, got {dtype!r}")
         self.autocast_dtype = dtypes[dtype]
         self.pin_memory = True
         torch.backends.cuda.matmul.allow_tf32 = True

@@ -7,7 +7,9 @@ sampler's schedule and returns a JSON-ready dict. Every timed run ends with ``ba
 Peak memory is the growth of the device's memory high-water mark over a baseline taken right
 before the model is built (CPU: resident set size, ``VmHWM − VmRSS``; CUDA: allocator peak; XLA:
 the runtime's ``peak_bytes_used`` when reported), so it covers the weights, the activations and
-the sampler, and not the interpreter and libraries loaded before.
+the sampler, and not the interpreter and libraries loaded before. The high-water mark is restarted
+once the model is ready for inference, so the fp32 weights an int8 run quantises and frees
+(``dtype=int8`` on the CPU) are not counted; the int8 weights still are.
 
 Shape letters: see :mod:`soundstorm`.
 """
@@ -26,10 +28,11 @@ import torch
 from soundstorm.backends import NAMES, get_backend, resolve_name
 from soundstorm.bench.flops import flops_per_pass, measure_matmul_peak
 from soundstorm.model import PRESETS, SoundStorm, SoundStormConfig
+from soundstorm.quantize import weights_bytes
 from soundstorm.sampler import SamplerConfig, generate
 
 MODES = ("generate", "train")
-DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "int8": "int8"}  # int8: CPU inference only
 
 
 @dataclass
@@ -43,7 +46,7 @@ class BenchConfig:
     frame_rate_hz: float = 50.0  # SoundStream in the paper; 75 for EnCodec 24 kHz
     batch_size: int = 1
     steps: tuple | None = None  # None → the paper's (16, 1, ..., 1)
-    dtype: str = "float32"  # "float32" or "bfloat16" (autocast on CUDA/XLA)
+    dtype: str = "float32"  # "float32", "bfloat16" (autocast on CUDA/XLA) or "int8" (CPU)
     compile: bool = False  # torch.compile the model (CUDA/CPU)
     cuda_graphs: bool = False  # capture the sampler's forward pass in a CUDA graph
     codec_decode: bool = False  # include EnCodec-24 kHz decoding of the codes (random weights)
@@ -104,15 +107,22 @@ class BenchConfig:
 
 
 def _make_backend(cfg: BenchConfig):
-    """The backend with its options; the bench's ``dtype`` is the autocast dtype on CUDA and XLA."""
+    """The backend with its options. The bench's ``dtype`` is the autocast dtype on CUDA and XLA (it
+    overrides their yaml's ``options.dtype``); on the CPU ``dtype=int8`` and ``backend.options.dtype=int8``
+    both select int8 inference (given both, they must agree). Backends refuse int8, naming the option."""
     name = resolve_name(cfg.backend)
     options = {k: v for k, v in cfg.backend_options.items() if not (name == "cpu" and v is None)}
+    option_dtype = options.pop("dtype", None)
     if name == "cpu":
-        if cfg.dtype != "float32":
-            raise ValueError(f"BenchConfig.dtype={cfg.dtype!r} on the CPU backend: only float32 is supported")
-        options.pop("dtype", None)
-    else:
+        chosen = sorted({d for d in (option_dtype, cfg.dtype) if d not in (None, "float32")})
+        if len(chosen) > 1:
+            raise ValueError(f"backend.options.dtype={option_dtype!r} and dtype={cfg.dtype!r} disagree; set one")
+        cfg.dtype = chosen[0] if chosen else "float32"
+        if cfg.dtype == "bfloat16":
+            raise ValueError(f"dtype={cfg.dtype!r} on the cpu backend: expected 'float32' or 'int8'")
         options["dtype"] = cfg.dtype
+    else:
+        options["dtype"] = "int8" if option_dtype == "int8" else cfg.dtype
         options.pop("num_threads", None)
     return get_backend(name, **options)
 
@@ -205,9 +215,11 @@ def run_bench(cfg: BenchConfig) -> dict:
 
     backend.sync()
     baseline_bytes = backend.current_memory_bytes()
-    backend.reset_peak_memory()
     torch.manual_seed(cfg.seed)
     model = SoundStorm(model_cfg).to(backend.device).eval()
+    fp32_weights = {"num_parameters": model.num_parameters(), "bytes": weights_bytes(model)}
+    model = backend.prepare_inference_model(model)
+    backend.reset_peak_memory()
     semantic_BS = torch.randint(0, model_cfg.semantic_vocab_size,
                                 (cfg.batch_size, num_frames // model_cfg.semantic_upsample))
     decode_fn = _codec_decoder(backend.device) if cfg.codec_decode else None
@@ -231,7 +243,8 @@ def run_bench(cfg: BenchConfig) -> dict:
         ar = estimate_autoregressive(model, backend, num_frames, cfg.batch_size, cfg.ar_positions)
     peaks.append(measure_matmul_peak(backend, DTYPES[cfg.dtype], cfg.matmul_size))
 
-    result = _summarise(cfg, backend, model, schedule, num_frames, latencies, decode_s, passes, peaks, peak_growth)
+    result = _summarise(cfg, backend, model, schedule, num_frames, latencies, decode_s, passes, peaks, peak_growth,
+                        fp32_weights)
     result["forward_passes_per_run"] = passes_per_run
     if cfg.cuda_graphs:
         result["cuda_graphs"] = {"captures": runner.num_captures, "replays": runner.num_replays,
@@ -249,6 +262,7 @@ def _train_result(cfg: BenchConfig, backend) -> dict:
     """``mode=train``: the step timing of :mod:`soundstorm.bench.train_step` plus config, device, versions."""
     from soundstorm.bench.train_step import run_train_bench
 
+    backend.check_trainable()  # int8 on the CPU is for inference only
     if cfg.compile or cfg.cuda_graphs or cfg.codec_decode or cfg.ar_baseline:
         raise ValueError("BenchConfig.mode='train' times the eager training step; compile, cuda_graphs, "
                          "codec_decode and ar_baseline must be false")
@@ -283,16 +297,17 @@ def _cpu_model() -> str:
         return platform.processor()
 
 
-def _summarise(cfg, backend, model, schedule, num_frames, latencies, decode_s, passes, peaks, peak_growth) -> dict:
+def _summarise(cfg, backend, model, schedule, num_frames, latencies, decode_s, passes, peaks, peak_growth,
+               fp32_weights) -> dict:
     """The JSON-ready result: latency statistics, throughput, MFU, memory, device and versions."""
     model_cfg = model.config
     median = statistics.median(latencies)
     flops = flops_per_pass(model_cfg, num_frames, cfg.batch_size)
     peak_flops = max(peaks)
-    weights_bytes = sum(p.numel() * p.element_size() for p in model.parameters())
+    num_bytes = weights_bytes(model)
     return {
         "config": {**dataclasses.asdict(cfg), "model": model_cfg.to_dict(), "num_frames": num_frames,
-                   "steps": list(schedule.steps), "num_parameters": model.num_parameters()},
+                   "steps": list(schedule.steps), "num_parameters": fp32_weights["num_parameters"]},
         "forward_passes": passes,
         "expected_forward_passes": schedule.num_passes,
         "runs": cfg.runs,
@@ -307,12 +322,17 @@ def _summarise(cfg, backend, model, schedule, num_frames, latencies, decode_s, p
         "flops_per_pass": flops,
         "achieved_flops_per_s": flops * passes / median,
         "matmul_peak_flops_per_s": peak_flops,
+        "matmul_peak_kind": ("int8 dynamically quantised linear (int8 ops/s)" if cfg.dtype == "int8"
+                             else f"{cfg.dtype} GEMM"),
         "matmul_peak_samples_flops_per_s": peaks,
         "mfu": flops * passes / median / peak_flops,
         "peak_memory_bytes": peak_growth,
-        "peak_memory_definition": "high-water mark minus the baseline taken right before building the model",
-        "weights_bytes": weights_bytes,
-        "peak_memory_over_weights": None if peak_growth is None else peak_growth / weights_bytes,
+        "peak_memory_definition": "high-water mark during the generations minus the baseline taken right before "
+                                  "building the model",
+        "weights_bytes": num_bytes,
+        "peak_memory_over_weights": None if peak_growth is None else peak_growth / num_bytes,
+        "fp32_weights_bytes": fp32_weights["bytes"],
+        "peak_memory_over_fp32_weights": None if peak_growth is None else peak_growth / fp32_weights["bytes"],
         "device": {**backend.describe(), "machine": platform.machine(), "cpu_model": _cpu_model(),
                    "cpu_count": os.cpu_count(), "cpu_threads": torch.get_num_threads()},
         "dtype": cfg.dtype,
@@ -347,6 +367,7 @@ def format_table(result: dict) -> str:
                                         f"{result['peak_memory_over_weights']:.2f} × weights"))
         width = max(len(name) for name, _ in rows)
         return "\n".join(f"{name:<{width}}  {value}" for name, value in rows)
+    unit = "GOP/s (int8 in the linear layers)" if result["dtype"] == "int8" else "GFLOP/s"
     rows = [
         ("device", f"{result['device']['backend']} ({result['device']['device']}, "
                    f"{result['device']['cpu_threads']} threads)"),
@@ -359,14 +380,15 @@ def format_table(result: dict) -> str:
         ("RTF", f"{result['rtf']:.4f}"),
         ("frames/s", f"{result['frames_per_s']:.1f}"),
         ("FLOPs per pass", f"{result['flops_per_pass'] / 1e9:.1f} GFLOP"),
-        ("achieved", f"{result['achieved_flops_per_s'] / 1e9:.1f} GFLOP/s"),
-        ("matmul peak (measured)", f"{result['matmul_peak_flops_per_s'] / 1e9:.1f} GFLOP/s"),
+        ("achieved", f"{result['achieved_flops_per_s'] / 1e9:.1f} {unit}"),
+        ("matmul peak (measured)", f"{result['matmul_peak_flops_per_s'] / 1e9:.1f} {unit}"),
         ("MFU", f"{result['mfu']:.3f}"),
     ]
     if result["peak_memory_bytes"] is not None:
         rows.append(("peak memory", f"{result['peak_memory_bytes'] / 2**20:.0f} MiB = "
                                     f"{result['peak_memory_over_weights']:.2f} × weights "
-                                    f"({result['weights_bytes'] / 2**20:.0f} MiB)"))
+                                    f"({result['weights_bytes'] / 2**20:.0f} MiB) = "
+                                    f"{result['peak_memory_over_fp32_weights']:.2f} × fp32 weights"))
     if result.get("codec_decode_s_median") is not None:
         rows.append(("codec decode (in latency)", f"{result['codec_decode_s_median']:.3f} s"))
     host = result.get("host", {})

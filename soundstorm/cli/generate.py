@@ -124,6 +124,7 @@ def run(cfg: DictConfig, backend) -> list[Path]:
     model, _ = SoundStorm.from_checkpoint(cfg.checkpoint, bool(cfg.use_ema), backend.device)
     assets = builders.build_assets(cfg.assets, "assets", cfg.get("codec"), cfg.get("semantic"))
     check_pairing(read_record(cfg.checkpoint), model.config, assets, "assets", cfg.checkpoint)
+    model = backend.prepare_inference_model(model)  # int8 linear layers with backend=cpu backend.options.dtype=int8
     codec, up = assets.codec, model.config.semantic_upsample
     sampler = builders.build_sampler(cfg.sampler, model.config.num_levels)
     prompt_S, prompt_QT = None, None
@@ -138,7 +139,8 @@ def run(cfg: DictConfig, backend) -> list[Path]:
         codes_QT = generate_windowed(model, semantic_S, window_frames=frames_for(cfg.window_seconds, codec.frame_rate, up),
                                      prompt_frames=frames_for(cfg.window_prompt_seconds, codec.frame_rate, up),
                                      prompt_QT=prompt_QT, config=sampler,
-                                     generator=torch.Generator().manual_seed(int(cfg.seed) + i))[:, skip:]
+                                     generator=torch.Generator().manual_seed(int(cfg.seed) + i),
+                                     mark_step=backend.mark_step)[:, skip:]
         with atomic_file(Path(f"{base}.codes.npy")) as tmp, open(tmp, "wb") as f:
             np.save(f, codes_QT.numpy().astype(np.int64))
         with atomic_file(Path(f"{base}.wav")) as tmp:

@@ -9,8 +9,8 @@ backends share this file. One optimizer step:
    path (:mod:`.data`, :func:`soundstorm.masking.corrupt_batch`), with its loss-token count as a Python int;
 3. normalise the summed cross-entropy by the *global* number of loss tokens (all ranks, all
    micro-batches), so N processes on B/N examples compute the update of one process on B;
-4. clip, then a guarded AdamW step that is undone on device when the loss or the gradient norm is
-   not finite (:func:`.optim.guarded_step`); schedule, EMA.
+4. clip, then an AdamW step skipped on device when the loss or the gradient norm is not finite
+   (:func:`.optim.guarded_step`, no copies of the weights or moments); schedule, EMA.
 
 Nothing in a step reads a device value back to the host. Metric sums stay on device and are read,
 once, every ``log_every`` steps; that is also when non-finite steps are counted and the stop limit
@@ -34,14 +34,16 @@ from torch import nn
 
 from soundstorm._checks import check_positive_ints
 from soundstorm.masking import Corruption, masked_loss
+from soundstorm.quantize import is_quantized
 from soundstorm.train import checkpoint as ckpt
+from soundstorm.train.graphs import GraphBudget
 from soundstorm.train.logging import flatten_levels
 from soundstorm.train.optim import EMA, apply_optim_settings, guarded_step, optim_settings
 
 
 @dataclass
 class TrainerConfig:
-    """Loop settings. Steps count optimizer updates; a global batch is batch × ranks × grad_accum."""
+    """Loop settings. Steps count optimizer updates; a global batch is batch × devices × grad_accum."""
 
     max_steps: int = 1000
     grad_accum: int = 1
@@ -54,6 +56,8 @@ class TrainerConfig:
     ema_decay: float = 0.0
     progress: bool = True
     max_minutes: float | None = None  # wall-clock budget of this session; checked at log steps
+    max_graphs: int | None = None  # XLA: compiled training graphs allowed (None: from the batch shapes)
+    activation_checkpointing: bool = False  # recompute each Conformer block in the backward (less memory)
 
     def __post_init__(self):
         check_positive_ints("trainer", self, ("max_steps", "grad_accum", "log_every", "eval_every", "ckpt_every",
@@ -64,6 +68,8 @@ class TrainerConfig:
             raise ValueError(f"trainer.max_nonfinite must be >= 0, got {self.max_nonfinite!r}")
         if self.max_minutes is not None and not self.max_minutes > 0:
             raise ValueError(f"trainer.max_minutes must be null or > 0, got {self.max_minutes!r}")
+        if self.max_graphs is not None:
+            check_positive_ints("trainer", self, ("max_graphs",))
         if self.ema_decay and not 0.0 < self.ema_decay < 1.0:
             raise ValueError(f"trainer.ema_decay must be 0 (off) or in (0, 1), got {self.ema_decay!r}")
 
@@ -72,9 +78,14 @@ class NonFiniteLossError(RuntimeError):
     """Raised when more than ``trainer.max_nonfinite`` steps had a non-finite loss or gradient."""
 
 
+CORRUPTION_FIELDS = tuple(f.name for f in dataclasses.fields(Corruption))
+
+
 class MaskedLoss(nn.Module):
     """:func:`soundstorm.masking.masked_loss` as a module (DDP hooks need the call to go through
     ``forward``). Returns the *summed* cross-entropy over loss tokens, and the per-level metrics."""
+
+    batch_keys = ("codes", "semantic", "lengths", *CORRUPTION_FIELDS)  # forward's arguments
 
     def __init__(self, model: nn.Module):
         super().__init__()
@@ -86,8 +97,6 @@ class MaskedLoss(nn.Module):
         return loss * metrics["num_tokens"], metrics
 
 
-CORRUPTION_FIELDS = tuple(f.name for f in dataclasses.fields(Corruption))
-
 # (epoch, batches to skip) -> batches with codes, semantic, lengths and the Corruption's fields (tensors)
 # and num_loss_tokens, num_frames (ints); see soundstorm.train.data.
 BatchSource = Callable[[int, int], Iterable[dict]]
@@ -97,7 +106,14 @@ class Trainer:
     """Runs the optimisation of one model; see the module docstring."""
 
     def __init__(self, model, backend, optimizer, scheduler, config: TrainerConfig, out_dir, batches: BatchSource,
-                 logger=None, evaluate: Callable | None = None, tokens: dict | None = None):
+                 logger=None, evaluate: Callable | None = None, loss: nn.Module | None = None,
+                 graph_budget: GraphBudget | None = None, tokens: dict | None = None):
+        """``loss``: the module a step calls with the batch tensors named by its ``batch_keys``,
+        returning ``(summed loss, metrics)`` with per-level sums over its ``num_levels`` levels
+        (default: SoundStorm's masked loss, :class:`MaskedLoss`)."""
+        backend.check_trainable()
+        if is_quantized(model):
+            raise ValueError("the model has int8 quantised layers (inference only); train the float32 model")
         if getattr(backend, "autocast_dtype", None) == torch.float16:
             raise ValueError("backend.options.dtype='float16': training in float16 needs loss scaling "
                              "(GradScaler), which this trainer does not do; use bfloat16 (same range as "
@@ -109,13 +125,19 @@ class Trainer:
         self.ckpt_root = self.out_dir / "checkpoints"
         self.batches, self.logger, self.evaluate = batches, logger, evaluate
         self.dist = backend.dist
-        self.loss_module = backend.wrap_model(MaskedLoss(model))
+        loss = MaskedLoss(model) if loss is None else loss
+        self.batch_keys = tuple(loss.batch_keys)
+        self.num_levels = int(getattr(loss, "num_levels", None) or model.config.num_levels)
+        self.loss_module = backend.wrap_model(loss)
         self.ema = EMA(model, config.ema_decay) if config.ema_decay else None
         self.step, self.epoch, self.batch_in_epoch = 0, 0, 0
         self.nonfinite_total, self.tokens_seen = 0, 0
         self.stop_signal: str | None = None
         self._iter: Iterator | None = None
         self._sums = None
+        self.graph_budget = graph_budget
+        self._graphs_not_training = 0  # compiled by evaluation (its own shapes), left out of the budget
+        self.batch_shapes_seen: set[tuple[int, ...]] = set()  # codes [B, Q, T] shapes trained on (host metadata)
 
     # ------------------------------------------------------------------ data position
     def _next_batch(self) -> dict:
@@ -138,6 +160,7 @@ class Trainer:
             batch = self._next_batch()
             loss_tokens += batch["num_loss_tokens"]  # Python ints from the collate: no device sync
             frames += batch["num_frames"]
+            self.batch_shapes_seen.add(tuple(batch["codes"].shape))
             micro.append(batch)
         return micro, loss_tokens, frames
 
@@ -149,17 +172,18 @@ class Trainer:
         scale = float(self.dist.world_size) / global_tokens.clamp(min=1.0)
         loss_total = torch.zeros((), device=device)
         for i, batch in enumerate(micro):
-            batch = self.backend.to_device({k: batch[k] for k in ("codes", "semantic", "lengths", *CORRUPTION_FIELDS)})
+            batch = self.backend.to_device({k: batch[k] for k in self.batch_keys})
             last = i == len(micro) - 1
             accumulate_only = not last and hasattr(self.loss_module, "no_sync")  # DDP: all-reduce on the last only
             sync = self.loss_module.no_sync() if accumulate_only else contextlib.nullcontext()
             with sync:
                 with self.backend.autocast():
-                    loss_sum, metrics = self.loss_module(batch["codes"], batch["semantic"], batch["lengths"],
-                                                         *(batch[k] for k in CORRUPTION_FIELDS))
+                    loss_sum, metrics = self.loss_module(*(batch[k] for k in self.batch_keys))
                 (loss_sum * scale).backward()
             loss_total = loss_total + loss_sum.detach()
             self._accumulate(metrics)
+            if not last:
+                self.backend.mark_step()  # XLA: one graph per micro-batch shape, not one per combination
         self.backend.reduce_gradients(self.optimizer)  # clip the global gradient, not a replica's
         params = [p for p in self.model.parameters() if p.grad is not None]
         grad_norm = torch.nn.utils.clip_grad_norm_(params, self.config.grad_clip)
@@ -169,17 +193,18 @@ class Trainer:
         self.scheduler.step()
         if self.ema is not None:
             self.ema.update(self.model)
-        self._accumulate_step(loss_total, grad_norm, finite, frames * self.model.config.num_levels)
+        self._accumulate_step(loss_total, grad_norm, finite, frames * self.num_levels)
         self.backend.mark_step()
         self.step += 1
 
     # ------------------------------------------------------------------ metrics on device
     def _zero_sums(self) -> None:
-        q = self.model.config.num_levels
+        q = self.num_levels
         self._sums = {k: torch.zeros(n, device=self.backend.device)
                       for k, n in (("ce", q), ("correct", q), ("tokens", q), ("scalars", 4))}
         self._tokens_window, self._window_start, self._steps_window = 0, time.perf_counter(), 0
         self._eval_seconds = 0.0  # evaluation time inside the window, left out of the throughput
+        self.backend.mark_step()  # XLA: the sums become device data, so every step of a window traces alike
 
     def _accumulate(self, metrics: dict) -> None:
         tokens_Q = metrics["tokens_per_level"].detach().float()
@@ -201,13 +226,14 @@ class Trainer:
         packed = torch.cat([s["ce"], s["correct"], s["tokens"], s["scalars"],
                             torch.tensor([float(self._tokens_window)], device=self.backend.device)])
         values = self.backend.all_reduce_sum(packed).tolist()
-        q, ws = self.model.config.num_levels, self.dist.world_size
+        q, ws = self.num_levels, self.dist.world_size
         ce, correct, tokens = values[:q], values[q:2 * q], values[2 * q:3 * q]
         loss_sum, norm_sum, nonfinite, steps = values[3 * q:3 * q + 4]
         steps, finite_steps = steps / ws, max(steps / ws - nonfinite / ws, 1.0)
         elapsed = max(time.perf_counter() - self._window_start - self._eval_seconds, 1e-9)
         self.nonfinite_total += int(round(nonfinite / ws))
         self.tokens_seen += int(values[-1])
+        graphs = self.backend.compiled_graphs()
         return {
             "train/loss": sum(ce) / max(sum(tokens), 1.0),
             "train/accuracy": sum(correct) / max(sum(tokens), 1.0),
@@ -219,6 +245,8 @@ class Trainer:
             "train/steps_per_s": steps / elapsed,
             "train/nonfinite_skipped": self.nonfinite_total,
             "train/epoch": self.epoch,
+            **({} if graphs is None else {"train/compiled_graphs": graphs,
+                                          "train/batch_shapes_seen": len(self.batch_shapes_seen)}),
         }
 
     # ------------------------------------------------------------------ checkpoints
@@ -326,9 +354,13 @@ class Trainer:
             from tqdm.auto import tqdm
 
             bar = tqdm(total=cfg.max_steps, initial=self.step, desc="train", dynamic_ncols=True)
+        graphs_before = self.backend.compiled_graphs()
         with self._signals():
             while self.step < cfg.max_steps:
                 self.train_step()
+                if self.graph_budget is not None and graphs_before is not None:
+                    compiled = self.backend.compiled_graphs() - graphs_before - self._graphs_not_training
+                    self.graph_budget.check(compiled, self.step)
                 if bar is not None:
                     bar.update(1)
                 at_log = self.step % cfg.log_every == 0 or self.step == cfg.max_steps
@@ -352,7 +384,7 @@ class Trainer:
 
     def _run_eval(self) -> None:
         """Evaluate with the EMA weights when EMA is on (all ranks call; see :mod:`soundstorm.evaluation`)."""
-        started = time.perf_counter()
+        started, graphs = time.perf_counter(), self.backend.compiled_graphs()
         self.model.eval()
         backup = None
         if self.ema is not None:
@@ -365,6 +397,8 @@ class Trainer:
                 self.model.load_state_dict(backup)
             self.model.train()
             self._eval_seconds += time.perf_counter() - started
+            if graphs is not None:
+                self._graphs_not_training += self.backend.compiled_graphs() - graphs
         if self.logger is not None and metrics:
             self.logger.log(flatten_levels(metrics), step=self.step)
 
