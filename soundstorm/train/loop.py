@@ -160,7 +160,8 @@ class Trainer:
             batch = self._next_batch()
             loss_tokens += batch["num_loss_tokens"]  # Python ints from the collate: no device sync
             frames += batch["num_frames"]
-            self.batch_shapes_seen.add(tuple(batch["codes"].shape))
+            # the shape of the loss's first input (codes for SoundStorm; the packed sequence for others)
+            self.batch_shapes_seen.add(tuple(batch[self.batch_keys[0]].shape))
             micro.append(batch)
         return micro, loss_tokens, frames
 
