@@ -14,7 +14,8 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from soundstorm.codecs import EncodecCodec, MelRVQCodec, MelRVQConfig, load_codec
-from soundstorm.semantic import HubertKMeans, MFCCKMeans, MFCCKMeansConfig, load_tokenizer
+from soundstorm.semantic import (HubertKMeans, MFCCKMeans, MFCCKMeansConfig, PhoneTokenizer, PhoneTokenizerConfig,
+                                load_tokenizer)
 
 
 # ---------------------------------------------------------------- codec / semantic (issue 3)
@@ -43,6 +44,12 @@ class MFCCKMeansSection(MFCCKMeansConfig):
 
 
 @dataclass
+class PhoneTokenizerSection(PhoneTokenizerConfig):
+    name: str = "phone_classifier"
+    pretrained_dir: Optional[str] = None
+
+
+@dataclass
 class HubertKMeansSection:
     name: str = "hubert_kmeans"
     layer: int = 6
@@ -56,7 +63,8 @@ class HubertKMeansSection:
 
 
 CODEC_SECTIONS = {"melrvq": MelRVQSection, "encodec_24khz": EncodecSection}
-SEMANTIC_SECTIONS = {"mfcc_kmeans": MFCCKMeansSection, "hubert_kmeans": HubertKMeansSection}
+SEMANTIC_SECTIONS = {"mfcc_kmeans": MFCCKMeansSection, "hubert_kmeans": HubertKMeansSection,
+                     "phone_classifier": PhoneTokenizerSection}
 
 
 def strict(schema, cfg, where: str):
@@ -96,6 +104,8 @@ def build_semantic(cfg):
     section = _section(cfg, SEMANTIC_SECTIONS, "semantic")
     if section.name == "mfcc_kmeans":
         tokenizer = MFCCKMeans(MFCCKMeansConfig(**_fields_of(section, MFCCKMeansConfig)))
+    elif section.name == "phone_classifier":
+        tokenizer = PhoneTokenizer(PhoneTokenizerConfig(**_fields_of(section, PhoneTokenizerConfig)))
     else:
         tokenizer = HubertKMeans(section.layer, section.vocab_size, section.downsample, section.pretrained,
                                  section.seed, section.fit_iters, section.fit_max_frames)
@@ -317,15 +327,15 @@ def build_logger(cfg, run_config: dict | None, enabled: bool, resume_id: str | N
 
 
 def build_datasets(cfg, model_config=None, seed: int = 0):
-    """``(section, train TokenDataset, held-out TokenDataset or None)`` split by ``split_heldout``."""
-    from soundstorm.data import TokenDataset, TokenManifest, split_heldout
+    """``(section, train TokenDataset, held-out TokenDataset or None)``, split by sentence (:mod:`soundstorm.data.split`)."""
+    from soundstorm.data import TokenDataset, TokenManifest
+    from soundstorm.data.split import split_utterances
 
     if isinstance(cfg, DictConfig) and OmegaConf.is_missing(cfg, "root") or not cfg.get("root"):
         raise ValueError("data.root is not set; expected data.root=TOKEN_FOLDER (written by soundstorm-prepare)")
     s = strict(DataSection, resolved(cfg), "data")
     manifest = TokenManifest.load(s.root)
-    train_ids, heldout_ids = split_heldout([u["utt_id"] for u in manifest.utterances], s.heldout_fraction,
-                                           s.split_seed)
+    train_ids, heldout_ids = split_utterances(manifest.utterances, s.heldout_fraction, s.split_seed)
     common = dict(min_seconds=s.min_seconds, max_seconds=s.max_seconds, seed=seed,
                   frames_multiple=s.frames_multiple, model_config=model_config)
     train = TokenDataset(s.root, utt_ids=train_ids, **common)

@@ -1,7 +1,8 @@
 """Token preparation: audio files → codec codes + semantic ids in shards, with a manifest.
 
-Reads a folder (wav/flac/ogg) or a JSONL manifest (``path``, optional ``text``/``utt_id``),
-fits or loads the codec and tokenizer (saved under ``output/codec`` and ``output/semantic`` so the
+Reads a folder (wav/flac/ogg) or a JSONL manifest (``path``, optional ``text``/``utt_id``/``split``/
+``phones``), fits (on items not marked ``split: heldout``; with ``phones`` for a tokenizer that needs
+alignments) or loads the codec and tokenizer (saved under ``output/codec`` and ``output/semantic`` so the
 same codec decodes later), encodes in batches, and writes ``shard-NNNNN`` files plus a sidecar JSON
 per shard, each atomically. A rerun skips shards whose sidecar exists. Bad files are skipped and
 listed; lengths are aligned with :func:`soundstorm.semantic.align_lengths` (``T = S × upsample``).
@@ -47,6 +48,23 @@ class PrepareOptions:
             raise ValueError(f"prepare shard_format={self.shard_format!r}, expected 'safetensors' or 'npz'")
 
 
+SPLITS = ("", "train", "heldout")
+
+
+def corpus_fields(entry: dict, where: str) -> dict:
+    """``split`` ("train"/"heldout"/"") and, when present, ``phones`` (alignments for fitting) of a JSONL entry."""
+    split = str(entry.get("split", ""))
+    if split not in SPLITS:
+        raise ValueError(f"{where}: split={split!r}, expected one of {SPLITS[1:]} (or no field)")
+    fields = {"split": split}
+    if "phones" in entry:
+        phones = entry["phones"]
+        if not isinstance(phones, list) or not all(isinstance(p, list) and len(p) == 2 for p in phones):
+            raise ValueError(f"{where}: phones must be [[phone, end_seconds], ...], got {str(phones)[:80]}")
+        fields["phones"] = phones
+    return fields
+
+
 def list_inputs(source) -> list[dict]:
     """Items ``{utt_id, path, text}`` from a folder of audio or a JSONL manifest (paths relative to it)."""
     source = Path(source)
@@ -64,7 +82,7 @@ def list_inputs(source) -> list[dict]:
                 raise ValueError(f"{source}:{lineno}: expected a JSON object with a 'path' field ({err})") from err
             path = path if path.is_absolute() else source.parent / path
             items.append({"utt_id": str(entry.get("utt_id", path.stem)), "path": str(path),
-                          "text": str(entry.get("text", ""))})
+                          "text": str(entry.get("text", "")), **corpus_fields(entry, f"{source}:{lineno}")})
     else:
         raise FileNotFoundError(f"prepare input not found: {source} (expected a folder of audio or a JSONL manifest)")
     if not items:
@@ -76,17 +94,21 @@ def list_inputs(source) -> list[dict]:
     return items
 
 
-def _fit_wavs(items: list[dict], sample_rate: int, options: PrepareOptions, min_seconds: float) -> list[torch.Tensor]:
+def _fit_wavs(items: list[dict], sample_rate: int, options: PrepareOptions,
+              min_seconds: float) -> tuple[list[torch.Tensor], list]:
+    """Waveforms (and their ``phones``, or None) of a seeded sample of the non-held-out items."""
+    items = [item for item in items if item.get("split") != "heldout"]
     rng = np.random.default_rng(options.fit_seed)
     chosen = sorted(rng.permutation(len(items))[: options.fit_max_files].tolist())
-    wavs = []
+    wavs, alignments = [], []
     for i in chosen:
         try:
             wav_N, rate = read_audio(items[i]["path"], min_seconds)
         except BadAudio:
             continue
         wavs.append(resample(wav_N, rate, sample_rate))
-    return wavs
+        alignments.append(items[i].get("phones"))
+    return wavs, alignments
 
 
 def resolve_component(component, directory: Path, loader, items, options, min_seconds, kind: str):
@@ -115,7 +137,11 @@ def resolve_component(component, directory: Path, loader, items, options, min_se
                              f"{component.describe()}; use a fresh output folder")
         return saved
     print(f"fitting the {kind} ({component.name}) on up to {options.fit_max_files} files ...", flush=True)
-    component.fit(_fit_wavs(items, component.sample_rate, options, min_seconds))
+    wavs, alignments = _fit_wavs(items, component.sample_rate, options, min_seconds)
+    if getattr(component, "needs_alignments", False):
+        component.fit(wavs, alignments)
+    else:
+        component.fit(wavs)
     component.save(directory)
     return component
 
@@ -169,7 +195,7 @@ def _write_shard(out: Path, name: str, inputs, stored, skipped, settings, shard_
     for j, (item, duration, codes_QT, semantic_S) in enumerate(stored):
         utterances.append({"utt_id": item["utt_id"], "shard": name, "index": j, "num_frames": int(codes_QT.shape[1]),
                            "num_semantic_frames": int(semantic_S.shape[0]), "duration": round(duration, 4),
-                           "text": item["text"], "path": item["path"]})
+                           "text": item["text"], "split": item.get("split", ""), "path": item["path"]})
     write_shard(shard_path(out, name, shard_format), [s[2] for s in stored], [s[3] for s in stored])
     sidecar = {"settings": settings, "inputs": [i["path"] for i in inputs], "utterances": utterances,
                "skipped": skipped}
