@@ -1,9 +1,11 @@
 # Set-up and entry points. `make test` and `make demo` work on a fresh machine: they create
-# .venv, install the pinned stack (constraints.txt) and espeak-ng (apt, when running as root).
+# .venv, install the pinned stack (constraints.txt) and the speech synthesisers (apt, when running as root).
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
+# Speech synthesis for the test corpora: espeak-ng and festival with two diphone voices (text2wave).
+APT_PACKAGES := espeak-ng festival festvox-kallpc16k festvox-kdlpc16k
 export WANDB_MODE ?= offline
 export PYTHONUNBUFFERED := 1
 
@@ -12,14 +14,16 @@ export PYTHONUNBUFFERED := 1
 setup: $(STAMP)
 
 $(STAMP): setup.cfg constraints.txt pyproject.toml
-	@if ! command -v espeak-ng >/dev/null 2>&1; then \
+	@if ! dpkg -s $(APT_PACKAGES) >/dev/null 2>&1; then \
 	  if [ "$$(id -u)" = "0" ]; then \
-	    (apt-get update -q && apt-get install -y -q espeak-ng) || echo "warning: could not install espeak-ng"; \
-	  else echo "note: espeak-ng missing; install it with: sudo apt-get install espeak-ng"; fi; \
+	    (apt-get update -q && apt-get install -y -q $(APT_PACKAGES)) || echo "warning: could not install $(APT_PACKAGES)"; \
+	  else echo "note: some of $(APT_PACKAGES) are missing; install them with: sudo apt-get install $(APT_PACKAGES)"; fi; \
 	fi
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip wheel setuptools
 	$(PY) -m pip install -c constraints.txt -e '.[dev,xla,eval]'
+	$(PY) -m pip install -q -c constraints.txt --no-deps --force-reinstall webrtcvad-wheels
+	$(PY) -c "import pocketsphinx, resemblyzer"
 	@touch $@
 
 test: $(STAMP)

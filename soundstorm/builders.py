@@ -161,6 +161,8 @@ def build_prepare(cfg):
 # primary configs. Each is merged into a dataclass by ``strict`` (unknown keys fail loudly).
 from typing import List  # noqa: E402
 
+from soundstorm.evaluation.speech_plan import SpeechEvalConfig  # noqa: E402
+
 
 def resolved(cfg):
     """A config node as a plain container with interpolations resolved against the whole config
@@ -255,6 +257,7 @@ class EvaluationSection:
     asr: Optional[str] = None
     speaker: Optional[str] = None
     seed: int = 0
+    speech: SpeechEvalConfig = dataclasses.field(default_factory=SpeechEvalConfig)
 
 
 def build_backend(cfg):

@@ -60,6 +60,8 @@ def test_prepare_cli_end_to_end(espeak_corpus, espeak_tokens):
     assert len(manifest.utterances) == 20 and manifest.skipped == []
     texts = {json.loads(line)["text"] for line in espeak_corpus.read_text().splitlines()}
     assert {u["text"] for u in manifest.utterances} == texts
+    voices = {json.loads(line)["text"]: json.loads(line)["voice"] for line in espeak_corpus.read_text().splitlines()}
+    assert all(u["speaker"] == voices[u["text"]] for u in manifest.utterances)  # no 'speaker': 'voice' stands in
     level1 = []
     for utt in manifest.utterances:
         shard = read_shard(espeak_tokens / f"{utt['shard']}.safetensors")

@@ -127,3 +127,19 @@ def test_distributed_sampler_and_split(espeak_tokens):
     assert sorted(seen) == sorted(train)
     with pytest.raises(ValueError, match="not in"):
         TokenDataset(espeak_tokens, utt_ids=["nope"])
+
+
+def test_manifest_speaker_field_defaults_for_older_token_folders():
+    """Token folders written before the ``speaker`` field load with ``speaker == ""``."""
+    from soundstorm.data.manifest import TokenManifest
+
+    utt = {"utt_id": "a", "shard": "shard-00000", "index": 0, "num_frames": 4, "num_semantic_frames": 2,
+           "duration": 0.08, "text": "hi", "path": "a.wav"}
+    manifest = TokenManifest(codec={"name": "melrvq", "sample_rate": 24000, "frame_rate": 50.0, "num_levels": 4,
+                                    "codebook_size": 64},
+                             semantic={"name": "mfcc_kmeans", "frame_rate": 25.0, "vocab_size": 32},
+                             semantic_upsample=2, utterances=[dict(utt)])
+    assert manifest.utterances[0]["speaker"] == ""
+    del utt["text"]
+    with pytest.raises(ValueError, match="lacks fields \\['text'\\]"):
+        TokenManifest(codec=manifest.codec, semantic=manifest.semantic, semantic_upsample=2, utterances=[utt])

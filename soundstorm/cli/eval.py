@@ -4,7 +4,11 @@ Teacher-forced per-level accuracy and NLL at ``evaluation.mask_ratios``; generat
 prompted with the first ``evaluation.prompt_seconds``) with per-level token accuracy, mel distances
 and the unigram / random-token baselines; optional WER and speaker similarity
 (``evaluation.asr=pkg.mod:fn``, ``evaluation.speaker=pkg.mod:fn``); example wavs and spectrogram PNGs,
-and a ``evaluation.long_seconds`` long-form generation. Exit code 2 on bad inputs.
+and a ``evaluation.long_seconds`` long-form generation. With ``evaluation.speech.enabled=true``, the
+paper's Table 1 in miniature (:mod:`soundstorm.evaluation.speech_table`: WER/CER and speaker
+similarity of ground truth, codec resynthesis, unprompted, prompted and cross-speaker generation) goes
+to ``metrics.json`` under ``speech``, ``speech_table.md``, ``speech_table.png``, wandb and stdout.
+Exit code 2 on bad inputs.
 """
 
 from __future__ import annotations
@@ -13,12 +17,13 @@ import json
 from pathlib import Path
 
 import hydra
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from soundstorm import builders
 from soundstorm.cli._common import run_with_backend
 from soundstorm.evaluation.generation import GenerationEvalConfig, GenerationEvaluator
 from soundstorm.evaluation.metrics import most_frequent_tokens
+from soundstorm.evaluation.speech_table import evaluate_speech
 from soundstorm.evaluation.teacher_forced import summarize, teacher_forced_sums
 from soundstorm.pretrained import atomic_write_bytes
 from soundstorm.train.checkpoint import load_for_inference
@@ -49,13 +54,35 @@ def evaluate(cfg: DictConfig, backend) -> dict:
     evaluator = GenerationEvaluator(model, codec, sampler, config, unigram_token=unigram)
     utterances = [heldout.utterance(i) for i in range(len(heldout))]
     out_dir = Path(cfg.out_dir)
+    speech = {}
+    if section.speech.enabled:  # first: a corpus without speakers or transcripts fails before anything else
+        speech["speech"] = evaluate_speech(section.speech, evaluator, heldout, train_set, out_dir, section.num_examples)
     metrics = evaluator.run(utterances, out_dir)
     if section.long_seconds > 0:
         metrics.update(evaluator.long_form(utterances, out_dir))
+    metrics.update(speech)
     metrics.update({"teacher_forced": teacher_forced, "checkpoint": str(cfg.checkpoint), "used_ema": used_ema,
                     "num_heldout_utterances": len(heldout), "sampler": dict(builders.resolved(cfg.sampler)),
                     "codec": codec.describe(), "model": model.config.to_dict()})
     return metrics
+
+
+def _log(cfg: DictConfig, metrics: dict, out_dir: Path) -> None:
+    """Scalars (and the speech table's figure) to the configured logger (wandb under ``out_dir``)."""
+    logger = builders.build_logger(cfg.logger, OmegaConf.to_container(cfg, resolve=True), True)
+    try:
+        scalars = {f"eval/{k}": v for k, v in metrics.items()
+                   if isinstance(v, (int, float)) and not isinstance(v, bool)}
+        for row, values in metrics.get("speech", {}).items():
+            if isinstance(values, dict):
+                scalars.update({f"speech/{row}/{col}": v for col, v in values.items() if v is not None})
+        if "speech" in metrics:
+            scalars["speech/cross_speaker_attribution"] = metrics["speech"]["cross_speaker_attribution"]
+            logger.log_media(0, images={"speech/table": out_dir / "speech_table.png"})
+        logger.log(scalars, step=0, echo=False)
+        logger.summary(scalars)
+    finally:
+        logger.finish()
 
 
 def _evaluate_and_write(cfg: DictConfig, backend) -> None:
@@ -63,9 +90,12 @@ def _evaluate_and_write(cfg: DictConfig, backend) -> None:
     out_dir = Path(cfg.out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     atomic_write_bytes(out_dir / "metrics.json", json.dumps(metrics, indent=2).encode())
+    _log(cfg, metrics, out_dir)
     headline = {k: metrics[k] for k in ("heldout_level1_accuracy", "unigram_level1_accuracy",
                                         "mel_distance_generated", "mel_distance_random") if k in metrics}
     print(json.dumps(headline, indent=2))
+    if "speech" in metrics:
+        print((out_dir / "speech_table.md").read_text())
     print(f"wrote {out_dir / 'metrics.json'}")
 
 

@@ -94,11 +94,12 @@ class TokenDataset(Dataset):
                 "semantic": semantic_S[start: start + length].clone(), "utt_id": utt["utt_id"]}
 
     def utterance(self, index: int) -> dict:
-        """The full, unwindowed item plus ``text``, source ``path`` and ``duration`` (for evaluation)."""
+        """The full, unwindowed item plus ``text``, ``speaker``, source ``path`` and ``duration`` (for evaluation)."""
         utt = self.utterances[index]
         codes_QT, semantic_S = self._tensors(utt)
         return {"codes": codes_QT.clone(), "semantic": semantic_S.clone(), "utt_id": utt["utt_id"],
-                "text": utt["text"], "path": utt["path"], "duration": utt["duration"]}
+                "text": utt["text"], "speaker": utt.get("speaker", ""), "path": utt["path"],
+                "duration": utt["duration"]}
 
     def collate(self, items: list[dict]) -> dict:
         """:func:`collate` with this dataset's ``frames_multiple``."""

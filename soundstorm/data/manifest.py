@@ -2,7 +2,7 @@
 
 ``manifest.json`` records the codec (name, sample rate, frame rate, Q, codebook size, bandwidth),
 the semantic tokenizer (name, rate, vocabulary), the upsample ratio, the shard format, every
-stored utterance (id, shard, lengths, duration, text, source path) and the skipped inputs.
+stored utterance (id, shard, lengths, duration, text, speaker id, source path) and the skipped inputs.
 :meth:`TokenManifest.check_compatible` compares it with a ``SoundStormConfig`` before training.
 """
 
@@ -18,7 +18,10 @@ from soundstorm.semantic.base import upsample_ratio
 
 MANIFEST_NAME = "manifest.json"
 FORMAT = "soundstorm-tokens/v1"
-UTTERANCE_FIELDS = ("utt_id", "shard", "index", "num_frames", "num_semantic_frames", "duration", "text", "path")
+UTTERANCE_FIELDS = ("utt_id", "shard", "index", "num_frames", "num_semantic_frames", "duration", "text", "speaker",
+                    "path")
+# Fields that token folders written before they existed may lack, with the value they then take.
+OPTIONAL_UTTERANCE_FIELDS = {"speaker": ""}
 
 
 @dataclass
@@ -46,6 +49,8 @@ class TokenManifest:
         if self.shard_format not in ("safetensors", "npz"):
             raise ValueError(f"manifest shard_format={self.shard_format!r}, expected 'safetensors' or 'npz'")
         for utt in self.utterances:
+            for key, default in OPTIONAL_UTTERANCE_FIELDS.items():
+                utt.setdefault(key, default)
             missing = [k for k in UTTERANCE_FIELDS if k not in utt]
             if missing:
                 raise ValueError(f"manifest utterance {utt.get('utt_id')!r} lacks fields {missing}")

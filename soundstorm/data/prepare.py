@@ -1,8 +1,8 @@
 """Token preparation: audio files → codec codes + semantic ids in shards, with a manifest.
 
-Reads a folder (wav/flac/ogg) or a JSONL manifest (``path``, optional ``text``/``utt_id``/``split``/
-``phones``), fits (on items not marked ``split: heldout``; with ``phones`` for a tokenizer that needs
-alignments) or loads the codec and tokenizer (saved under ``output/codec`` and ``output/semantic`` so the
+Reads a folder (wav/flac/ogg) or a JSONL manifest (``path``, optional ``text``/``utt_id``/``speaker``/
+``split``/``phones``), fits (on items not marked ``split: heldout``; with ``phones`` for a tokenizer
+that needs alignments) or loads the codec and tokenizer (saved under ``output/codec`` and ``output/semantic`` so the
 same codec decodes later), encodes in batches, and writes ``shard-NNNNN`` files plus a sidecar JSON
 per shard, each atomically. A rerun skips shards whose sidecar exists. Bad files are skipped and
 listed; lengths are aligned with :func:`soundstorm.semantic.align_lengths` (``T = S × upsample``).
@@ -48,6 +48,14 @@ class PrepareOptions:
             raise ValueError(f"prepare shard_format={self.shard_format!r}, expected 'safetensors' or 'npz'")
 
 
+def speaker_of(entry: dict) -> str:
+    """The speaker id of a JSONL entry: its ``speaker`` field, else its ``voice`` (the espeak-ng corpus), else ""."""
+    for key in ("speaker", "voice"):
+        if entry.get(key) not in (None, ""):
+            return str(entry[key])
+    return ""
+
+
 SPLITS = ("", "train", "heldout")
 
 
@@ -66,7 +74,7 @@ def corpus_fields(entry: dict, where: str) -> dict:
 
 
 def list_inputs(source) -> list[dict]:
-    """Items ``{utt_id, path, text}`` from a folder of audio or a JSONL manifest (paths relative to it)."""
+    """Items ``{utt_id, path, text, speaker}`` from a folder of audio or a JSONL manifest (paths relative to it)."""
     source = Path(source)
     if source.is_dir():
         items = list_folder(source)
@@ -82,7 +90,8 @@ def list_inputs(source) -> list[dict]:
                 raise ValueError(f"{source}:{lineno}: expected a JSON object with a 'path' field ({err})") from err
             path = path if path.is_absolute() else source.parent / path
             items.append({"utt_id": str(entry.get("utt_id", path.stem)), "path": str(path),
-                          "text": str(entry.get("text", "")), **corpus_fields(entry, f"{source}:{lineno}")})
+                          "text": str(entry.get("text", "")), "speaker": speaker_of(entry),
+                          **corpus_fields(entry, f"{source}:{lineno}")})
     else:
         raise FileNotFoundError(f"prepare input not found: {source} (expected a folder of audio or a JSONL manifest)")
     if not items:
@@ -195,7 +204,8 @@ def _write_shard(out: Path, name: str, inputs, stored, skipped, settings, shard_
     for j, (item, duration, codes_QT, semantic_S) in enumerate(stored):
         utterances.append({"utt_id": item["utt_id"], "shard": name, "index": j, "num_frames": int(codes_QT.shape[1]),
                            "num_semantic_frames": int(semantic_S.shape[0]), "duration": round(duration, 4),
-                           "text": item["text"], "split": item.get("split", ""), "path": item["path"]})
+                           "text": item["text"], "speaker": item.get("speaker", ""), "split": item.get("split", ""),
+                           "path": item["path"]})
     write_shard(shard_path(out, name, shard_format), [s[2] for s in stored], [s[3] for s in stored])
     sidecar = {"settings": settings, "inputs": [i["path"] for i in inputs], "utterances": utterances,
                "skipped": skipped}

@@ -92,33 +92,35 @@ class GenerationEvaluator:
         self.window_prompt = frames_for(config.window_prompt_seconds, codec.frame_rate, up)
         self.prompt = frames_for(config.prompt_seconds, codec.frame_rate, up)
 
-    def _generate(self, semantic_S, prompt_QT=None, seed=0):
+    def generate(self, semantic_S, prompt_QT=None, seed=0):
+        """Codes ``[Q, T]`` for ``semantic_S`` (optionally continuing ``prompt_QT``), window by window."""
         return generate_windowed(self.model, semantic_S, window_frames=self.window, prompt_frames=self.window_prompt,
                                  prompt_QT=prompt_QT, config=self.sampler_config,
                                  generator=torch.Generator().manual_seed(seed))
 
-    def _decode(self, codes_QT):
+    def decode(self, codes_QT):
+        """The codec's waveform ``[N]`` (CPU) of ``codes_QT``."""
         return self.codec.decode(codes_QT[None].to(torch.long))[0].detach().cpu()
 
     def utterance(self, utt: dict, index: int, totals: dict, out_dir: Path | None) -> None:
         ref_QT, semantic_S, sr = utt["codes"], utt["semantic"], self.codec.sample_rate
-        gen_QT = self._generate(semantic_S, seed=self.config.seed + index)
+        gen_QT = self.generate(semantic_S, seed=self.config.seed + index)
         totals["unprompted"].add_accuracy(token_accuracy_per_level(gen_QT, ref_QT), ref_QT.shape[1])
-        ref_wav, gen_wav = self._decode(ref_QT), self._decode(gen_QT)
+        ref_wav, gen_wav = self.decode(ref_QT), self.decode(gen_QT)
         totals["unprompted"].add("mel_distance", mel_distance(gen_wav, ref_wav, sr))
         rand_QT = torch.randint(0, self.codec.codebook_size, ref_QT.shape,
                                 generator=torch.Generator().manual_seed(self.config.seed + index))
-        totals["random"].add("mel_distance", mel_distance(self._decode(rand_QT), ref_wav, sr))
+        totals["random"].add("mel_distance", mel_distance(self.decode(rand_QT), ref_wav, sr))
         if self.unigram_token is not None:
             totals["unigram"].add_accuracy([float((ref_QT[0] == self.unigram_token).float().mean())], ref_QT.shape[1])
         for metric in self.config.extra_metrics:
             totals["unprompted"].add(metric.name, metric(gen_wav, ref_wav, sr, utt.get("text", "")))
         prompted_wav = None
         if ref_QT.shape[1] > self.prompt + self.model.config.semantic_upsample:
-            prm_QT = self._generate(semantic_S, ref_QT[:, :self.prompt], seed=self.config.seed + index)
+            prm_QT = self.generate(semantic_S, ref_QT[:, :self.prompt], seed=self.config.seed + index)
             totals["prompted"].add_accuracy(token_accuracy_per_level(prm_QT, ref_QT, self.prompt),
                                             ref_QT.shape[1] - self.prompt)
-            prompted_wav = self._decode(prm_QT)
+            prompted_wav = self.decode(prm_QT)
             cut = int(self.prompt / self.codec.frame_rate * sr)
             totals["prompted"].add("mel_distance", mel_distance(prompted_wav[cut:], ref_wav[cut:], sr))
         if out_dir is not None and index < self.config.num_examples:
@@ -168,9 +170,9 @@ class GenerationEvaluator:
         ref_QT = torch.cat(codes, dim=1)[:, :needed]
         semantic_S = torch.cat(semantic)[:needed // up]
         prompt = frames_for(self.config.long_prompt_seconds, rate, up)
-        gen_QT = self._generate(semantic_S, ref_QT[:, :prompt] if prompt else None, seed=self.config.seed)
+        gen_QT = self.generate(semantic_S, ref_QT[:, :prompt] if prompt else None, seed=self.config.seed)
         sr, tag = self.codec.sample_rate, f"{int(round(seconds))}s"
-        gen_wav, ref_wav = self._decode(gen_QT), self._decode(ref_QT)
+        gen_wav, ref_wav = self.decode(gen_QT), self.decode(ref_QT)
         out_dir = Path(out_dir)
         write_wav(out_dir / f"generated_{tag}.wav", gen_wav, sr)
         write_wav(out_dir / f"reference_{tag}.wav", ref_wav, sr)

@@ -1,9 +1,11 @@
 """Metrics of generated tokens and audio, and the pluggable ASR / speaker-similarity metrics.
 
 Token metrics compare generated codes with the reference per level. Audio metrics take decoded
-waveforms. WER and speaker similarity need models we do not ship: the user passes a callable
-(``transcribe(wav_N, sample_rate) -> str`` or ``embed(wav_N, sample_rate) -> [D] tensor``), e.g. via
-``eval.asr=my_pkg.asr:transcribe`` on the command line; :func:`load_callable` resolves such paths.
+waveforms. Per-utterance WER / speaker similarity of the unprompted generation against its reference
+come from a user's callable (``transcribe(wav_N, sample_rate) -> str`` or ``embed(wav_N, sample_rate) ->
+[D] tensor``) named on the command line (``evaluation.asr=my_pkg.asr:transcribe``); :func:`load_callable`
+resolves such paths. The offline recognizer and verifier, and the speech table built on them, are in
+:mod:`.asr`, :mod:`.speaker` and :mod:`.speech_table`.
 """
 
 from __future__ import annotations
@@ -48,7 +50,8 @@ def load_callable(path: str | None) -> Callable | None:
 
 
 class WordErrorRate:
-    """WER (jiwer) of ``transcribe(generated)`` against the utterance's text."""
+    """WER (jiwer, on normalised text: :func:`soundstorm.evaluation.asr.error_rates`) of
+    ``transcribe(generated)`` against the utterance's text."""
 
     name = "wer"
 
@@ -58,9 +61,9 @@ class WordErrorRate:
         self.transcribe = transcribe
 
     def __call__(self, generated_N: torch.Tensor, reference_N: torch.Tensor, sample_rate: int, text: str) -> float:
-        import jiwer
+        from soundstorm.evaluation.asr import error_rates
 
-        return float(jiwer.wer(text.lower(), self.transcribe(generated_N, sample_rate).lower()))
+        return error_rates(text, self.transcribe(generated_N, sample_rate))["wer"]
 
 
 class SpeakerSimilarity:

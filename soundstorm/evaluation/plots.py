@@ -1,4 +1,4 @@
-"""Spectrogram figures: reference vs. generated log-mel spectrograms stacked in one PNG."""
+"""Figures: reference vs. generated log-mel spectrograms stacked in one PNG; the speech table as bars."""
 
 from __future__ import annotations
 
@@ -31,6 +31,37 @@ def save_spectrograms(path, waves: dict[str, torch.Tensor], sample_rate: int, ti
     axes[-1, 0].set_xlabel("time (s)")
     if title:
         axes[0, 0].set_title(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=80)
+    plt.close(fig)
+    return path
+
+
+def save_speech_bars(path, table: dict, rows, title: str = "") -> Path:
+    """Bar charts of the speech table (``speech_table.summarize``): WER/CER, speaker similarities, mel distance."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    panels = (("error rate (lower is better)", ("wer", "cer")),
+              ("speaker similarity (cosine)", ("sim_prompt_speaker", "sim_source_speaker")),
+              ("log-mel distance to ground truth", ("mel_distance",)))
+    x = np.arange(len(rows))
+    fig, axes = plt.subplots(1, len(panels), figsize=(15, 3.8))
+    for ax, (ylabel, columns) in zip(axes, panels):
+        width = 0.8 / len(columns)
+        for j, col in enumerate(columns):
+            values = [np.nan if table[row][col] is None else table[row][col] for row in rows]
+            ax.bar(x + (j - (len(columns) - 1) / 2) * width, values, width, label=col)
+        ax.set_xticks(x, rows, rotation=25, ha="right")
+        ax.set_ylabel(ylabel)
+        ax.legend(fontsize=8)
+    if title:
+        fig.suptitle(title)
     fig.tight_layout()
     fig.savefig(path, dpi=80)
     plt.close(fig)

@@ -1,0 +1,169 @@
+"""The paper's Table 1 in miniature: intelligibility and voice preservation of generated speech.
+
+Rows, per target utterance (chosen by :mod:`.speech_plan`), each scored by a recognizer (WER, CER
+against the manifest ``text``), a speaker verifier (cosine similarity to the reference recordings of
+the prompt's and of the source speaker) and the mel distance to the ground-truth recording:
+
+- ``ground_truth``: the original recording (resampled to the codec's rate);
+- ``resynthesis``: the codec's decoding of the reference codes (the codec's ceiling);
+- ``unprompted``: SoundStorm from the semantic tokens alone;
+- ``prompted``: SoundStorm continuing 3 s of a *different* utterance of the same speaker (prompt
+  semantic + acoustic tokens prepended; only the continuation is scored), the paper's setting;
+- ``cross_speaker``: the target's semantic tokens (speaker A) with a prompt from speaker B.
+
+``sim_prompt_speaker`` is null where there is no prompt; ``cross_speaker_attribution`` is the fraction
+of cross-speaker outputs closer to B's reference than to A's: whether the prompt, not the semantic
+tokens, sets the voice.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import soundfile as sf
+import torch
+import torchaudio
+
+from soundstorm.codecs.base import mel_distance
+from soundstorm.evaluation.asr import build_recognizer, error_rates
+from soundstorm.evaluation.generation import write_wav
+from soundstorm.evaluation.plots import save_speech_bars
+from soundstorm.evaluation.speaker import build_verifier, cosine
+from soundstorm.evaluation.speech_plan import SpeechItem, plan_speech_items
+from soundstorm.pretrained import atomic_write_bytes
+
+ROWS = ("ground_truth", "resynthesis", "unprompted", "prompted", "cross_speaker")
+COLUMNS = ("wer", "cer", "sim_prompt_speaker", "sim_source_speaker", "mel_distance")
+
+
+class SpeechTable:
+    """Scores :class:`SpeechItem` s with a ``GenerationEvaluator`` (generate / decode), a recognizer and a
+    verifier. ``load(utt_id)`` returns a token-folder utterance (``codes``, ``semantic``, ``text``, ``path``)."""
+
+    def __init__(self, evaluator, recognizer, verifier, load, prompt_seconds: float = 3.0, seed: int = 0):
+        self.evaluator, self.recognizer, self.verifier, self.load = evaluator, recognizer, verifier, load
+        self.sample_rate = evaluator.codec.sample_rate
+        up = evaluator.model.config.semantic_upsample
+        self.prompt_frames = max(up, int(round(prompt_seconds * evaluator.codec.frame_rate / up)) * up)
+        self.seed = seed
+        self._embeddings: dict[str, torch.Tensor] = {}
+
+    def recording(self, utt: dict) -> torch.Tensor:
+        """The utterance's source audio ``[N]`` at the codec's sample rate."""
+        try:
+            data, rate = sf.read(str(utt["path"]), dtype="float32", always_2d=True)
+        except (OSError, RuntimeError) as err:
+            raise FileNotFoundError(f"the speech table needs the ground-truth audio of utterance {utt['utt_id']!r}: "
+                                    f"cannot read manifest path {utt['path']!r} ({err})") from err
+        wav_N = torch.from_numpy(data).mean(dim=1)
+        return torchaudio.functional.resample(wav_N, rate, self.sample_rate) if rate != self.sample_rate else wav_N
+
+    def speaker_embedding(self, utt_id: str) -> torch.Tensor:
+        if utt_id not in self._embeddings:
+            self._embeddings[utt_id] = self.verifier.embed(self.recording(self.load(utt_id)), self.sample_rate)
+        return self._embeddings[utt_id]
+
+    def continue_prompt(self, target: dict, prompt_utt: dict, seed: int) -> torch.Tensor:
+        """Waveform of the target's content continuing the first ``prompt_frames`` of ``prompt_utt``."""
+        up = self.evaluator.model.config.semantic_upsample
+        num_prompt = min(self.prompt_frames, prompt_utt["codes"].shape[1] // up * up)
+        semantic_S = torch.cat([prompt_utt["semantic"][:num_prompt // up], target["semantic"]])
+        codes_QT = self.evaluator.generate(semantic_S, prompt_utt["codes"][:, :num_prompt], seed=seed)
+        return self.evaluator.decode(codes_QT[:, num_prompt:])
+
+    def score(self, wav_N, target: dict, truth_N, source_ref: str, prompt_ref: str | None) -> dict:
+        transcript = self.recognizer.transcribe(wav_N, self.sample_rate)
+        row = {**error_rates(target["text"], transcript), "transcript": transcript}
+        emb_D = self.verifier.embed(wav_N, self.sample_rate)
+        row["sim_prompt_speaker"] = None if prompt_ref is None else cosine(emb_D, self.speaker_embedding(prompt_ref))
+        row["sim_source_speaker"] = cosine(emb_D, self.speaker_embedding(source_ref))
+        row["mel_distance"] = mel_distance(wav_N, truth_N, self.sample_rate)
+        return row
+
+    @torch.no_grad()
+    def item(self, item: SpeechItem, index: int) -> dict:
+        """Every row of one target: ``{row: {column: value}}`` plus the ids it used."""
+        target, seed = self.load(item.target), self.seed + index
+        truth_N = self.recording(target)
+        waves = {"ground_truth": truth_N, "resynthesis": self.evaluator.decode(target["codes"]),
+                 "unprompted": self.evaluator.decode(self.evaluator.generate(target["semantic"], seed=seed)),
+                 "prompted": self.continue_prompt(target, self.load(item.prompt), seed),
+                 "cross_speaker": self.continue_prompt(target, self.load(item.cross_prompt), seed)}
+        rows = {name: self.score(wav, target, truth_N, item.reference, None) for name, wav in waves.items()
+                if name in ("ground_truth", "resynthesis", "unprompted")}
+        rows["prompted"] = self.score(waves["prompted"], target, truth_N, item.reference, item.reference)
+        rows["cross_speaker"] = self.score(waves["cross_speaker"], target, truth_N, item.reference,
+                                           item.cross_reference)
+        return {"rows": rows, "waves": waves, "ids": {**vars(item), "text": target["text"]}}
+
+    def run(self, items: list[SpeechItem]) -> tuple[dict, list[dict]]:
+        """``(table, per-item results)``; ``table`` = row means plus ``cross_speaker_attribution``."""
+        if not items:
+            raise ValueError("the speech table has no utterance to score")
+        results = [self.item(item, i) for i, item in enumerate(items)]
+        return summarize(results), results
+
+
+def _mean(values: list) -> float | None:
+    values = [v for v in values if v is not None]
+    return sum(values) / len(values) if values else None
+
+
+def summarize(results: list[dict]) -> dict:
+    """Row means over items, ``cross_speaker_attribution`` and ``num_utterances``."""
+    table = {row: {col: _mean([r["rows"][row][col] for r in results]) for col in COLUMNS} for row in ROWS}
+    closer = [r["rows"]["cross_speaker"]["sim_prompt_speaker"] > r["rows"]["cross_speaker"]["sim_source_speaker"]
+              for r in results]
+    table["cross_speaker_attribution"] = sum(closer) / len(closer)
+    table["num_utterances"] = len(results)
+    return table
+
+
+def markdown(table: dict, asr: str = "", verifier: str = "") -> str:
+    """The table as GitHub markdown (null → "–")."""
+    def cell(value):
+        return "–" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:.3f}"
+
+    lines = ["| audio | WER | CER | sim. to prompt's speaker | sim. to source speaker | mel distance |",
+             "|---|---|---|---|---|---|"]
+    lines += [f"| {row} | " + " | ".join(cell(table[row][col]) for col in COLUMNS) + " |" for row in ROWS]
+    lines += ["", f"Cross-speaker attribution (output closer to the prompt's speaker than to the source speaker): "
+                  f"{table['cross_speaker_attribution']:.2f} of {table['num_utterances']} pairs."]
+    if asr or verifier:
+        lines.append(f"Recognizer: {asr}; speaker verifier: {verifier}.")
+    return "\n".join(lines) + "\n"
+
+
+def evaluate_speech(config, evaluator, heldout, others, out_dir, num_examples: int = 0) -> dict:
+    """Plan, score and write the speech table: ``out_dir/speech_table.{md,png}`` and, for the first
+    ``num_examples`` targets, every row's audio under ``out_dir/speech_examples``. ``heldout``: the
+    ``TokenDataset`` whose utterances are scored; ``others``: a ``TokenDataset`` (the training split) whose
+    utterances may serve as prompts and references; ``config``: a
+    :class:`~soundstorm.evaluation.speech_plan.SpeechEvalConfig`. Returns the table."""
+    where = {u["utt_id"]: (dataset, i) for dataset in (others, heldout) for i, u in enumerate(dataset.utterances)}
+    records = [u for dataset in (others, heldout) for u in dataset.utterances]
+    heldout_ids = [u["utt_id"] for u in heldout.utterances]
+    items = plan_speech_items(records, heldout_ids, config.max_utterances, config.seed)
+
+    def load(utt_id: str) -> dict:
+        dataset, i = where[utt_id]
+        return dataset.utterance(i)
+
+    scorer = SpeechTable(evaluator, build_recognizer(config.asr, config.asr_options),
+                         build_verifier(config.verifier, config.verifier_options), load, config.prompt_seconds,
+                         config.seed)
+    table, results = scorer.run(items)
+    out_dir = Path(out_dir)
+    for result in results[:num_examples]:
+        for row, wav_N in result["waves"].items():
+            write_wav(out_dir / "speech_examples" / f"{result['ids']['target']}_{row}.wav", wav_N, scorer.sample_rate)
+    table["items"] = [{**r["ids"], "rows": {row: {k: r["rows"][row][k] for k in ("wer", "transcript")} for row in ROWS}}
+                      for r in results]
+    table["asr"], table["verifier"] = config.asr, config.verifier
+    out_dir.mkdir(parents=True, exist_ok=True)
+    atomic_write_bytes(out_dir / "speech_table.md", markdown(table, config.asr, config.verifier).encode())
+    save_speech_bars(out_dir / "speech_table.png", table, ROWS,
+                     title=f"{table['num_utterances']} held-out utterances; ASR {config.asr}, "
+                           f"verifier {config.verifier}")
+    return table

@@ -1,0 +1,161 @@
+"""The speech table (Table 1 in miniature) end to end through ``soundstorm-eval``, and its planning.
+
+The corpus: two festival diphone voices saying four sentences each, with ``speaker`` ids in the JSONL
+that ``soundstorm-prepare`` must carry into the token manifest. The model is an untrained tiny
+SoundStorm: its output is noise, so the recognizer must read the ground truth better.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+
+import pytest
+
+from soundstorm.evaluation.speech_plan import SpeechEvalConfig, plan_speech_items
+from soundstorm.evaluation.speech_table import ROWS, markdown, summarize
+from conftest import PREPARE_SMALL, run_cli
+
+
+def _records(num_per_speaker=3, speakers=("a", "b", "c"), heldout_every=3):
+    recs = [{"utt_id": f"{s}{i}", "speaker": s, "text": f"sentence {i}"}
+            for s in speakers for i in range(num_per_speaker)]
+    return recs, [r["utt_id"] for k, r in enumerate(recs) if k % heldout_every == 0]
+
+
+def test_plan_is_seeded_and_follows_the_rules():
+    recs, heldout = _records()
+    items = plan_speech_items(recs, heldout, max_items=10, seed=3)
+    assert items == plan_speech_items(recs, heldout, max_items=10, seed=3)
+    assert sorted(i.target for i in items) == sorted(heldout)
+    speaker_of = {r["utt_id"]: r["speaker"] for r in recs}
+    for item in items:
+        assert item.prompt != item.target and speaker_of[item.prompt] == item.speaker == speaker_of[item.target]
+        assert item.reference not in (item.target, item.prompt) and speaker_of[item.reference] == item.speaker
+        assert item.other_speaker != item.speaker and speaker_of[item.cross_prompt] == item.other_speaker
+        assert item.cross_reference != item.cross_prompt and speaker_of[item.cross_reference] == item.other_speaker
+    assert len(plan_speech_items(recs, heldout, max_items=2, seed=3)) == 2
+
+
+def test_plan_names_the_missing_field():
+    recs, heldout = _records(speakers=("a",))
+    with pytest.raises(ValueError, match="at least 2 speakers .*'speaker'"):
+        plan_speech_items(recs, heldout, 4, 0)
+    recs, heldout = _records()
+    recs[0]["text"] = ""
+    with pytest.raises(ValueError, match="'text'"):
+        plan_speech_items(recs, heldout, 4, 0)
+    recs, _ = _records(num_per_speaker=1)
+    with pytest.raises(ValueError, match="another utterance"):
+        plan_speech_items(recs, ["a0"], 4, 0)
+    with pytest.raises(ValueError, match="evaluation.speech.max_utterances"):
+        SpeechEvalConfig(max_utterances=0)
+
+
+def test_summary_counts_cross_speaker_attribution():
+    def row(sim_prompt, sim_source):
+        return {"wer": 0.5, "cer": 0.25, "sim_prompt_speaker": sim_prompt, "sim_source_speaker": sim_source,
+                "mel_distance": 1.0}
+
+    results = [{"rows": {**{r: row(None, 0.5) for r in ROWS}, "cross_speaker": row(p, s)}}
+               for p, s in ((0.9, 0.5), (0.4, 0.6), (0.8, 0.7), (0.1, 0.2))]
+    table = summarize(results)
+    assert table["cross_speaker_attribution"] == 0.5 and table["num_utterances"] == 4
+    assert table["unprompted"]["sim_prompt_speaker"] is None
+    assert table["cross_speaker"]["sim_prompt_speaker"] == pytest.approx(0.55)
+    text = markdown(table)
+    assert "| unprompted | 0.500 | 0.250 | – | 0.500 | 1.000 |" in text and "0.50 of 4 pairs" in text
+
+
+SENTENCES = ("The boy was there when the sun rose.", "It is easy to tell the depth of a well.",
+             "Help the woman get back to her feet.", "A rod is used to catch pink salmon.")
+
+
+@pytest.fixture(scope="module")
+def speaker_tokens(tmp_path_factory):
+    """Two festival voices (speakers ``kal``, ``ked``) × four sentences, prepared with the small codec."""
+    if shutil.which("text2wave") is None:
+        pytest.skip("festival is not installed (apt-get install festival festvox-kallpc16k festvox-kdlpc16k)")
+    out = tmp_path_factory.mktemp("speakers")
+    lines = []
+    for speaker in ("kal", "ked"):
+        for i, text in enumerate(SENTENCES):
+            path = out / f"{speaker}{i}.wav"
+            subprocess.run(["text2wave", "-eval", f"(voice_{speaker}_diphone)", "-o", str(path)], input=text,
+                           text=True, check=True, capture_output=True)
+            lines.append(json.dumps({"path": path.name, "text": text, "speaker": speaker}) + "\n")
+    (out / "manifest.jsonl").write_text("".join(lines))
+    result = run_cli("soundstorm.cli.prepare", f"input={out / 'manifest.jsonl'}", f"output={out / 'tokens'}",
+                     *PREPARE_SMALL)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return out / "tokens"
+
+
+def _random_model(tokens, directory):
+    from soundstorm.data import TokenManifest
+    from soundstorm.model import SoundStorm, SoundStormConfig
+
+    manifest = TokenManifest.load(tokens)
+    config = SoundStormConfig.tiny(num_levels=manifest.num_levels, codebook_size=int(manifest.codec["codebook_size"]),
+                                   semantic_vocab_size=int(manifest.semantic["vocab_size"]),
+                                   semantic_upsample=manifest.semantic_upsample)
+    SoundStorm(config).save_pretrained(directory)
+    return directory
+
+
+EVAL = ("codec.num_levels=4", "codec.codebook_size=64", "semantic.vocab_size=32", "backend=cpu",
+        "backend.options.num_threads=1", "data.batch_size=4", "data.heldout_fraction=0.3",
+        "evaluation.max_utterances=1", "evaluation.max_batches=1", "evaluation.mask_ratios=[1.0]",
+        "evaluation.long_seconds=0", "evaluation.num_examples=1", "sampler=greedy")
+
+
+@pytest.mark.slow
+def test_eval_cli_writes_the_speech_table(speaker_tokens, tmp_path):
+    from soundstorm.data import TokenManifest
+
+    assert {u["speaker"] for u in TokenManifest.load(speaker_tokens).utterances} == {"kal", "ked"}
+    model_dir = _random_model(speaker_tokens, tmp_path / "model")
+    out = tmp_path / "eval"
+    result = run_cli("soundstorm.cli.eval", f"checkpoint={model_dir}", f"data.root={speaker_tokens}", f"out_dir={out}",
+                     *EVAL, "evaluation.speech.enabled=true", "evaluation.speech.max_utterances=2",
+                     env_extra={"WANDB_MODE": "offline", "WANDB_SILENT": "true"})
+    assert result.returncode == 0, result.stderr[-3000:]
+    speech = json.loads((out / "metrics.json").read_text())["speech"]
+    assert speech["num_utterances"] == 2 and len(speech["items"]) == 2
+    for row in ROWS:
+        assert set(speech[row]) == {"wer", "cer", "sim_prompt_speaker", "sim_source_speaker", "mel_distance"}
+        assert 0.0 <= speech[row]["cer"] and -1.0 <= speech[row]["sim_source_speaker"] <= 1.0
+    for row in ("ground_truth", "resynthesis", "unprompted"):
+        assert speech[row]["sim_prompt_speaker"] is None
+    assert None not in (speech["prompted"]["sim_prompt_speaker"], speech["cross_speaker"]["sim_prompt_speaker"])
+    for item in speech["items"]:
+        assert item["speaker"] == item["target"][:3] == item["prompt"][:3] and item["prompt"] != item["target"]
+        assert item["other_speaker"] == item["cross_prompt"][:3] != item["speaker"]
+        assert item["text"] in SENTENCES and set(item["rows"]) == set(ROWS)
+    assert 0.0 <= speech["cross_speaker_attribution"] <= 1.0
+    assert speech["ground_truth"]["mel_distance"] == pytest.approx(0.0, abs=1e-6)
+    # an untrained model makes noise: the recognizer reads the real recordings better
+    assert speech["ground_truth"]["wer"] < 0.6 and speech["ground_truth"]["wer"] < speech["unprompted"]["wer"] - 0.2
+    assert speech["ground_truth"]["cer"] < speech["unprompted"]["cer"]
+    assert "| ground_truth |" in (out / "speech_table.md").read_text() and "| cross_speaker |" in result.stdout
+    assert (out / "speech_table.png").stat().st_size > 0 and list((out / "wandb").glob("offline-run-*"))
+    assert len(list((out / "speech_examples").glob("*.wav"))) == len(ROWS)
+
+
+def test_eval_cli_speech_table_needs_two_speakers(speaker_tokens, tmp_path):
+    """One speaker id for every utterance: ``prog: error`` naming the field, exit 2, before any scoring."""
+    import shutil
+
+    tokens = tmp_path / "tokens"
+    shutil.copytree(speaker_tokens, tokens)
+    manifest = json.loads((tokens / "manifest.json").read_text())
+    for utt in manifest["utterances"]:
+        utt["speaker"] = "only"
+    (tokens / "manifest.json").write_text(json.dumps(manifest))
+    result = run_cli("soundstorm.cli.eval", f"checkpoint={_random_model(tokens, tmp_path / 'model')}",
+                     f"data.root={tokens}", f"out_dir={tmp_path / 'eval'}", *EVAL, "evaluation.speech.enabled=true",
+                     "logger=none")
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert "soundstorm-eval: error: " in result.stderr and "'speaker'" in result.stderr
+    assert not (tmp_path / "eval" / "metrics.json").exists()
