@@ -10,7 +10,7 @@ speaker id and a transcript each, and decide which *sentences* are held out. Eng
 
 Each manifest line: ``{"path", "utt_id", "text", "speaker", "split", "duration", ...}``. ``split`` is
 ``heldout`` for every utterance of the held-out sentences (a seeded ``heldout_fraction`` of the
-sentences used), else ``train``, so no held-out sentence is ever heard in training; prepare copies it
+sentences), else ``train``, so no held-out sentence is ever heard in training; prepare copies it
 and training splits by it.
 """
 
@@ -63,29 +63,50 @@ def heldout_sentences(sentences: list[str], heldout_fraction: float, seed: int) 
     return set(sorted(distinct, key=lambda t: hashlib.sha1(f"{seed}:{t}".encode()).hexdigest())[:num])
 
 
-def plan_utterances(num_utterances: int, seed: int, sentences: list[str], engine: str = "espeak",
-                    heldout_fraction: float = 0.0) -> list[dict]:
-    """Deterministic per-utterance choices: sentence, speaker (and espeak voice settings), split.
+def _units(sentences: list[str], order, held: set[str], per_utterance: int) -> list[list[str]]:
+    """Sentences grouped into utterance texts in ``order``: held-out ones alone, training ones by ``per_utterance``."""
+    units, current = [], []
+    for k in order:
+        if sentences[k] in held:
+            units.append([sentences[k]])
+            continue
+        current.append(sentences[k])
+        if len(current) == per_utterance:
+            units.append(current)
+            current = []
+    return units + ([current] if current else [])
 
-    Sentences are used in a seeded order, each once before any repeats; festival speakers rotate so
-    that a repeated sentence gets a different speaker. Espeak: genders alternate, accents rotate.
+
+def plan_utterances(num_utterances: int, seed: int, sentences: list[str], engine: str = "espeak",
+                    heldout_fraction: float = 0.0, sentences_per_utterance: int = 1) -> list[dict]:
+    """Deterministic per-utterance choices: text, speaker (and espeak voice settings), split.
+
+    Held-out sentences (:func:`heldout_sentences`) are spoken alone; training utterances join
+    ``sentences_per_utterance`` sentences, so a model trained on them has heard sequences as long as
+    a 3 s voice prompt followed by a held-out sentence. Texts are used in a seeded order, each once
+    before any repeats; festival speakers rotate so that a repeated text gets another speaker.
+    Espeak: genders alternate, accents rotate.
     """
     if engine not in ENGINES:
         raise ValueError(f"engine must be one of {ENGINES}, got {engine!r}")
     if num_utterances < 1:
         raise ValueError(f"num_utterances must be >= 1, got {num_utterances}")
+    if isinstance(sentences_per_utterance, bool) or not isinstance(sentences_per_utterance, int) \
+            or sentences_per_utterance < 1:
+        raise ValueError(f"sentences_per_utterance must be an integer >= 1, got {sentences_per_utterance!r}")
     if not sentences:
         raise ValueError("no sentences to synthesise")
     rng = np.random.default_rng(seed)
     order = rng.permutation(len(sentences))
-    texts = [sentences[order[i % len(sentences)]] for i in range(num_utterances)]
-    held = heldout_sentences(texts, heldout_fraction, seed)
+    held = heldout_sentences(sentences, heldout_fraction, seed)
+    units = _units(sentences, order, held, sentences_per_utterance)
     speakers = list(festival.SPEAKERS)
     plans = []
-    for i, text in enumerate(texts):
-        plan = {"utt_id": f"utt{i:05d}", "text": text, "split": "heldout" if text in held else "train"}
+    for i in range(num_utterances):
+        unit = units[i % len(units)]
+        plan = {"utt_id": f"utt{i:05d}", "text": " ".join(unit), "split": "heldout" if unit[0] in held else "train"}
         if engine == "festival":
-            plan["speaker"] = speakers[(i + i // len(sentences)) % len(speakers)]
+            plan["speaker"] = speakers[(i + i // len(units)) % len(speakers)]
         else:
             gender = "female" if i % 2 else "male"
             variants = FEMALE_VARIANTS if gender == "female" else MALE_VARIANTS
@@ -136,14 +157,15 @@ def _synth_festival(plans: list[dict], wav_dir: Path, batch_size: int = 100) -> 
 
 
 def synth_corpus(out_dir, num_utterances: int = 20, seed: int = 0, sentences: list[str] | None = None,
-                 engine: str = "espeak", heldout_fraction: float = 0.0) -> Path:
+                 engine: str = "espeak", heldout_fraction: float = 0.0, sentences_per_utterance: int = 1) -> Path:
     """Write ``out_dir/wavs/*.wav`` and ``out_dir/manifest.jsonl``; return the manifest path.
 
     Espeak: a rerun reuses existing wav files of the same plan, so it finishes an interrupted run;
     festival is fast enough to redo.
     """
     out_dir = Path(out_dir)
-    plans = plan_utterances(num_utterances, seed, sentences or bundled_sentences(), engine, heldout_fraction)
+    plans = plan_utterances(num_utterances, seed, sentences or bundled_sentences(), engine, heldout_fraction,
+                            sentences_per_utterance)
     (out_dir / "wavs").mkdir(parents=True, exist_ok=True)
     manifest = out_dir / "manifest.jsonl"
     if engine == "festival":

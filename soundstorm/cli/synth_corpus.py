@@ -22,10 +22,13 @@ def main(argv: list[str] | None = None) -> None:
                         help="festival: six readable speakers with phone alignments; espeak: many robotic voices")
     parser.add_argument("--heldout-fraction", type=float, default=0.0,
                         help="fraction of the sentences whose every utterance is marked split=heldout (default 0)")
+    parser.add_argument("--sentences-per-utterance", type=int, default=1,
+                        help="sentences joined in each training utterance (held-out ones are always alone)")
     args = parser.parse_args(argv)
     try:
         manifest = synth_corpus(args.out, args.num_utterances, args.seed, engine=args.engine,
-                                heldout_fraction=args.heldout_fraction)
+                                heldout_fraction=args.heldout_fraction,
+                                sentences_per_utterance=args.sentences_per_utterance)
     except (FileNotFoundError, ValueError, RuntimeError) as err:
         print(f"soundstorm-synth-corpus: error: {err}", file=sys.stderr)
         raise SystemExit(2) from err
