@@ -39,10 +39,10 @@ class Speaker:
 SPEAKERS: dict[str, Speaker] = {
     "kal": Speaker("kal_diphone", 105, 14),
     "ked": Speaker("ked_diphone", 105, 15),
-    "kal_high": Speaker("kal_diphone", 165, 25),
+    "kal_high": Speaker("kal_diphone", 200, 30),
     "kal_bright": Speaker("kal_diphone", 95, 14, stretch=1.1, speed=1.15),
     "ked_bright": Speaker("ked_diphone", 150, 25, stretch=1.1, speed=1.15),
-    "ked_small": Speaker("ked_diphone", 120, 20, stretch=1.15, speed=1.22),
+    "kal_small": Speaker("kal_diphone", 170, 25, stretch=1.15, speed=1.22),
 }
 
 
