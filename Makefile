@@ -30,6 +30,10 @@ $(STAMP): setup.cfg constraints.txt pyproject.toml
 test: $(STAMP)
 	$(PY) -m pytest -q
 
+# Everything but the end-to-end and learning runs (marked `slow`); the golden-loss test still covers training.
+test-fast: $(STAMP)
+	$(PY) -m pytest -q -m "not slow"
+
 # The CPU quickstart end to end (experiments/quickstart_cpu/run.sh): festival corpus → tokens → ~20 min
 # of training → the speech table on held-out sentences. Leaves outputs/quickstart/{metrics.json,
 # speech_table.md, speech_table.png, speech_examples/, generated_30s.wav, spectrogram_30s.png, wandb/}.

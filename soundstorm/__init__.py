@@ -4,6 +4,23 @@ Where the paper lives:
   §3.1 model     → :mod:`soundstorm.model` (embeddings, heads) and :mod:`soundstorm.conformer`
   §3.2 training  → :mod:`soundstorm.masking`
   §3.3 decoding  → :mod:`soundstorm.sampler`
+
+Shape letters. A tensor's name ends with its axes, outermost first (``codes_BQT`` is ``[B, Q, T]``);
+every module's docstring points here. Counts are ``num_*``.
+
+  B  batch (examples)
+  Q  RVQ levels (codebooks), coarse to fine
+  T  codec frames (the model's sequence axis)
+  S  semantic frames (``T = S × semantic_upsample``)
+  V  vocabulary of one level (``codebook_size``; inputs add a mask id)
+  D  model width (``dim``); for a codec or k-means, the vector width
+  E  inner channels of the Conformer convolution module (``conv_expansion × D``)
+  N  attention heads (Conformer); elsewhere the rows of a flat set of vectors (k-means, codecs)
+  H  width of one attention head (``D / N``; ``H2`` is half of it, for rotary angles)
+  K  codebook entries (codecs, k-means); convolution taps in ``conv_BKC``
+  C  feature channels (MFCC coefficients, audio channels)
+  F  mel bins
+  1, 2, 3  an axis of that size (broadcast, or stacked q/k/v)
 """
 
 from soundstorm.masking import Corruption, corrupt

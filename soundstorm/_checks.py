@@ -3,6 +3,8 @@
 Every public entry point checks its tensors here, once, before any compiled or hot-path code
 runs, so that a bad input fails with a ``ValueError`` that names the argument, the value seen and
 what was expected (instead of an index error deep inside an embedding lookup).
+
+Shape letters: see :mod:`soundstorm`.
 """
 
 from __future__ import annotations

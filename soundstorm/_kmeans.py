@@ -3,6 +3,8 @@
 One job: fit codebooks on feature frames with scikit-learn (``MiniBatchKMeans`` on a random
 subsample, fast on a few CPU cores) and assign frames to their nearest codeword with torch.
 Residual (RVQ) fitting fits level q on what levels 1..q-1 left unexplained.
+
+Shape letters: see :mod:`soundstorm`.
 """
 
 from __future__ import annotations

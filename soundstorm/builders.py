@@ -1,14 +1,20 @@
 """Builders: the only code that turns Hydra/OmegaConf configs into objects.
 
-Each config section is merged into a structured dataclass first, so a misspelt or unknown key
-fails loudly (``ValueError`` naming it) instead of being ignored.
+Each config section is validated straight into its component's own dataclass (``SoundStormConfig``,
+``SamplerConfig``, ``OptimConfig``, ``MelRVQConfig``, ``MFCCKMeansConfig``, ``EvaluationConfig``, …)
+by :func:`strict`, so a misspelt or unknown key fails loudly (``ValueError`` naming it) and a field
+exists in exactly one place. Keys that only select or locate a component (``name``,
+``pretrained_dir``) are taken off first. Components configured by constructor arguments (EnCodec,
+HuBERT + k-means) are checked against a schema generated from the constructor's signature.
 """
 
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass
-from typing import Any, Optional
+import inspect
+import typing
+from pathlib import Path
+from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
@@ -17,99 +23,71 @@ from soundstorm.codecs import EncodecCodec, MelRVQCodec, MelRVQConfig, load_code
 from soundstorm.semantic import (HubertKMeans, MFCCKMeans, MFCCKMeansConfig, PhoneTokenizer, PhoneTokenizerConfig,
                                 load_tokenizer)
 
-
-# ---------------------------------------------------------------- codec / semantic (issue 3)
-@dataclass
-class MelRVQSection(MelRVQConfig):
-    name: str = "melrvq"
-    pretrained_dir: Optional[str] = None
+SELECTORS = ("name", "pretrained_dir")  # keys that choose / locate a component, not its settings
 
 
-@dataclass
-class EncodecSection:
-    name: str = "encodec_24khz"
-    bandwidth: float = 6.0
-    pretrained: bool = True
-    repository: Optional[str] = None
-    seed: int = 0
-    fit_iters: int = 30
-    fit_max_frames: int = 100_000
-    pretrained_dir: Optional[str] = None
+def resolved(cfg):
+    """A config node as a plain container with interpolations resolved against the whole config
+    (``strict`` validates a section on its own, where ``${trainer.max_steps}`` could not be found)."""
+    if isinstance(cfg, DictConfig):
+        try:
+            return OmegaConf.to_container(cfg, resolve=True)
+        except OmegaConfBaseException as err:
+            raise ValueError(f"cannot resolve config: {err}") from err
+    return cfg
 
 
-@dataclass
-class MFCCKMeansSection(MFCCKMeansConfig):
-    name: str = "mfcc_kmeans"
-    pretrained_dir: Optional[str] = None
-
-
-@dataclass
-class PhoneTokenizerSection(PhoneTokenizerConfig):
-    name: str = "phone_classifier"
-    pretrained_dir: Optional[str] = None
-
-
-@dataclass
-class HubertKMeansSection:
-    name: str = "hubert_kmeans"
-    layer: int = 6
-    vocab_size: int = 1024
-    downsample: int = 2
-    pretrained: bool = True
-    seed: int = 0
-    fit_iters: int = 30
-    fit_max_frames: int = 100_000
-    pretrained_dir: Optional[str] = None
-
-
-CODEC_SECTIONS = {"melrvq": MelRVQSection, "encodec_24khz": EncodecSection}
-SEMANTIC_SECTIONS = {"mfcc_kmeans": MFCCKMeansSection, "hubert_kmeans": HubertKMeansSection,
-                     "phone_classifier": PhoneTokenizerSection}
-
-
-def strict(schema, cfg, where: str):
-    """Merge ``cfg`` into the dataclass ``schema`` and build it; unknown keys or bad types → ValueError."""
+def strict(schema, cfg, where: str, drop: tuple[str, ...] = ()):
+    """Validate ``cfg`` (less the keys in ``drop``) into the dataclass ``schema`` and build it;
+    unknown keys or bad types → ValueError naming them (the dataclass's own checks run too)."""
+    data = resolved(cfg)
+    if not isinstance(data, dict):
+        raise ValueError(f"the {where} config must be a mapping, got {data!r}")
+    data = {k: v for k, v in data.items() if k not in drop}
     try:
-        return OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(schema), cfg))
+        return OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(schema), data))
     except OmegaConfBaseException as err:
         raise ValueError(f"invalid {where} config: {err}") from err
 
 
-def _section(cfg, sections: dict, where: str):
-    if not isinstance(cfg, (DictConfig, dict)) or "name" not in cfg:
-        raise ValueError(f"the {where} config needs a 'name', one of {sorted(sections)}; got {cfg!r}")
-    if cfg["name"] not in sections:
-        raise ValueError(f"{where}.name={cfg['name']!r} is unknown; expected one of {sorted(sections)}")
-    return strict(sections[cfg["name"]], cfg, where)
+def signature_schema(component) -> type:
+    """A dataclass generated from ``component.__init__``'s keyword arguments (names, types, defaults)."""
+    hints = typing.get_type_hints(component.__init__)
+    fields = [(name, hints.get(name, Any), dataclasses.field(default=param.default))
+              for name, param in inspect.signature(component.__init__).parameters.items() if name != "self"]
+    return dataclasses.make_dataclass(f"{component.__name__}Arguments", fields)
 
 
-def _fields_of(section, base) -> dict:
-    return {f.name: getattr(section, f.name) for f in dataclasses.fields(base)}
+# ---------------------------------------------------------------- codec / semantic
+CODECS = {"melrvq": (MelRVQConfig, lambda c: MelRVQCodec(c)),
+          "encodec_24khz": (signature_schema(EncodecCodec), lambda c: EncodecCodec(**dataclasses.asdict(c)))}
+TOKENIZERS = {"mfcc_kmeans": (MFCCKMeansConfig, lambda c: MFCCKMeans(c)),
+              "phone_classifier": (PhoneTokenizerConfig, lambda c: PhoneTokenizer(c)),
+              "hubert_kmeans": (signature_schema(HubertKMeans), lambda c: HubertKMeans(**dataclasses.asdict(c)))}
+
+
+def _component(cfg, registry: dict, where: str):
+    """``(component, pretrained_dir)`` for a codec / semantic section named by its ``name``."""
+    data = resolved(cfg)
+    if not isinstance(data, dict) or "name" not in data:
+        raise ValueError(f"the {where} config needs a 'name', one of {sorted(registry)}; got {cfg!r}")
+    if data["name"] not in registry:
+        raise ValueError(f"{where}.name={data['name']!r} is unknown; expected one of {sorted(registry)}")
+    schema, make = registry[data["name"]]
+    return make(strict(schema, data, where, drop=SELECTORS)), data.get("pretrained_dir")
 
 
 def build_codec(cfg):
     """A codec from a ``codec`` config section; with ``pretrained_dir`` the saved codec is loaded and
     must agree with the section's settings. Offline codecs come back unfitted otherwise."""
-    section = _section(cfg, CODEC_SECTIONS, "codec")
-    if section.name == "melrvq":
-        codec = MelRVQCodec(MelRVQConfig(**_fields_of(section, MelRVQConfig)))
-    else:
-        codec = EncodecCodec(section.bandwidth, section.pretrained, section.repository, section.seed,
-                             section.fit_iters, section.fit_max_frames)
-    return _maybe_load(codec, section.pretrained_dir, load_codec, "codec")
+    codec, directory = _component(cfg, CODECS, "codec")
+    return _maybe_load(codec, directory, load_codec, "codec")
 
 
 def build_semantic(cfg):
     """A semantic tokenizer from a ``semantic`` config section (same ``pretrained_dir`` rule)."""
-    section = _section(cfg, SEMANTIC_SECTIONS, "semantic")
-    if section.name == "mfcc_kmeans":
-        tokenizer = MFCCKMeans(MFCCKMeansConfig(**_fields_of(section, MFCCKMeansConfig)))
-    elif section.name == "phone_classifier":
-        tokenizer = PhoneTokenizer(PhoneTokenizerConfig(**_fields_of(section, PhoneTokenizerConfig)))
-    else:
-        tokenizer = HubertKMeans(section.layer, section.vocab_size, section.downsample, section.pretrained,
-                                 section.seed, section.fit_iters, section.fit_max_frames)
-    return _maybe_load(tokenizer, section.pretrained_dir, load_tokenizer, "semantic")
+    tokenizer, directory = _component(cfg, TOKENIZERS, "semantic")
+    return _maybe_load(tokenizer, directory, load_tokenizer, "semantic")
 
 
 def _maybe_load(component, directory, loader, where: str):
@@ -122,22 +100,6 @@ def _maybe_load(component, directory, loader, where: str):
     return saved
 
 
-@dataclass
-class PrepareSection:
-    input: str
-    output: str
-    codec: Any = None
-    semantic: Any = None
-    batch_size: int = 8
-    shard_size: int = 256
-    shard_format: str = "safetensors"
-    fit_max_files: int = 200
-    fit_seed: int = 0
-    max_shards: Optional[int] = None
-    progress: bool = True
-    num_threads: Optional[int] = None
-
-
 def build_prepare(cfg):
     """``(PrepareOptions, codec, tokenizer)`` for :func:`soundstorm.data.prepare.prepare`."""
     import torch
@@ -146,147 +108,64 @@ def build_prepare(cfg):
 
     if OmegaConf.is_missing(cfg, "input") or OmegaConf.is_missing(cfg, "output"):
         raise ValueError("soundstorm-prepare needs input=FOLDER_OR_MANIFEST and output=TOKEN_FOLDER")
-    section = strict(PrepareSection, cfg, "prepare")
-    if section.num_threads is not None:  # torch intra-op threads and scikit-learn's OpenMP pool
+    options = strict(PrepareOptions, cfg, "prepare", drop=("codec", "semantic", "num_threads"))
+    num_threads = cfg.get("num_threads")
+    if num_threads is not None:  # torch intra-op threads and scikit-learn's OpenMP pool
+        if isinstance(num_threads, bool) or not isinstance(num_threads, int) or num_threads < 1:
+            raise ValueError(f"num_threads must be a positive integer or null, got {num_threads!r}")
         from threadpoolctl import threadpool_limits
 
-        torch.set_num_threads(section.num_threads)
-        threadpool_limits(limits=section.num_threads)
-    options = PrepareOptions(**{f.name: getattr(section, f.name) for f in dataclasses.fields(PrepareOptions)})
+        torch.set_num_threads(num_threads)
+        threadpool_limits(limits=num_threads)
     return options, build_codec(cfg.codec), build_semantic(cfg.semantic)
 
 
-# ================================================================ training / evaluation (issue 4)
-# Sections of configs/{model,optim,sampler,trainer,logger,backend,data}/ and the train/eval/generate
-# primary configs. Each is merged into a dataclass by ``strict`` (unknown keys fail loudly).
-from typing import List  # noqa: E402
+# ================================================================ training / evaluation
+# The sections of configs/{model,optim,sampler,trainer,logger,backend,data}/ and the train/eval/generate
+# primary configs, each validated by ``strict`` into its component's dataclass.
+@dataclasses.dataclass
+class BackendChoice:
+    """The ``backend`` section: which backend and its keyword options (``get_backend(name, **options)``)."""
 
-from soundstorm.evaluation.speech_plan import SpeechEvalConfig  # noqa: E402
-
-
-def resolved(cfg):
-    """A config node as a plain container with interpolations resolved against the whole config
-    (``strict`` merges a section on its own, where ``${trainer.max_steps}`` could not be found)."""
-    if isinstance(cfg, DictConfig):
-        try:
-            return OmegaConf.to_container(cfg, resolve=True)
-        except OmegaConfBaseException as err:
-            raise ValueError(f"cannot resolve config: {err}") from err
-    return cfg
-
-
-@dataclass
-class ModelSection:
-    """``SoundStormConfig`` fields; ``None`` for the four data-facing sizes means "from the token
-    manifest" (the yaml interpolates them from the codec / semantic sections where those say)."""
-
-    name: str = "custom"
-    num_levels: Optional[int] = None
-    codebook_size: Optional[int] = None
-    semantic_vocab_size: Optional[int] = None
-    semantic_upsample: Optional[int] = None
-    dim: int = 256
-    depth: int = 4
-    heads: int = 4
-    ff_dim: int = 1024
-    conv_kernel: int = 5
-    conv_expansion: int = 2
-    dropout: float = 0.0
-
-
-@dataclass
-class SamplerSection:
-    name: str = "paper"
-    steps: Optional[List[int]] = None
-    greedy: bool = False
-    temperature: float = 1.0
-    top_k: Optional[int] = None
-    top_p: Optional[float] = None
-    greedy_last: bool = True
-    choice_noise: float = 4.5
-
-
-@dataclass
-class OptimSection:
-    name: str = "adamw"
-    lr: float = 3e-4
-    betas: List[float] = dataclasses.field(default_factory=lambda: [0.9, 0.98])
-    eps: float = 1e-8
-    weight_decay: float = 0.01
-    warmup_steps: int = 500
-    total_steps: int = 10000
-    min_lr_ratio: float = 0.1
-
-
-@dataclass
-class BackendSection:
     name: str = "auto"
     options: Any = dataclasses.field(default_factory=dict)
-
-
-@dataclass
-class DataSection:
-    """The token folder and how it is windowed, split, batched (``batch_size`` per process)."""
-
-    root: str = "???"
-    min_seconds: float = 1.0
-    max_seconds: float = 4.0
-    frames_multiple: Optional[int] = None
-    batch_size: int = 16
-    heldout_fraction: float = 0.05
-    split_seed: int = 0
-    num_workers: int = 0
-    bucket_batches: int = 50
-
-
-@dataclass
-class EvaluationSection:
-    """Teacher-forced ratios and generation settings (see soundstorm.evaluation)."""
-
-    mask_ratios: List[float] = dataclasses.field(default_factory=lambda: [0.3, 0.6, 1.0])
-    max_batches: int = 4
-    max_utterances: int = 8
-    prompt_seconds: float = 3.0
-    window_seconds: float = 10.0
-    window_prompt_seconds: float = 2.0
-    num_examples: int = 2
-    long_seconds: float = 0.0
-    long_prompt_seconds: float = 3.0
-    unigram_max_utterances: int = 2000
-    use_ema: bool = True
-    asr: Optional[str] = None
-    speaker: Optional[str] = None
-    seed: int = 0
-    speech: SpeechEvalConfig = dataclasses.field(default_factory=SpeechEvalConfig)
 
 
 def build_backend(cfg):
     """A backend (``soundstorm.backends``) from the ``backend`` section; joins torchrun's job."""
     from soundstorm.backends import get_backend
 
-    section = strict(BackendSection, resolved(cfg), "backend")
-    backend = get_backend(section.name, **dict(section.options or {}))
+    choice = strict(BackendChoice, cfg, "backend")
+    backend = get_backend(choice.name, **dict(choice.options or {}))
     backend.init_distributed()
     return backend
 
 
-def build_model_config(cfg, manifest=None):
-    """``SoundStormConfig`` from the ``model`` section; ``None`` sizes come from ``manifest``, and the
-    result is checked against it (codec levels, codebook, semantic vocabulary and rate)."""
-    from soundstorm.model import SoundStormConfig
+DATA_FACING = ("num_levels", "codebook_size", "semantic_vocab_size", "semantic_upsample")
 
-    section = strict(ModelSection, resolved(cfg), "model")
-    values = {f.name: getattr(section, f.name) for f in dataclasses.fields(SoundStormConfig)}
+
+def build_model_config(cfg, manifest=None):
+    """``SoundStormConfig`` from the ``model`` section. ``name`` picks a preset (``SoundStormConfig.paper()``
+    etc.) whose values fill the section's null architecture fields; null data-facing sizes come from
+    ``manifest``, and the result is checked against it (codec levels, codebook, semantic vocabulary, rate)."""
+    from soundstorm.model import PRESETS, SoundStormConfig
+
+    data = dict(resolved(cfg))
+    name = data.pop("name", "custom")
+    preset = SoundStormConfig.preset(name).to_dict() if name in PRESETS else {}
     if manifest is not None:
         derived = {"num_levels": manifest.num_levels, "codebook_size": int(manifest.codec["codebook_size"]),
                    "semantic_vocab_size": int(manifest.semantic["vocab_size"]),
                    "semantic_upsample": manifest.semantic_upsample}
-        values.update({k: v for k, v in derived.items() if values[k] is None})
-    missing = [k for k, v in values.items() if v is None]
+        data.update({k: v for k, v in derived.items() if data.get(k) is None})
+    missing = [k for k in DATA_FACING if data.get(k) is None]
     if missing:
         raise ValueError(f"model.{missing[0]} is null and no token manifest was given to fill it; set "
                          f"{', '.join('model.' + m for m in missing)} or data.root")
-    config = SoundStormConfig(**values)
+    for key, value in list(data.items()):
+        if value is None and key in preset:
+            data[key] = preset[key]
+    config = strict(SoundStormConfig, data, "model")
     if manifest is not None:
         manifest.check_compatible(config)
     return config
@@ -296,10 +175,13 @@ def build_sampler(cfg, num_levels: int):
     """``SamplerConfig`` from the ``sampler`` section (``greedy: true`` → one greedy pass per level)."""
     from soundstorm.sampler import SamplerConfig
 
-    s = strict(SamplerSection, resolved(cfg), "sampler")
-    steps = tuple(s.steps) if s.steps is not None else ((1,) * num_levels if s.greedy else None)
-    config = SamplerConfig(steps=steps, temperature=s.temperature, top_k=s.top_k, top_p=s.top_p,
-                           greedy_last=s.greedy_last, choice_noise=s.choice_noise)
+    data = dict(resolved(cfg))
+    greedy = data.pop("greedy", False)
+    if not isinstance(greedy, bool):
+        raise ValueError(f"sampler.greedy must be true or false, got {greedy!r}")
+    if greedy and data.get("steps") is None:
+        data["steps"] = [1] * num_levels
+    config = strict(SamplerConfig, data, "sampler", drop=("name",))
     config.resolve(num_levels)  # validate now, naming the field
     return config
 
@@ -308,11 +190,11 @@ def build_optimizer(cfg, model):
     """``(AdamW, LambdaLR warmup-cosine)`` from the ``optim`` section."""
     from soundstorm.train.optim import OptimConfig, make_optimizer, make_scheduler
 
-    s = strict(OptimSection, resolved(cfg), "optim")
-    if s.name != "adamw":
-        raise ValueError(f"optim.name={s.name!r} is unknown; expected 'adamw'")
-    config = OptimConfig(lr=s.lr, betas=tuple(s.betas), eps=s.eps, weight_decay=s.weight_decay,
-                         warmup_steps=s.warmup_steps, total_steps=s.total_steps, min_lr_ratio=s.min_lr_ratio)
+    data = resolved(cfg)
+    if isinstance(data, dict) and data.get("name", "adamw") != "adamw":
+        raise ValueError(f"optim.name={data['name']!r} is unknown; expected 'adamw'")
+    config = strict(OptimConfig, data, "optim", drop=("name",))
+    config.betas = tuple(config.betas)
     optimizer = make_optimizer(model, config)
     return optimizer, make_scheduler(optimizer, config)
 
@@ -320,23 +202,39 @@ def build_optimizer(cfg, model):
 def build_trainer_config(cfg):
     from soundstorm.train.loop import TrainerConfig
 
-    return strict(TrainerConfig, resolved(cfg), "trainer")
+    return strict(TrainerConfig, cfg, "trainer")
 
 
 def build_logger(cfg, run_config: dict | None, enabled: bool, resume_id: str | None = None):
     from soundstorm.train.logging import LoggerConfig, RunLogger
 
-    return RunLogger(strict(LoggerConfig, resolved(cfg), "logger"), run_config, enabled, resume_id)
+    return RunLogger(strict(LoggerConfig, cfg, "logger"), run_config, enabled, resume_id)
+
+
+@dataclasses.dataclass
+class DataConfig:
+    """The ``data`` section: the token folder and how it is windowed (``TokenDataset``), split
+    (by sentence, :mod:`soundstorm.data.split`), batched (``LengthBucketSampler``; ``batch_size`` per process) and loaded."""
+
+    root: str = "???"
+    min_seconds: float = 1.0
+    max_seconds: float = 4.0
+    frames_multiple: typing.Optional[int] = None
+    batch_size: int = 16
+    heldout_fraction: float = 0.05
+    split_seed: int = 0
+    num_workers: int = 0
+    bucket_batches: int = 50
 
 
 def build_datasets(cfg, model_config=None, seed: int = 0):
-    """``(section, train TokenDataset, held-out TokenDataset or None)``, split by sentence (:mod:`soundstorm.data.split`)."""
+    """``(DataConfig, train TokenDataset, held-out TokenDataset or None)``, split by sentence (:mod:`soundstorm.data.split`)."""
     from soundstorm.data import TokenDataset, TokenManifest
     from soundstorm.data.split import split_utterances
 
     if isinstance(cfg, DictConfig) and OmegaConf.is_missing(cfg, "root") or not cfg.get("root"):
         raise ValueError("data.root is not set; expected data.root=TOKEN_FOLDER (written by soundstorm-prepare)")
-    s = strict(DataSection, resolved(cfg), "data")
+    s = strict(DataConfig, cfg, "data")
     manifest = TokenManifest.load(s.root)
     train_ids, heldout_ids = split_utterances(manifest.utterances, s.heldout_fraction, s.split_seed)
     common = dict(min_seconds=s.min_seconds, max_seconds=s.max_seconds, seed=seed,
@@ -346,34 +244,96 @@ def build_datasets(cfg, model_config=None, seed: int = 0):
     return s, train, heldout
 
 
-def build_batch_source(section, dataset, backend, seed: int, mask_id: int):
+def build_batch_source(data: DataConfig, dataset, backend, seed: int, mask_id: int):
     """The trainer's ``batches(epoch, skip)`` over this rank's share of length-bucketed batches."""
     from soundstorm.data import LengthBucketSampler
     from soundstorm.train.data import make_batch_source
 
     info = backend.dist
-    sampler = LengthBucketSampler(dataset, section.batch_size, seed=seed, num_replicas=info.world_size,
-                                  rank=info.rank, drop_last=True, bucket_batches=section.bucket_batches)
+    sampler = LengthBucketSampler(dataset, data.batch_size, seed=seed, num_replicas=info.world_size,
+                                  rank=info.rank, drop_last=True, bucket_batches=data.bucket_batches)
 
     def batches_for_epoch(epoch):
         sampler.set_epoch(epoch)
         return list(sampler)
 
-    return make_batch_source(dataset, batches_for_epoch, dataset.collate, seed, mask_id, section.num_workers,
+    return make_batch_source(dataset, batches_for_epoch, dataset.collate, seed, mask_id, data.num_workers,
                              backend.wrap_dataloader)
 
 
 def build_evaluation(cfg):
-    return strict(EvaluationSection, resolved(cfg), "evaluation")
+    from soundstorm.evaluation.config import EvaluationConfig
+
+    return strict(EvaluationConfig, cfg, "evaluation")
 
 
-def build_extra_metrics(section) -> list:
+def build_extra_metrics(evaluation) -> list:
     """The pluggable WER / speaker-similarity metrics named by ``evaluation.asr`` / ``evaluation.speaker``."""
     from soundstorm.evaluation.metrics import SpeakerSimilarity, WordErrorRate, load_callable
 
     metrics = []
-    if section.asr:
-        metrics.append(WordErrorRate(load_callable(section.asr)))
-    if section.speaker:
-        metrics.append(SpeakerSimilarity(load_callable(section.speaker)))
+    if evaluation.asr:
+        metrics.append(WordErrorRate(load_callable(evaluation.asr)))
+    if evaluation.speaker:
+        metrics.append(SpeakerSimilarity(load_callable(evaluation.speaker)))
     return metrics
+
+
+def build_training(cfg: DictConfig, backend, run_id_file: str = "wandb_run_id.txt"):
+    """``(Trainer, checkpoint to resume from or None)``: every object of a training run from the
+    composed ``train`` config (seeded model, optimizer, data, logger, evaluation hook)."""
+    import torch
+
+    from soundstorm.model import SoundStorm
+    from soundstorm.train.checkpoint import resolve_resume
+    from soundstorm.train.eval_hook import TrainingEvaluator
+    from soundstorm.train.loop import Trainer
+
+    seed = int(cfg.seed)
+    data, train_set, heldout_set = build_datasets(cfg.data, None, seed)
+    model_config = build_model_config(cfg.model, train_set.manifest)
+    torch.manual_seed(seed)
+    model = SoundStorm(model_config).to(backend.device)
+    optimizer, scheduler = build_optimizer(cfg.optim, model)
+    trainer_config = build_trainer_config(cfg.trainer)
+    sampler_config = build_sampler(cfg.sampler, model_config.num_levels)
+    evaluation = build_evaluation(cfg.evaluation)
+    out_dir = Path(cfg.out_dir)
+    resume_from = resolve_resume(cfg.resume, out_dir / "checkpoints")
+    run_id_path = out_dir / run_id_file
+    resume_id = run_id_path.read_text().strip() if resume_from is not None and run_id_path.is_file() else None
+    logger = build_logger(cfg.logger, OmegaConf.to_container(cfg, resolve=True), backend.dist.is_main, resume_id)
+    if logger.run_id and backend.dist.is_main:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        run_id_path.write_text(logger.run_id)
+    batches = build_batch_source(data, train_set, backend, seed, model_config.mask_id)
+    evaluate = None
+    if heldout_set is not None:
+        evaluate = TrainingEvaluator(backend, heldout_set, evaluation, data.batch_size,
+                                     lambda: build_codec(cfg.codec), sampler_config, logger, out_dir)
+    if backend.dist.is_main:
+        print(f"model: {model.num_parameters():,} parameters {model_config.to_dict()}; train utterances "
+              f"{len(train_set)}, held-out {len(heldout_set) if heldout_set else 0}; backend "
+              f"{backend.describe()}, {backend.dist.world_size} process(es)", flush=True)
+    trainer = Trainer(model, backend, optimizer, scheduler, trainer_config, out_dir, batches, logger, evaluate)
+    return trainer, resume_from
+
+
+def build_bench_config(cfg):
+    """The ``bench`` config as a :class:`soundstorm.bench.BenchConfig` (unknown keys are a ValueError);
+    the ``backend`` group becomes ``backend`` + ``backend_options``."""
+    from soundstorm.bench import BenchConfig
+
+    data = dict(resolved(cfg))
+    data.pop("hydra", None)
+    backend = data.pop("backend", None) or {}
+    if isinstance(backend, str):  # a plain key, for callers without the config group
+        backend = {"name": backend}
+    if "name" in backend:
+        data["backend"] = backend["name"]
+        data["backend_options"] = dict(backend.get("options") or {})
+    known = {f.name for f in dataclasses.fields(BenchConfig)}
+    unknown = sorted(set(data) - known)
+    if unknown:
+        raise ValueError(f"unknown bench options {unknown}; expected a subset of {sorted(known)}")
+    return BenchConfig(**data)

@@ -10,6 +10,8 @@ different lengths, and both are tested:
   BatchNorm, so no statistic is shared across the batch either.
 
 Together they make a sequence's outputs independent of how much padding it is batched with.
+
+Shape letters: see :mod:`soundstorm`.
 """
 
 from __future__ import annotations
@@ -134,12 +136,12 @@ class ConvModule(nn.Module):
         self.dropout = nn.Dropout(dropout)
 
     def forward(self, x_BTD: torch.Tensor, valid_BT1: torch.Tensor | None) -> torch.Tensor:
-        h_BTD = _glu(self.pointwise_in(self.norm(x_BTD)))
+        h_BTE = _glu(self.pointwise_in(self.norm(x_BTD)))
         if valid_BT1 is not None:
-            h_BTD = h_BTD * valid_BT1
-        h_BTD = self.depthwise(h_BTD.transpose(1, 2)).transpose(1, 2)
-        h_BTD = F.silu(self.depthwise_norm(h_BTD))
-        return self.dropout(self.pointwise_out(h_BTD))
+            h_BTE = h_BTE * valid_BT1
+        h_BTE = self.depthwise(h_BTE.transpose(1, 2)).transpose(1, 2)
+        h_BTE = F.silu(self.depthwise_norm(h_BTE))
+        return self.dropout(self.pointwise_out(h_BTE))
 
 
 class ConformerBlock(nn.Module):

@@ -27,7 +27,7 @@ import numpy as np
 import soundfile as sf
 
 from soundstorm import festival
-from soundstorm.pretrained import atomic_write_bytes
+from soundstorm.io import atomic_write_bytes
 
 ACCENTS = ("en-us", "en-gb", "en-gb-scotland", "en-gb-x-rp", "en-gb-x-gbclan", "en-gb-x-gbcwmd", "en-029",
            "en-us-nyc")

@@ -8,6 +8,8 @@ recording conditions carry over; only the new frames are generated. An optional 
 (e.g. the first 3 s of a reference) conditions the first window; a prompt longer than a window
 conditions it through its last ``prompt_frames`` frames only. Window starts are multiples of
 the semantic upsample ratio so the semantic tokens stay aligned.
+
+Shape letters: see :mod:`soundstorm`.
 """
 
 from __future__ import annotations

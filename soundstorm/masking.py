@@ -1,4 +1,6 @@
-"""The SoundStorm training corruption (paper §3.2), as a pure, vectorised function.
+"""Paper §3.2 in one place: the training corruption, its per-example keyed form, and the masked loss.
+
+Shape letters: see :mod:`soundstorm` (B batch, Q levels, T frames, S semantic ids, V vocab, D dim).
 
 Per example b, with T_b real frames and Q levels:
 
@@ -12,6 +14,16 @@ Per example b, with T_b real frames and Q levels:
 
 Everything has fixed shapes and no host syncs, so it runs inside a compiled training step.
 Padding frames (``t >= T_b``) are never in ``loss_mask``.
+
+:func:`corrupt` draws a whole batch from one generator. :func:`corrupt_batch` (what training runs,
+in the DataLoader's collate) corrupts each example on its own real frames with a generator keyed by
+``(seed, epoch, dataset index)`` (:func:`example_key`), so DDP ranks on half a batch each produce
+exactly the masks of one process on the whole batch, resuming needs no masking RNG state, and the
+padded length of a batch never changes an example's masks.
+
+:func:`masked_loss` is the objective for a given :class:`Corruption`: the cross-entropy over the
+masked tokens of each example's level, plus per-level metrics; ``SoundStorm.loss`` and the trainer
+both call it.
 """
 
 from __future__ import annotations
@@ -20,13 +32,14 @@ import math
 from dataclasses import dataclass
 
 import torch
+import torch.nn.functional as F
 
 from soundstorm._checks import check_int_tensor, check_lengths, frame_mask
 
 
 @dataclass
 class Corruption:
-    """Output of :func:`corrupt`.
+    """One §3.2 corruption of a batch (from :func:`corrupt` or :func:`corrupt_batch`); every field is set.
 
     inputs: ``[B, Q, T]`` codes with masked positions set to ``mask_id``.
     loss_mask: ``[B, Q, T]`` bool, True exactly on the masked tokens of each example's level.
@@ -91,3 +104,68 @@ def corrupt(
     masked_BQT = loss_mask_BQT | (is_finer_BQ[:, :, None] & after_prompt_BT[:, None, :])
     inputs_BQT = torch.where(masked_BQT, torch.full_like(codes_BQT, mask_id), codes_BQT)
     return Corruption(inputs_BQT, loss_mask_BQT, level_B, prompt_len_B, mask_ratio_B)
+
+
+_MASK64 = (1 << 63) - 1
+
+
+def example_key(seed: int, epoch: int, index: int) -> int:
+    """A 63-bit seed for one example in one epoch (splitmix-style mixing of the three integers)."""
+    x = (int(seed) * 0x9E3779B97F4A7C15 + int(epoch) * 0xBF58476D1CE4E5B9 + int(index) * 0x94D049BB133111EB)
+    x &= (1 << 64) - 1
+    x ^= x >> 31
+    x = (x * 0xBF58476D1CE4E5B9) & ((1 << 64) - 1)
+    x ^= x >> 29
+    return x & _MASK64
+
+
+def corrupt_batch(codes_BQT: torch.Tensor, lengths_B: torch.Tensor, indices_B: list[int], seed: int, epoch: int,
+                  mask_id: int) -> Corruption:
+    """Corrupt each example on its real frames with a generator keyed by ``(seed, epoch, index)``.
+
+    Returns a CPU :class:`Corruption` of the padded batch; padding frames keep their values and are
+    never in ``loss_mask``."""
+    batch_size, num_levels, num_frames = codes_BQT.shape
+    if len(indices_B) != batch_size:
+        raise ValueError(f"indices has {len(indices_B)} entries, expected one per example (batch {batch_size})")
+    out = Corruption(codes_BQT.clone(), torch.zeros(codes_BQT.shape, dtype=torch.bool),
+                     torch.zeros(batch_size, dtype=torch.long), torch.zeros(batch_size, dtype=torch.long),
+                     torch.zeros(batch_size, dtype=torch.float32))
+    for b in range(batch_size):
+        length = int(lengths_B[b])
+        generator = torch.Generator().manual_seed(example_key(seed, epoch, indices_B[b]))
+        c = corrupt(codes_BQT[b:b + 1, :, :length], None, generator, mask_id=mask_id)
+        out.inputs[b, :, :length] = c.inputs[0]
+        out.loss_mask[b, :, :length] = c.loss_mask[0]
+        out.level[b], out.prompt_len[b], out.mask_ratio[b] = c.level[0], c.prompt_len[0], c.mask_ratio[0]
+    return out
+
+
+def masked_loss(model, codes_BQT: torch.Tensor, semantic_BS: torch.Tensor, lengths_B: torch.Tensor | None,
+                corruption: Corruption) -> tuple[torch.Tensor, dict]:
+    """Masked cross-entropy of ``model`` on ``corruption`` of clean ``codes_BQT`` (fixed shapes, no host sync).
+
+    Only the head of each example's level is computed. Returns ``(loss, metrics)``: the mean over the
+    loss tokens, and tensors ``loss_per_level [Q]``, ``accuracy_per_level [Q]``, ``tokens_per_level [Q]``
+    (a level no example drew has 0 tokens and a NaN-free 0), ``accuracy`` and ``num_tokens``.
+    """
+    logits_BTV = model(corruption.inputs, semantic_BS, lengths_B, level=corruption.level, validate=False).float()
+    level_onehot_BQ = F.one_hot(corruption.level, codes_BQT.shape[1]).to(logits_BTV.dtype)
+    targets_BT = (codes_BQT * level_onehot_BQ.long()[:, :, None]).sum(dim=1)
+    weight_BT = (corruption.loss_mask.to(logits_BTV.dtype) * level_onehot_BQ[:, :, None]).sum(dim=1)
+    ce_BT = F.cross_entropy(logits_BTV.transpose(1, 2), targets_BT, reduction="none")
+    correct_BT = (logits_BTV.argmax(dim=-1) == targets_BT).to(logits_BTV.dtype)
+    num_tokens = weight_BT.sum()
+    loss = (ce_BT * weight_BT).sum() / num_tokens.clamp(min=1.0)
+    # Per-level sums: every example contributes to its own level only.
+    tokens_Q = level_onehot_BQ.t() @ weight_BT.sum(dim=1)
+    ce_sum_Q = level_onehot_BQ.t() @ (ce_BT * weight_BT).sum(dim=1)
+    correct_sum_Q = level_onehot_BQ.t() @ (correct_BT * weight_BT).sum(dim=1)
+    metrics = {
+        "loss_per_level": ce_sum_Q / tokens_Q.clamp(min=1.0),
+        "accuracy_per_level": correct_sum_Q / tokens_Q.clamp(min=1.0),
+        "tokens_per_level": tokens_Q,
+        "accuracy": (correct_BT * weight_BT).sum() / num_tokens.clamp(min=1.0),
+        "num_tokens": num_tokens,
+    }
+    return loss, metrics

@@ -7,21 +7,31 @@ level's codebook; the sampler asks for one level at a time and only that head is
 
 ``SoundStorm.loss`` applies the §3.2 masking (see :mod:`soundstorm.masking`) and returns the
 masked cross-entropy on the trained level plus per-level metrics as tensors (no host sync).
-Weights are saved as safetensors plus a JSON config (:mod:`soundstorm.pretrained`).
+Weights are saved as safetensors plus a JSON config (``save_pretrained`` / ``from_pretrained``; the
+file helpers are :mod:`soundstorm.io`); ``from_checkpoint`` loads a training checkpoint for inference.
+Shape letters: see :mod:`soundstorm`.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import json
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from soundstorm._checks import check_int_tensor, check_lengths, check_positive_ints, check_range, frame_mask
 from soundstorm.conformer import Conformer
-from soundstorm.masking import corrupt
+from soundstorm.io import atomic_write_bytes, load_state_dict, read_json, save_state_dict
+from soundstorm.masking import corrupt, masked_loss
+
+CONFIG_NAME = "config.json"
+WEIGHTS_NAME = "model.safetensors"
+EMA_WEIGHTS_NAME = "ema.safetensors"
+FORMAT = "soundstorm/v1"
+PRESETS = ("paper", "small", "tiny")
 
 
 @dataclass
@@ -65,6 +75,12 @@ class SoundStormConfig:
                              dim=1024, depth=12, heads=16, ff_dim=4096, conv_kernel=5), **overrides})
 
     @classmethod
+    def small(cls, **overrides) -> "SoundStormConfig":
+        """Dim 192, 4 layers (≈9M parameters with Q = 12 and 1024-entry vocabularies, mostly embeddings and heads)."""
+        return cls(**{**dict(num_levels=12, codebook_size=1024, semantic_vocab_size=1024, semantic_upsample=2,
+                             dim=192, depth=4, heads=4, ff_dim=768, conv_kernel=5), **overrides})
+
+    @classmethod
     def tiny(cls, **overrides) -> "SoundStormConfig":
         """A few-hundred-thousand-parameter model for tests."""
         return cls(**{**dict(num_levels=4, codebook_size=32, semantic_vocab_size=16, semantic_upsample=2,
@@ -72,6 +88,14 @@ class SoundStormConfig:
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
+
+    @classmethod
+    def preset(cls, name: str, **overrides) -> "SoundStormConfig":
+        """The named preset (``paper``, ``small``, ``tiny``): the one definition used by the Hydra model
+        configs (their null fields) and by the benchmark."""
+        if name not in PRESETS:
+            raise ValueError(f"model preset {name!r} is unknown; expected one of {PRESETS}")
+        return getattr(cls, name)(**overrides)
 
     @classmethod
     def from_dict(cls, data: dict) -> "SoundStormConfig":
@@ -188,31 +212,7 @@ class SoundStorm(nn.Module):
             codes, semantic, lengths = self.check_inputs(codes, semantic, lengths)
             check_range("codes (clean, no mask ids, in loss)", codes, 0, self.config.codebook_size)
         corruption = corrupt(codes, lengths, generator, mask_id=self.config.mask_id, validate=validate)
-        return self.loss_on_corruption(codes, semantic, lengths, corruption)
-
-    def loss_on_corruption(self, codes_BQT, semantic_BS, lengths_B, corruption):
-        """Masked weighted cross-entropy for a given corruption (fixed shapes, no host sync)."""
-        hidden_BTD = self.hidden(corruption.inputs, semantic_BS, lengths_B)
-        logits_BTV = self.level_logits(hidden_BTD, corruption.level).float()
-        level_onehot_BQ = F.one_hot(corruption.level, self.config.num_levels).to(logits_BTV.dtype)
-        targets_BT = (codes_BQT * level_onehot_BQ.long()[:, :, None]).sum(dim=1)
-        weight_BT = (corruption.loss_mask.to(logits_BTV.dtype) * level_onehot_BQ[:, :, None]).sum(dim=1)
-        ce_BT = F.cross_entropy(logits_BTV.transpose(1, 2), targets_BT, reduction="none")
-        correct_BT = (logits_BTV.argmax(dim=-1) == targets_BT).to(logits_BTV.dtype)
-        num_tokens = weight_BT.sum()
-        loss = (ce_BT * weight_BT).sum() / num_tokens.clamp(min=1.0)
-        # Per-level sums: every example contributes to its own level only.
-        tokens_Q = level_onehot_BQ.t() @ weight_BT.sum(dim=1)
-        ce_sum_Q = level_onehot_BQ.t() @ (ce_BT * weight_BT).sum(dim=1)
-        correct_sum_Q = level_onehot_BQ.t() @ (correct_BT * weight_BT).sum(dim=1)
-        metrics = {
-            "loss_per_level": ce_sum_Q / tokens_Q.clamp(min=1.0),
-            "accuracy_per_level": correct_sum_Q / tokens_Q.clamp(min=1.0),
-            "tokens_per_level": tokens_Q,
-            "accuracy": (correct_BT * weight_BT).sum() / num_tokens.clamp(min=1.0),
-            "num_tokens": num_tokens,
-        }
-        return loss, metrics
+        return masked_loss(self, codes, semantic, lengths, corruption)
 
     # ------------------------------------------------------------------ weights
     def num_parameters(self) -> int:
@@ -220,13 +220,40 @@ class SoundStorm(nn.Module):
 
     def save_pretrained(self, directory) -> None:
         """Write ``config.json`` and ``model.safetensors`` into ``directory`` (created if needed)."""
-        from soundstorm.pretrained import save_pretrained
-
-        save_pretrained(self, directory)
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        config = {"format": FORMAT, **self.config.to_dict()}
+        atomic_write_bytes(directory / CONFIG_NAME, json.dumps(config, indent=2).encode())
+        save_state_dict(self.state_dict(), directory / WEIGHTS_NAME, metadata={"format": FORMAT})
 
     @classmethod
     def from_pretrained(cls, directory, map_location="cpu") -> "SoundStorm":
         """Load a model saved by :meth:`save_pretrained` from any directory; never unpickles."""
-        from soundstorm.pretrained import load_pretrained
+        directory = Path(directory)
+        if not directory.is_dir():
+            raise FileNotFoundError(f"pretrained directory not found: {directory}")
+        config_data = read_json(directory / CONFIG_NAME, "a directory written by save_pretrained()")
+        fmt = config_data.pop("format", None)
+        if fmt != FORMAT:
+            raise ValueError(f"{directory / CONFIG_NAME} has format {fmt!r}, expected {FORMAT!r}")
+        model = cls(SoundStormConfig.from_dict(config_data))
+        state = load_state_dict(directory / WEIGHTS_NAME, device=map_location)
+        missing, unexpected = model.load_state_dict(state, strict=False)
+        if missing or unexpected:
+            raise ValueError(f"{directory / WEIGHTS_NAME} does not match the config: missing {missing}, "
+                             f"unexpected {unexpected}")
+        return model.to(map_location)
 
-        return load_pretrained(cls, directory, map_location)
+    @classmethod
+    def from_checkpoint(cls, directory, use_ema: bool = True, map_location="cpu") -> tuple["SoundStorm", bool]:
+        """``(model in eval mode, used_ema)`` from a training checkpoint or a ``save_pretrained``
+        directory; the EMA weights replace the raw ones when ``use_ema`` and the directory has them."""
+        directory = Path(directory)
+        if not directory.is_dir():
+            raise FileNotFoundError(f"checkpoint={str(directory)!r}: directory not found")
+        model = cls.from_pretrained(directory, map_location=map_location)
+        ema_path = directory / EMA_WEIGHTS_NAME
+        if use_ema and ema_path.is_file():
+            model.load_state_dict({**model.state_dict(), **load_state_dict(ema_path, device=map_location)})
+            return model.eval(), True
+        return model.eval(), False

@@ -17,13 +17,15 @@ serves every sampling iteration (torch_xla, CUDA graphs). Random numbers are cou
 (a hash of seed, iteration, example index, frame and token), not drawn from a stateful stream:
 no ``torch.multinomial``, and a sequence's samples do not depend on the padded length of the
 batch it is decoded in.
+
+Shape letters: see :mod:`soundstorm`.
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Callable, Sequence
+from typing import Any, Callable, Optional, Tuple
 
 import torch
 
@@ -41,12 +43,18 @@ class SamplerConfig:
     choice_noise: scale of the Gumbel noise added to the confidence, annealed to 0 over a level.
     """
 
-    steps: Sequence[int] | None = None
-    temperature: float | Sequence[float] = 1.0
-    top_k: int | None = None
-    top_p: float | None = None
+    steps: Optional[Tuple[int, ...]] = None
+    temperature: Any = 1.0  # a float, or a sequence of one float per level
+    top_k: Optional[int] = None
+    top_p: Optional[float] = None
     greedy_last: bool = True
     choice_noise: float = 4.5
+
+    def __post_init__(self):  # lists (from a config file) become tuples, so equal configs compare equal
+        if self.steps is not None and not isinstance(self.steps, tuple):
+            self.steps = tuple(self.steps)
+        if isinstance(self.temperature, list):
+            self.temperature = tuple(self.temperature)
 
     @classmethod
     def paper(cls, **overrides) -> "SamplerConfig":
@@ -64,8 +72,12 @@ class SamplerConfig:
                              f"(num_levels={num_levels})")
         if any(isinstance(s, bool) or not isinstance(s, int) or s < 1 for s in steps):
             raise ValueError(f"SamplerConfig.steps must be positive integers, got {steps}")
-        if isinstance(self.temperature, (int, float)):
+        if isinstance(self.temperature, (int, float)) and not isinstance(self.temperature, bool):
             temperatures = (float(self.temperature),) * num_levels
+        elif not isinstance(self.temperature, tuple) or not all(
+                isinstance(t, (int, float)) and not isinstance(t, bool) for t in self.temperature):
+            raise ValueError(f"SamplerConfig.temperature must be a number or one number per level, got "
+                             f"{self.temperature!r}")
         else:
             temperatures = tuple(float(t) for t in self.temperature)
             if len(temperatures) != num_levels:

@@ -1,23 +1,21 @@
 """Shared fixtures for the data tests: a small espeak-ng corpus and its prepared tokens.
 
-Both are session-scoped and built through the real CLIs (as subprocesses), once per test run.
+Both are session-scoped and built through the real CLIs (as subprocesses), once per test run; a
+test that uses either is marked ``slow`` here (``make test-fast`` runs ``-m "not slow"``).
 """
 
 from __future__ import annotations
 
 import json
-import os
-import shutil
 import contextlib
-import subprocess
-import sys
+import shutil
 from pathlib import Path
 
 import pytest
 import soundfile as sf
 import torch
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
+from _cli import REPO_ROOT, run_cli  # noqa: F401  (re-exported for the data tests)
 
 
 @contextlib.contextmanager
@@ -34,12 +32,13 @@ def single_thread():
         torch.set_num_threads(before)
 
 
-def run_cli(module: str, *args: str, env_extra: dict | None = None) -> subprocess.CompletedProcess:
-    """Run ``python -m module args`` with the repository on PYTHONPATH; returns the finished process."""
-    env = {**os.environ, "PYTHONPATH": f"{REPO_ROOT}{os.pathsep}{os.environ.get('PYTHONPATH', '')}",
-           "OMP_NUM_THREADS": "1", **(env_extra or {})}
-    return subprocess.run([sys.executable, "-m", module, *args], capture_output=True, text=True, env=env,
-                          cwd=REPO_ROOT, timeout=300)
+SLOW_FIXTURES = {"espeak_corpus", "espeak_tokens"}
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        if SLOW_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.slow)
 
 
 @pytest.fixture(scope="session")

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from hydra import compose, initialize_config_module
 
-from soundstorm import builders
+from soundstorm import SoundStormConfig, builders
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = ROOT / "configs"
@@ -27,21 +27,35 @@ def compose_cfg(name: str, overrides: list[str]):
 
 
 def check_sections(cfg) -> None:
-    for key, schema in (("model", builders.ModelSection), ("sampler", builders.SamplerSection),
-                        ("optim", builders.OptimSection), ("backend", builders.BackendSection),
-                        ("data", builders.DataSection), ("evaluation", builders.EvaluationSection)):
-        if key in cfg:
-            builders.strict(schema, builders.resolved(cfg[key]), key)
+    """Validate every section present with the builders (null data-facing model sizes filled in)."""
+    from soundstorm.model import SoundStorm
+
+    if "model" in cfg:
+        model = builders.resolved(cfg.model)
+        model.update({k: 4 for k in builders.DATA_FACING if model[k] is None})
+        model_config = builders.build_model_config(model)
+    else:
+        model_config = SoundStormConfig.tiny()
+    if "sampler" in cfg:
+        builders.build_sampler(cfg.sampler, model_config.num_levels)
+    if "optim" in cfg:
+        builders.build_optimizer(cfg.optim, SoundStorm(SoundStormConfig.tiny()))
+    if "backend" in cfg:
+        builders.strict(builders.BackendChoice, cfg.backend, "backend")
+    if "data" in cfg:
+        builders.strict(builders.DataConfig, cfg.data, "data")
+    if "evaluation" in cfg:
+        builders.build_evaluation(cfg.evaluation)
     if "trainer" in cfg:
         builders.build_trainer_config(cfg.trainer)
     if "logger" in cfg:
         from soundstorm.train.logging import LoggerConfig
 
-        builders.strict(LoggerConfig, builders.resolved(cfg.logger), "logger")
-    for key, sections in (("codec", builders.CODEC_SECTIONS), ("semantic", builders.SEMANTIC_SECTIONS)):
+        builders.strict(LoggerConfig, cfg.logger, "logger")
+    for key, registry in (("codec", builders.CODECS), ("semantic", builders.TOKENIZERS)):
         if key in cfg:
             section = builders.resolved(cfg[key])
-            builders.strict(sections[section["name"]], section, key)
+            builders.strict(registry[section["name"]][0], section, key, drop=builders.SELECTORS)
 
 
 CASES = [("train", [f"{group}={name}"]) for group in ("model", "codec", "semantic", "optim", "sampler", "trainer",
@@ -91,3 +105,28 @@ def test_wheel_ships_every_yaml_and_package():
     scripts = setup["options.entry_points"]["console_scripts"]
     for name in ("soundstorm-train", "soundstorm-eval", "soundstorm-generate"):
         assert name in scripts
+
+
+@pytest.mark.parametrize("name", ["paper", "small", "tiny"])
+def test_model_yaml_is_the_code_preset(name):
+    """configs/model/NAME.yaml and SoundStormConfig.NAME() (the benchmark's preset) are one definition."""
+    cfg = compose_cfg("train", [f"model={name}", "data.root=/t"])
+    model = builders.resolved(cfg.model)
+    sizes = {k: getattr(SoundStormConfig.preset(name), k) for k in builders.DATA_FACING}
+    assert builders.build_model_config({**model, **sizes}) == SoundStormConfig.preset(name)
+    assert builders.build_model_config({**model, **sizes, "depth": 1}).depth == 1
+
+
+def test_sections_validate_into_the_components_dataclasses():
+    from soundstorm.evaluation.config import EvaluationConfig
+    from soundstorm.sampler import SamplerConfig
+
+    cfg = compose_cfg("train", ["data.root=/t", "sampler.temperature=[0.5,1.0,1.0,1.0]"])
+    sampler = builders.build_sampler(cfg.sampler, 4)
+    assert sampler == SamplerConfig(temperature=(0.5, 1.0, 1.0, 1.0))
+    assert isinstance(builders.build_evaluation(cfg.evaluation), EvaluationConfig)
+    with pytest.raises(ValueError, match="top_kk"):
+        builders.build_sampler({**builders.resolved(cfg.sampler), "top_kk": 3}, 4)
+    with pytest.raises(ValueError, match="full_key: dim"):
+        builders.build_model_config({**builders.resolved(cfg.model), "name": "custom", "num_levels": 4,
+                                     "codebook_size": 8, "semantic_vocab_size": 8, "semantic_upsample": 2})

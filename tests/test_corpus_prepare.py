@@ -11,7 +11,8 @@ import pytest
 import soundfile as sf
 import torch
 
-from conftest import single_thread, PREPARE_SMALL, run_cli
+from _cli import run_cli, start_python
+from conftest import single_thread, PREPARE_SMALL
 from soundstorm.codecs import MelRVQCodec, MelRVQConfig, load_codec
 from soundstorm.corpus import synth_corpus
 from soundstorm.data import TokenManifest
@@ -47,7 +48,7 @@ def test_synth_corpus_without_espeak(tmp_path, monkeypatch):
     monkeypatch.setattr(shutil, "which", lambda name: None)
     with pytest.raises(FileNotFoundError, match="apt-get install espeak-ng"):
         synth_corpus(tmp_path, 2)
-    result = run_cli("soundstorm.cli.synth_corpus", "--out", str(tmp_path), env_extra={"PATH": str(tmp_path)})
+    result = run_cli("soundstorm.cli.synth_corpus", "--out", str(tmp_path), env={"PATH": str(tmp_path)})
     assert result.returncode == 2 and "apt-get install espeak-ng" in result.stderr
 
 
@@ -170,16 +171,11 @@ def test_prepare_fits_untrained_encodec_and_reuses_it(espeak_corpus, tmp_path, c
 def test_prepare_cli_killed_midway_then_resumed(espeak_corpus, tmp_path):
     import signal
     import subprocess
-    import sys
     import time
 
-    from conftest import REPO_ROOT
-
     out = tmp_path / "tokens"
-    args = [sys.executable, "-m", "soundstorm.cli.prepare", f"input={espeak_corpus}", f"output={out}", *PREPARE_SMALL,
-            "shard_size=1"]
-    env = {**os.environ, "PYTHONPATH": str(REPO_ROOT), "OMP_NUM_THREADS": "1"}
-    proc = subprocess.Popen(args, env=env, cwd=REPO_ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    args = [f"input={espeak_corpus}", f"output={out}", *PREPARE_SMALL, "shard_size=1"]
+    proc = start_python(["-m", "soundstorm.cli.prepare", *args], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         for _ in range(1200):  # wait for the first finished shard, then kill -9 mid-run
             if (out / "shard-00000.json").exists() or proc.poll() is not None:
@@ -190,7 +186,7 @@ def test_prepare_cli_killed_midway_then_resumed(espeak_corpus, tmp_path):
         proc.wait()
     done_before = {p.name: p.stat().st_mtime_ns for p in out.glob("shard-*.json")}
     assert done_before and not (out / "manifest.json").exists()
-    result = run_cli("soundstorm.cli.prepare", *args[3:])
+    result = run_cli("soundstorm.cli.prepare", *args)
     assert result.returncode == 0, result.stderr
     assert "resuming" in result.stdout
     manifest = TokenManifest.load(out)

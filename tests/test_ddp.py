@@ -1,25 +1,21 @@
 """Two gloo processes on half a global batch each make the update of one process on the whole batch."""
 
-import os
-import subprocess
-import sys
 from pathlib import Path
 
+import pytest
 import torch
+from _cli import run_python
 
-ROOT = Path(__file__).resolve().parents[1]
+pytestmark = pytest.mark.slow
+
 WORKER = Path(__file__).resolve().parent / "_ddp_worker.py"
 
 
 def run(out: Path, nproc: int, global_batch: int = 8, steps: int = 2):
-    env = {**os.environ, "PYTHONPATH": f"{ROOT}{os.pathsep}{os.environ.get('PYTHONPATH', '')}",
-           "OMP_NUM_THREADS": "1", "WANDB_MODE": "disabled"}
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(nproc),
-           str(WORKER), str(out), str(global_batch), str(steps)]
-    if nproc == 1:
-        cmd = [sys.executable, str(WORKER), str(out), str(global_batch), str(steps)]
-    result = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    args = [WORKER, out, global_batch, steps]
+    if nproc > 1:
+        args = ["-m", "torch.distributed.run", "--standalone", "--nproc_per_node", nproc, *args]
+    run_python(args, env={"WANDB_MODE": "disabled"}, check=True)
     return torch.load(out / "weights.pt", weights_only=True)
 
 

@@ -80,7 +80,7 @@ def test_pluggable_wer_and_speaker_similarity():
 @pytest.mark.parametrize("field,value", [("max_utterances", 0), ("num_examples", -1), ("prompt_seconds", -1.0),
                                          ("window_seconds", 0.0)])
 def test_generation_eval_config_names_a_bad_field(field, value):
-    from soundstorm.evaluation.generation import GenerationEvalConfig
+    from soundstorm.evaluation.config import EvaluationConfig
 
     with pytest.raises(ValueError, match=field):
-        GenerationEvalConfig(**{field: value})
+        EvaluationConfig(**{field: value})

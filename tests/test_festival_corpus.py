@@ -9,11 +9,13 @@ import shutil
 import pytest
 import soundfile as sf
 
-from conftest import run_cli
+from _cli import run_cli
 from soundstorm.corpus import plan_utterances
 from soundstorm.data import TokenManifest
 from soundstorm.data.split import split_utterances
 from soundstorm.festival import SPEAKERS
+
+slow = pytest.mark.slow  # the tests that synthesise and prepare run CLIs in child processes
 
 SENTENCES = [f"The number {n} is written on the {w} door." for n, w in
              zip(("one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten"),
@@ -31,6 +33,7 @@ def festival_corpus(tmp_path_factory):
     return out / "manifest.jsonl"
 
 
+@slow
 def test_festival_corpus_speakers_transcripts_and_phones(festival_corpus):
     entries = [json.loads(line) for line in festival_corpus.read_text().splitlines()]
     assert len(entries) == 12 and {e["speaker"] for e in entries} == set(SPEAKERS)
@@ -45,6 +48,7 @@ def test_festival_corpus_speakers_transcripts_and_phones(festival_corpus):
         assert entry["text"] and entry["split"] in ("train", "heldout")
 
 
+@slow
 def test_heldout_sentences_never_reach_training(festival_corpus, tmp_path):
     entries = [json.loads(line) for line in festival_corpus.read_text().splitlines()]
     heldout = [e for e in entries if e["split"] == "heldout"]

@@ -7,6 +7,7 @@ import torch
 import torch.nn.functional as F
 
 from soundstorm import SoundStorm, SoundStormConfig, corrupt
+from soundstorm.masking import masked_loss
 
 MASK = 99
 
@@ -87,7 +88,7 @@ def test_loss_counts_only_masked_level_q_tokens():
     codes = torch.randint(0, cfg.codebook_size, (6, cfg.num_levels, 12))
     semantic = torch.randint(0, cfg.semantic_vocab_size, (6, 6))
     corruption = corrupt(codes, generator=torch.Generator().manual_seed(8), mask_id=cfg.mask_id)
-    loss, metrics = model.loss_on_corruption(codes, semantic, None, corruption)
+    loss, metrics = masked_loss(model, codes, semantic, None, corruption)
     logits_BQTV = model(corruption.inputs, semantic)
     ce_BQT = F.cross_entropy(logits_BQTV.permute(0, 3, 1, 2), codes, reduction="none")
     expected = ce_BQT[corruption.loss_mask].mean()

@@ -67,6 +67,7 @@ def test_padding_does_not_change_real_frames():
     assert torch.allclose(model(other, padded_sem, torch.tensor([10, 24]))[0, :, :10], alone[0], atol=1e-5)
 
 
+@pytest.mark.slow  # a few hundred optimizer steps: about a minute on a busy 2-core machine
 def test_overfits_one_fixed_batch():
     torch.manual_seed(0)
     cfg = SoundStormConfig.tiny(dim=64, heads=4, ff_dim=128, depth=2)

@@ -11,11 +11,15 @@ import json
 import shutil
 import subprocess
 
+import numpy as np
 import pytest
+import soundfile as sf
+import torch
 
 from soundstorm.evaluation.speech_plan import SpeechEvalConfig, plan_speech_items
 from soundstorm.evaluation.speech_table import ROWS, markdown, summarize
-from conftest import PREPARE_SMALL, run_cli
+from _cli import run_cli
+from conftest import PREPARE_SMALL
 
 
 def _records(num_per_speaker=3, speakers=("a", "b", "c"), heldout_every=3):
@@ -65,7 +69,7 @@ def test_summary_counts_cross_speaker_attribution():
     assert table["unprompted"]["sim_prompt_speaker"] is None
     assert table["cross_speaker"]["sim_prompt_speaker"] == pytest.approx(0.55)
     text = markdown(table)
-    assert "| unprompted | 0.500 | 0.250 | – | 0.500 | 1.000 |" in text and "0.50 of 4 pairs" in text
+    assert "| unprompted | 0.500 | 0.250 | - | 0.500 | 1.000 |" in text and "0.50 of 4 pairs" in text
 
 
 SENTENCES = ("The boy was there when the sun rose.", "It is easy to tell the depth of a well.",
@@ -118,8 +122,7 @@ def test_eval_cli_writes_the_speech_table(speaker_tokens, tmp_path):
     model_dir = _random_model(speaker_tokens, tmp_path / "model")
     out = tmp_path / "eval"
     result = run_cli("soundstorm.cli.eval", f"checkpoint={model_dir}", f"data.root={speaker_tokens}", f"out_dir={out}",
-                     *EVAL, "evaluation.speech.enabled=true", "evaluation.speech.max_utterances=2",
-                     env_extra={"WANDB_MODE": "offline", "WANDB_SILENT": "true"})
+                     *EVAL, "evaluation.speech.enabled=true", "evaluation.speech.max_utterances=2")
     assert result.returncode == 0, result.stderr[-3000:]
     speech = json.loads((out / "metrics.json").read_text())["speech"]
     assert speech["num_utterances"] == 2 and len(speech["items"]) == 2
@@ -159,3 +162,52 @@ def test_eval_cli_speech_table_needs_two_speakers(speaker_tokens, tmp_path):
     assert result.returncode == 2 and "Traceback" not in result.stderr
     assert "soundstorm-eval: error: " in result.stderr and "'speaker'" in result.stderr
     assert not (tmp_path / "eval" / "metrics.json").exists()
+
+
+class _FakeEvaluator:
+    """Records what the table asks for: generate copies the prompt and fills with the semantic ids."""
+
+    def __init__(self):
+        self.model = type("M", (), {"config": type("C", (), {"semantic_upsample": 2})()})()
+        self.codec = type("Codec", (), {"sample_rate": 8000, "frame_rate": 50.0})()
+        self.calls = []
+
+    def generate(self, semantic_S, prompt_QT=None, seed=0):
+        self.calls.append((semantic_S.clone(), None if prompt_QT is None else prompt_QT.clone()))
+        codes_QT = semantic_S.repeat_interleave(2)[None].clone()
+        if prompt_QT is not None:
+            codes_QT[:, :prompt_QT.shape[1]] = prompt_QT
+        return codes_QT
+
+    def decode(self, codes_QT):
+        return torch.sin(torch.arange(codes_QT.shape[1] * 160) * 0.05) * 0.1 * (1 + codes_QT.float().mean() / 100)
+
+
+def test_prompted_rows_prepend_another_utterance_and_score_the_continuation(tmp_path):
+    from soundstorm.evaluation.speech_plan import SpeechItem
+    from soundstorm.evaluation.speech_table import SpeechTable
+
+    utts = {}
+    for name, num_semantic, value in (("t", 10, 1), ("p", 200, 7), ("r", 20, 3), ("x", 200, 9), ("xr", 20, 5)):
+        sf.write(str(tmp_path / f"{name}.wav"), np.full(num_semantic * 320, 0.01 * value, dtype=np.float32), 8000)
+        utts[name] = {"utt_id": name, "codes": torch.full((1, 2 * num_semantic), 100 + value),
+                      "semantic": torch.full((num_semantic,), value), "text": "hello world",
+                      "path": str(tmp_path / f"{name}.wav")}
+    recognizer = type("R", (), {"transcribe": lambda self, wav, sr: "hello word"})()
+    verifier = type("V", (), {"embed": lambda self, wav, sr: torch.stack([wav.abs().mean(), wav.std() + 0.1])})()
+    evaluator = _FakeEvaluator()
+    table = SpeechTable(evaluator, recognizer, verifier, utts.__getitem__, prompt_seconds=3.0)
+    item = SpeechItem(target="t", speaker="A", prompt="p", reference="r", other_speaker="B", cross_prompt="x",
+                      cross_reference="xr")
+    result = table.item(item, 0)
+    unprompted, prompted, cross = evaluator.calls
+    assert unprompted[1] is None and torch.equal(unprompted[0], utts["t"]["semantic"])
+    for (semantic_S, prompt_QT), source in ((prompted, "p"), (cross, "x")):  # 3 s = 150 frames = 75 semantic
+        assert torch.equal(semantic_S, torch.cat([utts[source]["semantic"][:75], utts["t"]["semantic"]]))
+        assert torch.equal(prompt_QT, utts[source]["codes"][:, :150])
+    for row in ("resynthesis", "unprompted", "prompted", "cross_speaker"):  # continuation only: the target's length
+        assert result["waves"][row].shape[0] == 20 * 160, row
+    assert result["rows"]["ground_truth"]["wer"] == 0.5 and result["rows"]["ground_truth"]["mel_distance"] == 0.0
+    assert result["rows"]["prompted"]["sim_prompt_speaker"] == result["rows"]["prompted"]["sim_source_speaker"]
+    cross_row = result["rows"]["cross_speaker"]
+    assert cross_row["sim_prompt_speaker"] != cross_row["sim_source_speaker"]

@@ -7,19 +7,18 @@ Uses the data tests' session fixture ``espeak_tokens`` (20 espeak-ng utterances 
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from _cli import run_cli, start_python
 
 from soundstorm.train import checkpoint as ckpt
 
-ROOT = Path(__file__).resolve().parents[1]
+pytestmark = pytest.mark.slow
+
 TINY = ("model=tiny", "codec.num_levels=4", "codec.codebook_size=64", "semantic.vocab_size=32", "backend=cpu",
         "backend.options.num_threads=1", "data.batch_size=4", "data.min_seconds=1", "data.max_seconds=2",
         "data.heldout_fraction=0.2")
@@ -27,20 +26,10 @@ TRAIN = TINY + ("trainer.progress=false", "trainer.log_every=2", "trainer.eval_e
                 "evaluation.max_utterances=1", "evaluation.max_batches=1", "evaluation.mask_ratios=[1.0]")
 
 
-def env():
-    return {**os.environ, "PYTHONPATH": f"{ROOT}{os.pathsep}{os.environ.get('PYTHONPATH', '')}",
-            "OMP_NUM_THREADS": "1", "WANDB_MODE": "offline", "WANDB_SILENT": "true"}
-
-
-def cli(module: str, *args: str, timeout: int = 300) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", module, *args], capture_output=True, text=True, env=env(),
-                          cwd=ROOT, timeout=timeout)
-
-
 @pytest.fixture(scope="module")
 def trained(espeak_tokens, tmp_path_factory):
     out = tmp_path_factory.mktemp("train") / "run"
-    result = cli("soundstorm.cli.train", f"data.root={espeak_tokens}", f"out_dir={out}", "trainer.max_steps=6",
+    result = run_cli("soundstorm.cli.train", f"data.root={espeak_tokens}", f"out_dir={out}", "trainer.max_steps=6",
                  "trainer.ckpt_every=3", *TRAIN)
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-4000:]
     return out, result
@@ -64,7 +53,7 @@ def test_train_writes_checkpoints_logs_and_wandb(trained):
 
 def test_train_resume_auto_continues(trained, espeak_tokens, tmp_path):
     out, _ = trained
-    result = cli("soundstorm.cli.train", f"data.root={espeak_tokens}", f"out_dir={out}", "trainer.max_steps=8",
+    result = run_cli("soundstorm.cli.train", f"data.root={espeak_tokens}", f"out_dir={out}", "trainer.max_steps=8",
                  "trainer.eval_every=100", *TRAIN[:-4], "logger=none")
     assert result.returncode == 0, result.stderr[-3000:]
     assert "resuming from" in result.stdout and "step_00000006" in result.stdout
@@ -73,9 +62,9 @@ def test_train_resume_auto_continues(trained, espeak_tokens, tmp_path):
 
 def test_sigterm_writes_checkpoint_and_exits_zero(espeak_tokens, tmp_path):
     out = tmp_path / "run"
-    cmd = [sys.executable, "-m", "soundstorm.cli.train", f"data.root={espeak_tokens}", f"out_dir={out}",
+    cmd = ["-m", "soundstorm.cli.train", f"data.root={espeak_tokens}", f"out_dir={out}",
            "trainer.max_steps=100000", "trainer.eval_every=100000", "logger=none", *TRAIN[:-4]]
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env(), cwd=ROOT)
+    proc = start_python(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         for line in proc.stdout:  # wait until training has logged a step
             if line.startswith("step "):
@@ -92,7 +81,7 @@ def test_sigterm_writes_checkpoint_and_exits_zero(espeak_tokens, tmp_path):
 
 def test_eval_writes_metrics_examples(trained, espeak_tokens, tmp_path):
     out, _ = trained
-    result = cli("soundstorm.cli.eval", f"checkpoint={out / 'checkpoints' / 'step_00000006'}",
+    result = run_cli("soundstorm.cli.eval", f"checkpoint={out / 'checkpoints' / 'step_00000006'}",
                  f"data.root={espeak_tokens}", f"out_dir={tmp_path}", *TINY[1:], "evaluation.max_utterances=2",
                  "evaluation.max_batches=1", "evaluation.long_seconds=5", "evaluation.num_examples=1",
                  "sampler=greedy")
@@ -111,7 +100,7 @@ def test_generate_from_tokens_and_audio_with_prompt(trained, espeak_tokens, espe
     out, _ = trained
     np.save(tmp_path / "ids.npy", np.arange(30) % 32)
     wav = sorted((espeak_corpus.parent / "wavs").glob("*.wav"))[0]
-    result = cli("soundstorm.cli.generate", f"checkpoint={out / 'checkpoints' / 'step_00000006'}",
+    result = run_cli("soundstorm.cli.generate", f"checkpoint={out / 'checkpoints' / 'step_00000006'}",
                  f"assets={espeak_tokens}", f"inputs=[{tmp_path / 'ids.npy'},{wav}]", f"prompt_wav={wav}",
                  "prompt_seconds=0.5", "window_seconds=1.0", "window_prompt_seconds=0.2", f"out_dir={tmp_path / 'gen'}",
                  *TINY[1:5], "sampler=greedy")
@@ -128,18 +117,18 @@ def test_generate_from_tokens_and_audio_with_prompt(trained, espeak_tokens, espe
     ("soundstorm.cli.generate", ("checkpoint=/nonexistent/ckpt", "assets=/x", "inputs=[a.npy]"), "checkpoint="),
 ])
 def test_cli_errors_name_the_problem(module, args, message, tmp_path):
-    result = cli(module, *args, f"out_dir={tmp_path}", "logger=none" if module.endswith("train") else "backend=cpu")
+    result = run_cli(module, *args, f"out_dir={tmp_path}", "logger=none" if module.endswith("train") else "backend=cpu")
     assert result.returncode == 2, result.stdout + result.stderr
     assert message in result.stderr
 
 
 def test_config_typo_fails_loudly(espeak_tokens, tmp_path):
-    result = cli("soundstorm.cli.train", f"data.root={espeak_tokens}", "model.dimm=3", f"out_dir={tmp_path}")
+    result = run_cli("soundstorm.cli.train", f"data.root={espeak_tokens}", "model.dimm=3", f"out_dir={tmp_path}")
     assert result.returncode != 0 and "dimm" in result.stderr
 
 
 def test_token_data_mismatch_is_an_error(espeak_tokens, tmp_path):
-    result = cli("soundstorm.cli.train", f"data.root={espeak_tokens}", f"out_dir={tmp_path}", "logger=none",
+    result = run_cli("soundstorm.cli.train", f"data.root={espeak_tokens}", f"out_dir={tmp_path}", "logger=none",
                  *TRAIN, "codec.num_levels=8", "trainer.max_steps=1")
     assert result.returncode == 2
     assert "num_levels" in result.stderr
@@ -148,12 +137,10 @@ def test_token_data_mismatch_is_an_error(espeak_tokens, tmp_path):
 def test_torchrun_two_processes_train_and_evaluate(espeak_tokens, tmp_path):
     """DDP through the real CLI: rank 0 logs and checkpoints, evaluation on rank 0 does not hang rank 1."""
     out = tmp_path / "ddp"
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m",
-           "soundstorm.cli.train", f"data.root={espeak_tokens}", f"out_dir={out}", "trainer.max_steps=4",
-           *TRAIN[:-4], "trainer.eval_every=2", "evaluation.max_utterances=1", "evaluation.max_batches=1",
-           "evaluation.mask_ratios=[1.0]", "data.batch_size=2"]
-    result = subprocess.run(cmd, capture_output=True, text=True, env=env(), cwd=ROOT, timeout=300)
-    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
+    result = run_cli("torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "soundstorm.cli.train",
+                     f"data.root={espeak_tokens}", f"out_dir={out}", "trainer.max_steps=4", *TRAIN[:-4],
+                     "trainer.eval_every=2", "evaluation.max_utterances=1", "evaluation.max_batches=1",
+                     "evaluation.mask_ratios=[1.0]", "data.batch_size=2", check=True)
     assert result.stdout.count("step 4 loss=") == 1  # only rank 0 logs
     assert "2 process(es)" in result.stdout
     assert [p.name for p in ckpt.list_checkpoints(out / "checkpoints")] == ["step_00000004"]

@@ -6,6 +6,8 @@ returns a function that copies its inputs into those buffers and replays the gra
 logits tensor is the graph's static output: it is valid until the next call, which is all the
 sampler needs (it consumes the logits within the iteration). Pass it as ``generate(...,
 wrap_logits=graphed_logits_fn)``.
+
+Shape letters: see :mod:`soundstorm`.
 """
 
 from __future__ import annotations

@@ -7,6 +7,8 @@ frames cached so far, the depthwise convolution over the last K frames, one head
 T × Q sequential steps. Timing all of them would take hours at paper size, so steps are timed at a
 few cache lengths spread over ``0..T-1`` and the per-level total is the trapezoidal integral of
 the step time over the cache length, times Q. The result is labelled an estimate.
+
+Shape letters: see :mod:`soundstorm`.
 """
 
 from __future__ import annotations

@@ -15,6 +15,8 @@ and codebook V (one head, as the sampler computes only the current level's):
 Embedding look-ups, norms, activations and the sampler's element-wise work are not counted (they
 are not matmuls), so MFU is a conservative measure. The peak is measured, not looked up: the best
 rate of a large square GEMM in the benchmark's dtype on the same device and threads.
+
+Shape letters: see :mod:`soundstorm`.
 """
 
 from __future__ import annotations

@@ -8,6 +8,8 @@ Peak memory is the growth of the device's memory high-water mark over a baseline
 before the model is built (CPU: resident set size, ``VmHWM − VmRSS``; CUDA: allocator peak; XLA:
 the runtime's ``peak_bytes_used`` when reported), so it covers the weights, the activations and
 the sampler, and not the interpreter and libraries loaded before.
+
+Shape letters: see :mod:`soundstorm`.
 """
 
 from __future__ import annotations
@@ -23,10 +25,9 @@ import torch
 
 from soundstorm.backends import NAMES, get_backend, resolve_name
 from soundstorm.bench.flops import flops_per_pass, measure_matmul_peak
-from soundstorm.model import SoundStorm, SoundStormConfig
+from soundstorm.model import PRESETS, SoundStorm, SoundStormConfig
 from soundstorm.sampler import SamplerConfig, generate
 
-PRESETS = ("paper", "tiny")
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
 
 
@@ -82,7 +83,7 @@ class BenchConfig:
             self.steps = tuple(self.steps)
 
     def model_config(self) -> SoundStormConfig:
-        return getattr(SoundStormConfig, self.model_preset)(**self.model_overrides)
+        return SoundStormConfig.preset(self.model_preset, **self.model_overrides)
 
     def num_frames(self, config: SoundStormConfig) -> int:
         """Codec frames for ``duration_s``; must be a whole number of semantic frames."""

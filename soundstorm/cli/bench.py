@@ -15,31 +15,15 @@ import json
 from pathlib import Path
 
 import hydra
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
-from soundstorm.bench import BenchConfig, format_table, run_bench
-
-
-def to_bench_config(cfg: DictConfig) -> BenchConfig:
-    """The Hydra config as a plain :class:`BenchConfig` (unknown keys are a ValueError)."""
-    data = OmegaConf.to_container(cfg, resolve=True)
-    data.pop("hydra", None)
-    backend = data.pop("backend", None) or {}
-    if isinstance(backend, str):  # a plain key, for callers without the config group
-        backend = {"name": backend}
-    if "name" in backend:
-        data["backend"] = backend["name"]
-        data["backend_options"] = dict(backend.get("options") or {})
-    known = set(BenchConfig.__dataclass_fields__)
-    unknown = sorted(set(data) - known)
-    if unknown:
-        raise ValueError(f"unknown bench options {unknown}; expected a subset of {sorted(known)}")
-    return BenchConfig(**data)
+from soundstorm import builders
+from soundstorm.bench import format_table, run_bench
 
 
 @hydra.main(config_path="pkg://soundstorm.configs", config_name="bench", version_base="1.3")
 def main(cfg: DictConfig) -> None:
-    bench_cfg = to_bench_config(cfg)
+    bench_cfg = builders.build_bench_config(cfg)
     result = run_bench(bench_cfg)
     print(format_table(result))
     if bench_cfg.output_json:

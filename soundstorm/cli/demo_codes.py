@@ -2,6 +2,8 @@
 
 Shows the decoding contract without any data or training: Q = 12 levels, 1500 frames from 750
 semantic ids, a 150-frame (3 s) prompt returned unchanged, and 16 + 11 = 27 forward passes.
+
+Shape letters: see :mod:`soundstorm`.
 """
 
 from __future__ import annotations

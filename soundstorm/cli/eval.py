@@ -21,44 +21,39 @@ from omegaconf import DictConfig, OmegaConf
 
 from soundstorm import builders
 from soundstorm.cli._common import run_with_backend
-from soundstorm.evaluation.generation import GenerationEvalConfig, GenerationEvaluator
+from soundstorm.evaluation.generation import GenerationEvaluator
 from soundstorm.evaluation.metrics import most_frequent_tokens
 from soundstorm.evaluation.speech_table import evaluate_speech
-from soundstorm.evaluation.teacher_forced import summarize, teacher_forced_sums
-from soundstorm.pretrained import atomic_write_bytes
-from soundstorm.train.checkpoint import load_for_inference
-from soundstorm.train.eval_hook import heldout_batches
+from soundstorm.evaluation.teacher_forced import heldout_batches, summarize, teacher_forced_sums
+from soundstorm.io import atomic_write_bytes
+from soundstorm.model import SoundStorm
 
 
 def evaluate(cfg: DictConfig, backend) -> dict:
     """Every metric of the eval config; writes examples under ``out_dir`` and returns the metrics."""
-    section = builders.build_evaluation(cfg.evaluation)
-    model, used_ema = load_for_inference(cfg.checkpoint, section.use_ema, backend.device)
+    evaluation = builders.build_evaluation(cfg.evaluation)
+    model, used_ema = SoundStorm.from_checkpoint(cfg.checkpoint, evaluation.use_ema, backend.device)
     data, train_set, heldout = builders.build_datasets(cfg.data, model.config, int(cfg.seed))
     if heldout is None:
         raise ValueError(f"data.heldout_fraction={data.heldout_fraction} holds out no utterance; expected > 0")
     codec = builders.build_codec(builders.resolved(cfg.codec))
     sampler = builders.build_sampler(cfg.sampler, model.config.num_levels)
     batches = [backend.to_device({k: b[k] for k in ("codes", "semantic", "lengths")})
-               for b in heldout_batches(heldout, data.batch_size, section.max_batches)]
-    ratios = list(section.mask_ratios)
-    teacher_forced = summarize(teacher_forced_sums(model, batches, ratios, section.seed, backend.autocast), ratios)
-    num_train = min(len(train_set), section.unigram_max_utterances)
+               for b in heldout_batches(heldout, data.batch_size, evaluation.max_batches)]
+    ratios = list(evaluation.mask_ratios)
+    teacher_forced = summarize(teacher_forced_sums(model, batches, ratios, evaluation.seed, backend.autocast), ratios)
+    num_train = min(len(train_set), evaluation.unigram_max_utterances)
     unigram = most_frequent_tokens([train_set.utterance(i)["codes"] for i in range(num_train)])
-    config = GenerationEvalConfig(max_utterances=section.max_utterances, prompt_seconds=section.prompt_seconds,
-                                  window_seconds=section.window_seconds,
-                                  window_prompt_seconds=section.window_prompt_seconds,
-                                  num_examples=section.num_examples, long_seconds=section.long_seconds,
-                                  long_prompt_seconds=section.long_prompt_seconds, seed=section.seed,
-                                  extra_metrics=builders.build_extra_metrics(section))
-    evaluator = GenerationEvaluator(model, codec, sampler, config, unigram_token=unigram)
+    evaluator = GenerationEvaluator(model, codec, sampler, evaluation, unigram_token=unigram,
+                                    extra_metrics=builders.build_extra_metrics(evaluation))
     utterances = [heldout.utterance(i) for i in range(len(heldout))]
     out_dir = Path(cfg.out_dir)
     speech = {}
-    if section.speech.enabled:  # first: a corpus without speakers or transcripts fails before anything else
-        speech["speech"] = evaluate_speech(section.speech, evaluator, heldout, train_set, out_dir, section.num_examples)
+    if evaluation.speech.enabled:  # first: a corpus without speakers or transcripts fails before anything else
+        speech["speech"] = evaluate_speech(evaluation.speech, evaluator, heldout, train_set, out_dir,
+                                           evaluation.num_examples)
     metrics = evaluator.run(utterances, out_dir)
-    if section.long_seconds > 0:
+    if evaluation.long_seconds > 0:
         metrics.update(evaluator.long_form(utterances, out_dir))
     metrics.update(speech)
     metrics.update({"teacher_forced": teacher_forced, "checkpoint": str(cfg.checkpoint), "used_ema": used_ema,
@@ -67,9 +62,9 @@ def evaluate(cfg: DictConfig, backend) -> dict:
     return metrics
 
 
-def _log(cfg: DictConfig, metrics: dict, out_dir: Path) -> None:
+def _log(cfg: DictConfig, metrics: dict, out_dir: Path, is_main: bool) -> None:
     """Scalars (and the speech table's figure) to the configured logger (wandb under ``out_dir``)."""
-    logger = builders.build_logger(cfg.logger, OmegaConf.to_container(cfg, resolve=True), True)
+    logger = builders.build_logger(cfg.logger, OmegaConf.to_container(cfg, resolve=True), is_main)
     try:
         scalars = {f"eval/{k}": v for k, v in metrics.items()
                    if isinstance(v, (int, float)) and not isinstance(v, bool)}
@@ -90,7 +85,7 @@ def _evaluate_and_write(cfg: DictConfig, backend) -> None:
     out_dir = Path(cfg.out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     atomic_write_bytes(out_dir / "metrics.json", json.dumps(metrics, indent=2).encode())
-    _log(cfg, metrics, out_dir)
+    _log(cfg, metrics, out_dir, backend.dist.is_main)
     headline = {k: metrics[k] for k in ("heldout_level1_accuracy", "unigram_level1_accuracy",
                                         "mel_distance_generated", "mel_distance_random") if k in metrics}
     print(json.dumps(headline, indent=2))

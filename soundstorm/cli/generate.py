@@ -7,6 +7,8 @@ input's, their codec codes are the acoustic prompt, and the prompt part is cut f
 Longer than ``window_seconds`` → generated in windows, each prompted by the last
 ``window_prompt_seconds`` of the previous window (:mod:`soundstorm.longform`).
 Writes ``out_dir/<stem>.wav`` and ``out_dir/<stem>.codes.npy`` (``[Q, T]`` int64). Exit code 2 on bad inputs.
+
+Shape letters: see :mod:`soundstorm`.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ from soundstorm.cli._common import run_with_backend
 from soundstorm.data.audio import BadAudio, read_audio, resample
 from soundstorm.evaluation.generation import frames_for, write_wav
 from soundstorm.longform import generate_windowed
-from soundstorm.train.checkpoint import load_for_inference
+from soundstorm.model import SoundStorm
 
 AUDIO_SUFFIXES = (".wav", ".flac", ".ogg", ".mp3")
 
@@ -67,7 +69,7 @@ def voice_prompt(path, seconds: float, codec, tokenizer, upsample: int) -> tuple
 
 
 def run(cfg: DictConfig, backend) -> list[Path]:
-    model, _ = load_for_inference(cfg.checkpoint, bool(cfg.use_ema), backend.device)
+    model, _ = SoundStorm.from_checkpoint(cfg.checkpoint, bool(cfg.use_ema), backend.device)
     up = model.config.semantic_upsample
     codec = builders.build_codec(builders.resolved(cfg.codec))
     tokenizer_cache = []

@@ -9,52 +9,12 @@ Exit codes: 0 done or stopped by a signal, 2 bad configuration or data, 3 too ma
 from __future__ import annotations
 
 import sys
-from pathlib import Path
 
 import hydra
-import torch
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
 from soundstorm import builders
-from soundstorm.model import SoundStorm
-from soundstorm.train.checkpoint import resolve_resume
-from soundstorm.train.eval_hook import TrainingEvaluator
-from soundstorm.train.loop import NonFiniteLossError, Trainer
-
-RUN_ID_FILE = "wandb_run_id.txt"
-
-
-def build_training(cfg: DictConfig, backend) -> tuple[Trainer, Path | None]:
-    """Every object of a run, from the composed config (through :mod:`soundstorm.builders` only)."""
-    seed = int(cfg.seed)
-    data_section, train_set, heldout_set = builders.build_datasets(cfg.data, None, seed)
-    model_config = builders.build_model_config(cfg.model, train_set.manifest)
-    torch.manual_seed(seed)
-    model = SoundStorm(model_config).to(backend.device)
-    optimizer, scheduler = builders.build_optimizer(cfg.optim, model)
-    trainer_config = builders.build_trainer_config(cfg.trainer)
-    sampler_config = builders.build_sampler(cfg.sampler, model_config.num_levels)
-    evaluation = builders.build_evaluation(cfg.evaluation)
-    out_dir = Path(cfg.out_dir)
-    resume_from = resolve_resume(cfg.resume, out_dir / "checkpoints")
-    run_id_path = out_dir / RUN_ID_FILE
-    resume_id = run_id_path.read_text().strip() if resume_from is not None and run_id_path.is_file() else None
-    logger = builders.build_logger(cfg.logger, OmegaConf.to_container(cfg, resolve=True), backend.dist.is_main,
-                                   resume_id)
-    if logger.run_id and backend.dist.is_main:
-        out_dir.mkdir(parents=True, exist_ok=True)
-        run_id_path.write_text(logger.run_id)
-    batches = builders.build_batch_source(data_section, train_set, backend, seed, model_config.mask_id)
-    evaluate = None
-    if heldout_set is not None:
-        evaluate = TrainingEvaluator(backend, heldout_set, evaluation, data_section.batch_size,
-                                     lambda: builders.build_codec(builders.resolved(cfg.codec)), sampler_config, logger, out_dir)
-    if backend.dist.is_main:
-        print(f"model: {model.num_parameters():,} parameters {model_config.to_dict()}; train utterances "
-              f"{len(train_set)}, held-out {len(heldout_set) if heldout_set else 0}; backend "
-              f"{backend.describe()}, {backend.dist.world_size} process(es)", flush=True)
-    trainer = Trainer(model, backend, optimizer, scheduler, trainer_config, out_dir, batches, logger, evaluate)
-    return trainer, resume_from
+from soundstorm.train.loop import NonFiniteLossError
 
 
 @hydra.main(config_path="pkg://soundstorm.configs", config_name="train", version_base="1.3")
@@ -62,7 +22,7 @@ def main(cfg: DictConfig) -> None:
     backend, trainer, code = None, None, 0
     try:
         backend = builders.build_backend(cfg.backend)
-        trainer, resume_from = build_training(cfg, backend)
+        trainer, resume_from = builders.build_training(cfg, backend)
         if resume_from is not None and backend.dist.is_main:
             print(f"resuming from {resume_from}", flush=True)
         trainer.fit(resume_from)

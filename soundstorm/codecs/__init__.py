@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from soundstorm._io import load_component
+from soundstorm.io import load_component
 from soundstorm.codecs.base import Codec, check_wav, mel_distance
 from soundstorm.codecs.encodec_codec import EncodecCodec
 from soundstorm.codecs.melrvq import MelRVQCodec, MelRVQConfig

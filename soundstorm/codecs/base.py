@@ -3,6 +3,8 @@
 Every codec has ``name``, ``sample_rate`` (Hz), ``frame_rate`` (frames/s, float), ``num_levels``
 (Q), ``codebook_size``, ``encode(wav) -> codes [B, Q, T]``, ``decode(codes) -> wav [B, N]``,
 ``num_frames(num_samples)``, ``describe()`` (what a token manifest records) and ``save(dir)``.
+
+Shape letters: see :mod:`soundstorm`.
 """
 
 from __future__ import annotations

@@ -4,6 +4,8 @@
 read from ``repository``). ``pretrained=False`` builds the same architecture with seeded random
 weights; its codebooks are all zero (every frame → token 0) until :meth:`EncodecCodec.fit`
 initialises them by residual k-means on the encoder's output frames. Q = bandwidth / 0.75 kbps.
+
+Shape letters: see :mod:`soundstorm`.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from pathlib import Path
 
 import torch
 
-from soundstorm._io import check_fingerprint, load_component, save_component, weights_fingerprint
+from soundstorm.io import check_fingerprint, load_component, save_component, weights_fingerprint
 from soundstorm._kmeans import fit_residual
 from soundstorm.codecs.base import check_codes, check_wav
 

@@ -4,6 +4,8 @@ Encoding: 24 kHz audio → log-mel frames at ``frame_rate`` (50/s as in the pape
 k-means codebooks fitted on data (:meth:`MelRVQCodec.fit`). Decoding: sum the chosen codewords per
 frame, ``exp`` back to a mel magnitude, invert with torchaudio ``InverseMelScale`` + ``GriffinLim``.
 Decoding a prefix of the levels (``codes[:, :q]``) is the codec at Q = q (the RVQ property).
+
+Shape letters: see :mod:`soundstorm`.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ import torch
 import torchaudio
 
 from soundstorm._checks import check_positive_ints
-from soundstorm._io import load_component, save_component
+from soundstorm.io import load_component, save_component
 from soundstorm._kmeans import fit_residual, residual_decode, residual_encode
 from soundstorm.codecs.base import check_codes, check_wav
 

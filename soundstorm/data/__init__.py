@@ -2,6 +2,6 @@
 
 from soundstorm.data.dataset import TokenDataset, collate
 from soundstorm.data.manifest import TokenManifest
-from soundstorm.data.sampler import LengthBucketSampler, split_heldout
+from soundstorm.data.batching import LengthBucketSampler, split_heldout
 
 __all__ = ["TokenDataset", "TokenManifest", "collate", "LengthBucketSampler", "split_heldout"]

@@ -2,6 +2,8 @@
 
 One job: turn a path into a mono float waveform, or into a reason it must be skipped (unreadable,
 empty, NaN/inf samples, silent, shorter than one semantic frame). Resampling uses torchaudio.
+
+Shape letters: see :mod:`soundstorm`.
 """
 
 from __future__ import annotations

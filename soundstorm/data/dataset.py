@@ -8,6 +8,8 @@ keep the number of distinct shapes small (static shapes for XLA).
 
 The epoch lives on the dataset (``set_epoch``); with ``DataLoader(persistent_workers=True)`` the
 workers keep their own copy, so use non-persistent workers (the default) to see new epochs.
+
+Shape letters: see :mod:`soundstorm`.
 """
 
 from __future__ import annotations

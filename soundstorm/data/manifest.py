@@ -13,7 +13,7 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from soundstorm.pretrained import atomic_write_bytes
+from soundstorm.io import atomic_write_bytes
 from soundstorm.semantic.base import upsample_ratio
 
 MANIFEST_NAME = "manifest.json"

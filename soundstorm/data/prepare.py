@@ -6,6 +6,8 @@ that needs alignments) or loads the codec and tokenizer (saved under ``output/co
 same codec decodes later), encodes in batches, and writes ``shard-NNNNN`` files plus a sidecar JSON
 per shard, each atomically. A rerun skips shards whose sidecar exists. Bad files are skipped and
 listed; lengths are aligned with :func:`soundstorm.semantic.align_lengths` (``T = S × upsample``).
+
+Shape letters: see :mod:`soundstorm`.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ from soundstorm.codecs import load_codec
 from soundstorm.data.audio import BadAudio, list_folder, read_audio, resample
 from soundstorm.data.manifest import TokenManifest
 from soundstorm.data.shards import shard_path, write_shard
-from soundstorm.pretrained import atomic_write_bytes
+from soundstorm.io import atomic_write_bytes
 from soundstorm.semantic import align_lengths, load_tokenizer, upsample_ratio
 
 

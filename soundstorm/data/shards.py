@@ -3,6 +3,8 @@
 A shard holds ``codes.{j}`` (``[Q, T]``) and ``semantic.{j}`` (``[S]``) for its j-th stored
 utterance, as int16 when ids fit, else int32; reading returns ``torch.long``. Files are written to a
 temporary name, fsynced and renamed, so a shard is either complete or absent.
+
+Shape letters: see :mod:`soundstorm`.
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from soundstorm.pretrained import atomic_file, load_state_dict, save_state_dict
+from soundstorm.io import atomic_file, load_state_dict, save_state_dict
 
 SUFFIX = {"safetensors": ".safetensors", "npz": ".npz"}
 

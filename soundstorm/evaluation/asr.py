@@ -7,8 +7,9 @@ acoustic model, dictionary and language model, so nothing is downloaded. Whisper
 at run time, and a missing package or missing weights is a clear error. A user's own recognizer is named
 by a dotted path (``my_pkg.asr:transcribe`` or a class with a ``transcribe`` method).
 
-Reference and hypothesis are normalised (lower case, punctuation removed, whitespace collapsed) before
-jiwer scores them, so "Hello, world." and "hello world" count as a perfect match.
+Scoring (:func:`soundstorm.evaluation.metrics.error_rates`) normalises reference and hypothesis (lower
+case, punctuation removed, whitespace collapsed) before jiwer scores them, so "Hello, world." and
+"hello world" count as a perfect match.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from typing import Protocol, runtime_checkable
 import torch
 import torchaudio
 
-from soundstorm.evaluation.metrics import load_callable
+from soundstorm.evaluation.metrics import error_rates, load_callable, normalize_text  # noqa: F401 (re-exported)
 
 ASR_SAMPLE_RATE = 16000
 
@@ -40,28 +41,6 @@ def to_mono_16k(wav_N: torch.Tensor, sample_rate: int) -> torch.Tensor:
     if sample_rate != ASR_SAMPLE_RATE:
         wav_N = torchaudio.functional.resample(wav_N, sample_rate, ASR_SAMPLE_RATE)
     return wav_N
-
-
-def normalize_text(text: str) -> str:
-    """Lower case, no punctuation, single spaces (jiwer's transforms)."""
-    import jiwer
-
-    transform = jiwer.Compose([jiwer.ToLowerCase(), jiwer.RemovePunctuation(), jiwer.RemoveMultipleSpaces(),
-                               jiwer.Strip()])
-    return transform(str(text))
-
-
-def error_rates(reference: str, hypothesis: str) -> dict:
-    """``{"wer", "cer"}`` of ``hypothesis`` against ``reference``, both normalised first. An empty
-    hypothesis scores 1.0 (every reference word deleted); an empty reference is an error."""
-    import jiwer
-
-    ref, hyp = normalize_text(reference), normalize_text(hypothesis)
-    if not ref:
-        raise ValueError(f"cannot score a transcript against an empty reference text (reference={reference!r})")
-    if not hyp:
-        return {"wer": 1.0, "cer": 1.0}
-    return {"wer": float(jiwer.wer(ref, hyp)), "cer": float(jiwer.cer(ref, hyp))}
 
 
 class PocketsphinxRecognizer:

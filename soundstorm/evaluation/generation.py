@@ -7,47 +7,22 @@ with the reference per level; the codec decodes generated, reference and random 
 distance is measured against the codec's reconstruction of the reference (so codec quality is not
 charged to the model). Baselines: the most frequent training token at level 1 (unigram) and random
 tokens decoded the same way. Utterances longer than the window are generated window by window.
+
+Shape letters: see :mod:`soundstorm`.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import soundfile as sf
 import torch
 
-from soundstorm._checks import check_positive_ints
 from soundstorm.codecs.base import mel_distance
+from soundstorm.evaluation.config import EvaluationConfig
 from soundstorm.evaluation.metrics import token_accuracy_per_level
 from soundstorm.evaluation.plots import save_spectrograms
 from soundstorm.longform import generate_windowed
-
-
-@dataclass
-class GenerationEvalConfig:
-    """What :func:`evaluate_generation` does; seconds are converted with the codec's frame rate."""
-
-    max_utterances: int = 8
-    prompt_seconds: float = 3.0
-    window_seconds: float = 10.0
-    window_prompt_seconds: float = 2.0
-    num_examples: int = 2
-    long_seconds: float = 30.0
-    long_prompt_seconds: float = 3.0
-    seed: int = 0
-    extra_metrics: list = field(default_factory=list)
-
-    def __post_init__(self):
-        check_positive_ints("evaluation", self, ("max_utterances",))
-        if isinstance(self.num_examples, bool) or not isinstance(self.num_examples, int) or self.num_examples < 0:
-            raise ValueError(f"evaluation.num_examples must be an integer >= 0, got {self.num_examples!r}")
-        for name in ("prompt_seconds", "window_seconds", "window_prompt_seconds", "long_seconds",
-                     "long_prompt_seconds"):
-            if not float(getattr(self, name)) >= 0:
-                raise ValueError(f"evaluation.{name} must be >= 0 seconds, got {getattr(self, name)!r}")
-        if not self.window_seconds > 0:
-            raise ValueError(f"evaluation.window_seconds must be > 0, got {self.window_seconds!r}")
 
 
 class _Totals:
@@ -84,8 +59,10 @@ def write_wav(path: Path, wav_N: torch.Tensor, sample_rate: int) -> Path:
 class GenerationEvaluator:
     """Runs the generation evaluation of one model against a codec; see the module docstring."""
 
-    def __init__(self, model, codec, sampler_config, config: GenerationEvalConfig, unigram_token: int | None = None):
+    def __init__(self, model, codec, sampler_config, config: EvaluationConfig, unigram_token: int | None = None,
+                 extra_metrics=()):
         self.model, self.codec, self.sampler_config, self.config = model, codec, sampler_config, config
+        self.extra_metrics = list(extra_metrics)
         self.unigram_token = unigram_token
         up = model.config.semantic_upsample
         self.window = frames_for(config.window_seconds, codec.frame_rate, up)
@@ -113,7 +90,7 @@ class GenerationEvaluator:
         totals["random"].add("mel_distance", mel_distance(self.decode(rand_QT), ref_wav, sr))
         if self.unigram_token is not None:
             totals["unigram"].add_accuracy([float((ref_QT[0] == self.unigram_token).float().mean())], ref_QT.shape[1])
-        for metric in self.config.extra_metrics:
+        for metric in self.extra_metrics:
             totals["unprompted"].add(metric.name, metric(gen_wav, ref_wav, sr, utt.get("text", "")))
         prompted_wav = None
         if ref_QT.shape[1] > self.prompt + self.model.config.semantic_upsample:

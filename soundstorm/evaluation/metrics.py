@@ -6,6 +6,8 @@ come from a user's callable (``transcribe(wav_N, sample_rate) -> str`` or ``embe
 [D] tensor``) named on the command line (``evaluation.asr=my_pkg.asr:transcribe``); :func:`load_callable`
 resolves such paths. The offline recognizer and verifier, and the speech table built on them, are in
 :mod:`.asr`, :mod:`.speaker` and :mod:`.speech_table`.
+
+Shape letters: see :mod:`soundstorm`.
 """
 
 from __future__ import annotations
@@ -49,8 +51,30 @@ def load_callable(path: str | None) -> Callable | None:
         raise ValueError(f"cannot load {path!r}: {err}") from err
 
 
+def normalize_text(text: str) -> str:
+    """Lower case, no punctuation, single spaces (jiwer's transforms)."""
+    import jiwer
+
+    transform = jiwer.Compose([jiwer.ToLowerCase(), jiwer.RemovePunctuation(), jiwer.RemoveMultipleSpaces(),
+                               jiwer.Strip()])
+    return transform(str(text))
+
+
+def error_rates(reference: str, hypothesis: str) -> dict:
+    """``{"wer", "cer"}`` of ``hypothesis`` against ``reference``, both normalised first. An empty
+    hypothesis scores 1.0 (every reference word deleted); an empty reference is an error."""
+    import jiwer
+
+    ref, hyp = normalize_text(reference), normalize_text(hypothesis)
+    if not ref:
+        raise ValueError(f"cannot score a transcript against an empty reference text (reference={reference!r})")
+    if not hyp:
+        return {"wer": 1.0, "cer": 1.0}
+    return {"wer": float(jiwer.wer(ref, hyp)), "cer": float(jiwer.cer(ref, hyp))}
+
+
 class WordErrorRate:
-    """WER (jiwer, on normalised text: :func:`soundstorm.evaluation.asr.error_rates`) of
+    """WER (jiwer, on normalised text: :func:`error_rates`) of
     ``transcribe(generated)`` against the utterance's text."""
 
     name = "wer"
@@ -61,8 +85,6 @@ class WordErrorRate:
         self.transcribe = transcribe
 
     def __call__(self, generated_N: torch.Tensor, reference_N: torch.Tensor, sample_rate: int, text: str) -> float:
-        from soundstorm.evaluation.asr import error_rates
-
         return error_rates(text, self.transcribe(generated_N, sample_rate))["wer"]
 
 

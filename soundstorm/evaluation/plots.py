@@ -1,4 +1,7 @@
-"""Figures: reference vs. generated log-mel spectrograms stacked in one PNG; the speech table as bars."""
+"""Figures: reference vs. generated log-mel spectrograms stacked in one PNG; the speech table as bars.
+
+Shape letters: see :mod:`soundstorm`.
+"""
 
 from __future__ import annotations
 

@@ -26,12 +26,13 @@ import torch
 import torchaudio
 
 from soundstorm.codecs.base import mel_distance
-from soundstorm.evaluation.asr import build_recognizer, error_rates
+from soundstorm.evaluation.asr import build_recognizer
+from soundstorm.evaluation.metrics import error_rates
 from soundstorm.evaluation.generation import write_wav
 from soundstorm.evaluation.plots import save_speech_bars
 from soundstorm.evaluation.speaker import build_verifier, cosine
 from soundstorm.evaluation.speech_plan import SpeechItem, plan_speech_items
-from soundstorm.pretrained import atomic_write_bytes
+from soundstorm.io import atomic_write_bytes
 
 ROWS = ("ground_truth", "resynthesis", "unprompted", "prompted", "cross_speaker")
 COLUMNS = ("wer", "cer", "sim_prompt_speaker", "sim_source_speaker", "mel_distance")
@@ -121,9 +122,9 @@ def summarize(results: list[dict]) -> dict:
 
 
 def markdown(table: dict, asr: str = "", verifier: str = "") -> str:
-    """The table as GitHub markdown (null → "–")."""
+    """The table as GitHub markdown (null → "-")."""
     def cell(value):
-        return "–" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:.3f}"
+        return "-" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:.3f}"
 
     lines = ["| audio | WER | CER | sim. to prompt's speaker | sim. to source speaker | mel distance |",
              "|---|---|---|---|---|---|"]

@@ -4,6 +4,10 @@ For a mask ratio r and a level q, every example masks level q at a fraction r of
 (Bernoulli, from a seeded generator), masks all finer levels entirely and keeps coarser levels
 visible; no prompt. This is the §3.2 corruption with q and p fixed, so the numbers are comparable
 across checkpoints and runs. Sums are returned so several ranks can add theirs before dividing.
+The batches are fixed: :func:`heldout_batches` collates epoch-0 windows of the held-out set
+(used by ``soundstorm-eval`` and by evaluation during training alike).
+
+Shape letters: see :mod:`soundstorm`.
 """
 
 from __future__ import annotations
@@ -11,7 +15,7 @@ from __future__ import annotations
 import torch
 
 from soundstorm._checks import frame_mask
-from soundstorm.masking import Corruption
+from soundstorm.masking import Corruption, masked_loss
 
 
 def fixed_corruption(codes_BQT: torch.Tensor, lengths_B: torch.Tensor, level: int, mask_ratio: float,
@@ -28,6 +32,15 @@ def fixed_corruption(codes_BQT: torch.Tensor, lengths_B: torch.Tensor, level: in
     level_B = torch.full((batch_size,), level, dtype=torch.long, device=device)
     return Corruption(inputs_BQT, loss_mask_BQT, level_B, torch.zeros_like(level_B),
                       torch.full((batch_size,), float(mask_ratio), device=device))
+
+
+def heldout_batches(dataset, batch_size: int, max_batches: int) -> list[dict]:
+    """Fixed held-out batches (epoch-0 windows), collated on the CPU."""
+    dataset.set_epoch(0)
+    batches = []
+    for start in range(0, min(len(dataset), batch_size * max_batches), batch_size):
+        batches.append(dataset.collate([dataset[i] for i in range(start, min(start + batch_size, len(dataset)))]))
+    return batches
 
 
 @torch.no_grad()
@@ -47,7 +60,7 @@ def teacher_forced_sums(model, batches, mask_ratios, seed: int = 0, autocast=Non
                 for level in range(q):
                     corruption = fixed_corruption(codes, lengths, level, ratio, generator, model.config.mask_id)
                     with autocast() if autocast else torch.autocast(device.type, enabled=False):
-                        _, m = model.loss_on_corruption(codes, semantic, lengths, corruption)
+                        _, m = masked_loss(model, codes, semantic, lengths, corruption)
                     tokens_Q = m["tokens_per_level"].float()
                     sums[r] += torch.stack([m["loss_per_level"].float() * tokens_Q,
                                             m["accuracy_per_level"].float() * tokens_Q, tokens_Q])

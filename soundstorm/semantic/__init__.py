@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from soundstorm._io import load_component
+from soundstorm.io import load_component
 from soundstorm.semantic.base import SemanticTokenizer, align_lengths, upsample_ratio
 from soundstorm.semantic.hubert import HubertKMeans
 from soundstorm.semantic.mfcc import MFCCKMeans, MFCCKMeansConfig

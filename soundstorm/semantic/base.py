@@ -4,6 +4,8 @@ A tokenizer has ``name``, ``sample_rate``, ``frame_rate`` (frames/s, e.g. 25.0),
 ``tokenize(wav_BN) -> ids [B, S]``, ``num_frames(num_samples)``, ``describe()`` and ``save(dir)``.
 The codec frame rate must be an integer multiple of the semantic rate (the model's
 ``semantic_upsample``); :func:`align_lengths` decides how per-utterance lengths are reconciled.
+
+Shape letters: see :mod:`soundstorm`.
 """
 
 from __future__ import annotations

@@ -5,6 +5,8 @@ layer ``layer``, average ``downsample`` consecutive frames (2 → 25/s, the pape
 and assign each to the nearest of ``vocab_size`` centroids fitted with scikit-learn.
 ``pretrained=True`` loads ``torchaudio.pipelines.HUBERT_BASE`` (weights downloaded by torchaudio on
 first use); ``pretrained=False`` builds the same architecture with seeded random weights (tests).
+
+Shape letters: see :mod:`soundstorm`.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ import math
 import torch
 import torch.nn.functional as F
 
-from soundstorm._io import check_fingerprint, load_component, save_component, weights_fingerprint
+from soundstorm.io import check_fingerprint, load_component, save_component, weights_fingerprint
 from soundstorm._kmeans import fit_kmeans, nearest
 from soundstorm.semantic.base import check_mono
 

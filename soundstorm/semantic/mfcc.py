@@ -4,6 +4,8 @@ Features: 13 MFCCs with deltas and delta-deltas (39 dims) from torchaudio at 16 
 hop (25 frames/s), normalised by the mean and standard deviation measured when fitting, then
 assigned to the nearest of ``vocab_size`` k-means centroids (scikit-learn) — the targets HuBERT's
 first training iteration clusters.
+
+Shape letters: see :mod:`soundstorm`.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ import torch
 import torchaudio
 
 from soundstorm._checks import check_positive_ints
-from soundstorm._io import load_component, save_component
+from soundstorm.io import load_component, save_component
 from soundstorm._kmeans import fit_kmeans, nearest
 from soundstorm.semantic.base import check_mono
 

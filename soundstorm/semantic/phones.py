@@ -24,7 +24,7 @@ import torchaudio
 from torch import nn
 
 from soundstorm._checks import check_positive_ints
-from soundstorm._io import load_component, save_component
+from soundstorm.io import load_component, save_component
 from soundstorm.semantic.base import check_mono
 
 FEATURE_RATE = 100  # feature frames per second (10 ms hop)

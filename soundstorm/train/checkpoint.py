@@ -26,13 +26,14 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from soundstorm.pretrained import atomic_write_bytes, load_state_dict, save_state_dict
+from soundstorm.io import atomic_write_bytes, load_state_dict, save_state_dict
+from soundstorm.model import CONFIG_NAME, EMA_WEIGHTS_NAME, WEIGHTS_NAME
 
 STEP_DIR = re.compile(r"^step_(\d{8})$")
 META_NAME = "meta.json"
 STATE_NAME = "state.pt"
-EMA_NAME = "ema.safetensors"
-REQUIRED = ("config.json", "model.safetensors", STATE_NAME, META_NAME)
+EMA_NAME = EMA_WEIGHTS_NAME
+REQUIRED = (CONFIG_NAME, WEIGHTS_NAME, STATE_NAME, META_NAME)
 
 
 # ---------------------------------------------------------------------- RNG states
@@ -162,25 +163,8 @@ def load_checkpoint(directory: Path, map_location="cpu") -> tuple[dict, dict, di
     directory = Path(directory)
     if not is_valid(directory):
         raise ValueError(f"{directory} is not a complete checkpoint (expected files {list(REQUIRED)})")
-    model_state = load_state_dict(directory / "model.safetensors", device=map_location)
+    model_state = load_state_dict(directory / WEIGHTS_NAME, device=map_location)
     state = torch.load(directory / STATE_NAME, map_location="cpu", weights_only=True)
     ema_path = directory / EMA_NAME
     ema_state = load_state_dict(ema_path, device=map_location) if ema_path.is_file() else None
     return model_state, state, ema_state
-
-
-def load_for_inference(directory, use_ema: bool = True, map_location="cpu"):
-    """``(SoundStorm, used_ema)`` from a checkpoint or ``save_pretrained`` directory; the EMA weights
-    replace the raw ones when ``use_ema`` and the directory has them."""
-    from soundstorm.model import SoundStorm
-
-    directory = Path(directory)
-    if not directory.is_dir():
-        raise FileNotFoundError(f"checkpoint={str(directory)!r}: directory not found")
-    model = SoundStorm.from_pretrained(directory, map_location=map_location)
-    ema_path = directory / EMA_NAME
-    if use_ema and ema_path.is_file():
-        ema = load_state_dict(ema_path, device=map_location)
-        model.load_state_dict({**model.state_dict(), **ema})
-        return model.eval(), True
-    return model.eval(), False

@@ -7,7 +7,7 @@ into the :data:`~soundstorm.train.loop.BatchSource` the trainer consumes. The da
 rebuilds the epoch's batch list and skips the batches already consumed.
 
 The §3.2 corruption is applied here, in the collate function (so in DataLoader workers), keyed by
-(seed, epoch, dataset index); see :mod:`soundstorm.train.corruption`.
+(seed, epoch, dataset index); see :func:`soundstorm.masking.corrupt_batch`.
 """
 
 from __future__ import annotations
@@ -16,7 +16,9 @@ from typing import Callable, Iterable, Sequence
 
 from torch.utils.data import DataLoader, Dataset
 
-from soundstorm.train.corruption import corrupt_batch
+import dataclasses
+
+from soundstorm.masking import corrupt_batch
 
 
 class IndexedDataset(Dataset):
@@ -42,7 +44,10 @@ class CorruptingCollate:
         indices = [int(i) for i, _ in indexed_items]
         batch = self.collate([item for _, item in indexed_items])
         batch["indices"] = indices
-        batch.update(corrupt_batch(batch["codes"], batch["lengths"], indices, self.seed, self.epoch, self.mask_id))
+        corruption = corrupt_batch(batch["codes"], batch["lengths"], indices, self.seed, self.epoch, self.mask_id)
+        batch.update(dataclasses.asdict(corruption))  # inputs, loss_mask, level, prompt_len, mask_ratio
+        batch["num_loss_tokens"] = int(corruption.loss_mask.sum())  # Python ints: the trainer needs no sync
+        batch["num_frames"] = int(batch["lengths"].sum())
         return batch
 
 

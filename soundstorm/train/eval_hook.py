@@ -10,39 +10,32 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from soundstorm.evaluation.generation import GenerationEvalConfig, GenerationEvaluator
-from soundstorm.evaluation.teacher_forced import summarize, teacher_forced_sums
-
-
-def heldout_batches(dataset, batch_size: int, max_batches: int) -> list[dict]:
-    """Fixed held-out batches (epoch-0 windows), collated on the CPU."""
-    dataset.set_epoch(0)
-    batches = []
-    for start in range(0, min(len(dataset), batch_size * max_batches), batch_size):
-        batches.append(dataset.collate([dataset[i] for i in range(start, min(start + batch_size, len(dataset)))]))
-    return batches
+from soundstorm.evaluation.config import EvaluationConfig
+from soundstorm.evaluation.generation import GenerationEvaluator
+from soundstorm.evaluation.teacher_forced import heldout_batches, summarize, teacher_forced_sums
 
 
 class TrainingEvaluator:
     """``evaluate(model, step) -> metrics``; called by the trainer on every rank."""
 
-    def __init__(self, backend, dataset, section, batch_size: int, codec_factory, sampler_config, logger, out_dir):
-        self.backend, self.section, self.logger = backend, section, logger
+    def __init__(self, backend, dataset, config: EvaluationConfig, batch_size: int, codec_factory, sampler_config,
+                 logger, out_dir):
+        self.backend, self.config, self.logger = backend, config, logger
         info = backend.dist
-        self.batches = heldout_batches(dataset, batch_size, section.max_batches)[info.rank::info.world_size]
+        self.batches = heldout_batches(dataset, batch_size, config.max_batches)[info.rank::info.world_size]
         self.dataset, self.codec_factory, self.codec = dataset, codec_factory, None
         self.sampler_config, self.out_dir = sampler_config, Path(out_dir)
 
     def __call__(self, model, step: int) -> dict:
-        ratios = list(self.section.mask_ratios)
+        ratios = list(self.config.mask_ratios)
         batches = (self.backend.to_device({k: b[k] for k in ("codes", "semantic", "lengths")}) for b in self.batches)
-        sums = teacher_forced_sums(model, batches, ratios, self.section.seed, self.backend.autocast)
+        sums = teacher_forced_sums(model, batches, ratios, self.config.seed, self.backend.autocast)
         summary = summarize(self.backend.all_reduce_sum(sums), ratios)
         metrics = {}
         for name, values in summary.items():
             metrics[f"eval/{name}/nll_per_level"] = values["nll_per_level"]
             metrics[f"eval/{name}/accuracy_per_level"] = values["accuracy_per_level"]
-        if self.backend.dist.is_main and self.section.max_utterances > 0:
+        if self.backend.dist.is_main and self.config.max_utterances > 0:
             metrics.update(self._generate(model, step))
         self.backend.barrier()
         return metrics
@@ -50,14 +43,9 @@ class TrainingEvaluator:
     def _generate(self, model, step: int) -> dict:
         if self.codec is None:
             self.codec = self.codec_factory()
-        config = GenerationEvalConfig(max_utterances=self.section.max_utterances,
-                                      prompt_seconds=self.section.prompt_seconds,
-                                      window_seconds=self.section.window_seconds,
-                                      window_prompt_seconds=self.section.window_prompt_seconds,
-                                      num_examples=self.section.num_examples, seed=self.section.seed)
-        utterances = [self.dataset.utterance(i) for i in range(min(len(self.dataset), config.max_utterances))]
+        utterances = [self.dataset.utterance(i) for i in range(min(len(self.dataset), self.config.max_utterances))]
         out_dir = self.out_dir / "eval" / f"step_{step:08d}"
-        result = GenerationEvaluator(model, self.codec, self.sampler_config, config).run(utterances, out_dir)
+        result = GenerationEvaluator(model, self.codec, self.sampler_config, self.config).run(utterances, out_dir)
         examples = out_dir / "examples"
         audio = {}
         if examples.is_dir():

@@ -6,7 +6,7 @@ backends share this file. One optimizer step:
 
 1. take ``grad_accum`` micro-batches from the data position ``(epoch, batch_in_epoch)``;
 2. each example arrives corrupted on the CPU from ``(seed, epoch, dataset index)`` by the data
-   path (:mod:`.data`, :mod:`.corruption`), with its loss-token count as a Python int;
+   path (:mod:`.data`, :func:`soundstorm.masking.corrupt_batch`), with its loss-token count as a Python int;
 3. normalise the summed cross-entropy by the *global* number of loss tokens (all ranks, all
    micro-batches), so N processes on B/N examples compute the update of one process on B;
 4. clip, then a guarded AdamW step that is undone on device when the loss or the gradient norm is
@@ -15,11 +15,14 @@ backends share this file. One optimizer step:
 Nothing in a step reads a device value back to the host. Metric sums stay on device and are read,
 once, every ``log_every`` steps; that is also when non-finite steps are counted and the stop limit
 applied, and (multi-process) when a SIGTERM/SIGINT seen by any rank is agreed on.
+
+Shape letters: see :mod:`soundstorm`.
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import signal
 import time
 from dataclasses import dataclass
@@ -30,7 +33,7 @@ import torch
 from torch import nn
 
 from soundstorm._checks import check_positive_ints
-from soundstorm.masking import Corruption
+from soundstorm.masking import Corruption, masked_loss
 from soundstorm.train import checkpoint as ckpt
 from soundstorm.train.logging import flatten_levels
 from soundstorm.train.optim import EMA, guarded_step
@@ -70,20 +73,22 @@ class NonFiniteLossError(RuntimeError):
 
 
 class MaskedLoss(nn.Module):
-    """``model.loss_on_corruption`` as a module (DDP hooks need the call to go through ``forward``).
-    Returns the *summed* cross-entropy over loss tokens, and the model's per-level metrics."""
+    """:func:`soundstorm.masking.masked_loss` as a module (DDP hooks need the call to go through
+    ``forward``). Returns the *summed* cross-entropy over loss tokens, and the per-level metrics."""
 
     def __init__(self, model: nn.Module):
         super().__init__()
         self.model = model
 
-    def forward(self, codes, semantic, lengths, inputs, loss_mask, level):
-        corruption = Corruption(inputs, loss_mask, level, None, None)
-        loss, metrics = self.model.loss_on_corruption(codes, semantic, lengths, corruption)
+    def forward(self, codes, semantic, lengths, *corruption_fields):
+        corruption = Corruption(*corruption_fields)
+        loss, metrics = masked_loss(self.model, codes, semantic, lengths, corruption)
         return loss * metrics["num_tokens"], metrics
 
 
-# (epoch, batches to skip) -> batches with codes, semantic, lengths, inputs, loss_mask, level (tensors)
+CORRUPTION_FIELDS = tuple(f.name for f in dataclasses.fields(Corruption))
+
+# (epoch, batches to skip) -> batches with codes, semantic, lengths and the Corruption's fields (tensors)
 # and num_loss_tokens, num_frames (ints); see soundstorm.train.data.
 BatchSource = Callable[[int, int], Iterable[dict]]
 
@@ -139,15 +144,14 @@ class Trainer:
         scale = float(self.dist.world_size) / global_tokens.clamp(min=1.0)
         loss_total = torch.zeros((), device=device)
         for i, batch in enumerate(micro):
-            batch = self.backend.to_device({k: batch[k] for k in ("codes", "semantic", "lengths", "inputs",
-                                                                   "loss_mask", "level")})
+            batch = self.backend.to_device({k: batch[k] for k in ("codes", "semantic", "lengths", *CORRUPTION_FIELDS)})
             last = i == len(micro) - 1
             accumulate_only = not last and hasattr(self.loss_module, "no_sync")  # DDP: all-reduce on the last only
             sync = self.loss_module.no_sync() if accumulate_only else contextlib.nullcontext()
             with sync:
                 with self.backend.autocast():
                     loss_sum, metrics = self.loss_module(batch["codes"], batch["semantic"], batch["lengths"],
-                                                         batch["inputs"], batch["loss_mask"], batch["level"])
+                                                         *(batch[k] for k in CORRUPTION_FIELDS))
                 (loss_sum * scale).backward()
             loss_total = loss_total + loss_sum.detach()
             self._accumulate(metrics)
