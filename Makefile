@@ -34,7 +34,7 @@ test: $(STAMP)
 test-fast: $(STAMP)
 	$(PY) -m pytest -q -m "not slow"
 
-# The CPU quickstart end to end (experiments/quickstart_cpu/run.sh): festival corpus → tokens → ~20 min
+# The CPU quickstart end to end (experiments/quickstart_cpu/run.sh): festival corpus → tokens → ≤ 28 min
 # of training → the speech table on held-out sentences. Leaves outputs/quickstart/{metrics.json,
 # speech_table.md, speech_table.png, speech_examples/, generated_30s.wav, spectrogram_30s.png, wandb/}.
 demo: $(STAMP)

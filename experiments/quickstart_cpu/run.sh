@@ -3,7 +3,7 @@
 #   1. synthesise a festival corpus: 1000 utterances, six speakers, 5% of the sentences held out
 #   2. prepare tokens: fit the offline MelRVQ codec (Q=8, 1024 codes) and the phone-classifier content
 #      tokenizer on the training sentences
-#   3. train a small model for about 20 minutes (configs/experiment/quickstart_cpu.yaml)
+#   3. train a 7M-parameter model for up to 28 minutes (configs/experiment/quickstart_cpu.yaml)
 #   4. evaluate on held-out sentences: the speech table (WER, CER, speaker similarity of ground truth,
 #      resynthesis, unprompted, prompted, cross-speaker), metrics.json, a 30 s generated wav, spectrograms
 # Everything lands in outputs/quickstart/ (OUT=... to change); re-running resumes or skips done steps.
