@@ -214,7 +214,8 @@ def build_logger(cfg, run_config: dict | None, enabled: bool, resume_id: str | N
 @dataclasses.dataclass
 class DataConfig:
     """The ``data`` section: the token folder and how it is windowed (``TokenDataset``), split
-    (by sentence, :mod:`soundstorm.data.split`), batched (``LengthBucketSampler``; ``batch_size`` per process) and loaded."""
+    (by sentence, :mod:`soundstorm.data.split`), batched (``LengthBucketSampler``; ``batch_size`` per
+    process) and loaded."""
 
     root: str = "???"
     min_seconds: float = 1.0
@@ -228,7 +229,8 @@ class DataConfig:
 
 
 def build_datasets(cfg, model_config=None, seed: int = 0):
-    """``(DataConfig, train TokenDataset, held-out TokenDataset or None)``, split by sentence (:mod:`soundstorm.data.split`)."""
+    """``(DataConfig, train TokenDataset, held-out TokenDataset or None)``, split by sentence
+    (:mod:`soundstorm.data.split`)."""
     from soundstorm.data import TokenDataset, TokenManifest
     from soundstorm.data.split import split_utterances
 

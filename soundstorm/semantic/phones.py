@@ -48,8 +48,8 @@ class PhoneTokenizerConfig:
     phones: List[str] = dataclasses.field(default_factory=list)  # the inventory, id order; filled by fit
 
     def __post_init__(self):
-        check_positive_ints("PhoneTokenizerConfig", self, ("sample_rate", "vocab_size", "n_mels", "hidden", "fit_epochs",
-                                                          "fit_batch_size", "fit_max_frames"))
+        check_positive_ints("PhoneTokenizerConfig", self, ("sample_rate", "vocab_size", "n_mels", "hidden",
+                                                          "fit_epochs", "fit_batch_size", "fit_max_frames"))
         if isinstance(self.context, bool) or not isinstance(self.context, int) or self.context < 0:
             raise ValueError(f"PhoneTokenizerConfig.context must be an integer >= 0, got {self.context!r}")
         ratio = FEATURE_RATE / self.frame_rate if self.frame_rate > 0 else 0.0
@@ -84,7 +84,8 @@ class PhoneTokenizer:
 
     def __init__(self, config: PhoneTokenizerConfig | None = None, state: dict[str, torch.Tensor] | None = None):
         self.config = config = config or PhoneTokenizerConfig()
-        self.sample_rate, self.frame_rate, self.vocab_size = config.sample_rate, float(config.frame_rate), config.vocab_size
+        self.sample_rate, self.frame_rate = config.sample_rate, float(config.frame_rate)
+        self.vocab_size = config.vocab_size
         hop = config.sample_rate // FEATURE_RATE
         self.mel = torchaudio.transforms.MelSpectrogram(config.sample_rate, n_fft=4 * hop, win_length=int(2.5 * hop),
                                                         hop_length=hop, n_mels=config.n_mels)
