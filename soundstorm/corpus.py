@@ -8,10 +8,11 @@ speaker id and a transcript each, and decide which *sentences* are held out. Eng
 - ``espeak``: many espeak-ng English voices with pitch and speed varied from the seed (robotic: a
   recognizer reads it poorly); the speaker id is the voice.
 
-Each manifest line: ``{"path", "utt_id", "text", "speaker", "split", "duration", ...}``. ``split`` is
-``heldout`` for every utterance of the held-out sentences (a seeded ``heldout_fraction`` of the
-sentences), else ``train``, so no held-out sentence is ever heard in training; prepare copies it
-and training splits by it.
+Each manifest line: ``{"path", "utt_id", "text", "speaker", "split", "duration", ...}``. With
+``heldout_fraction > 0``, ``split`` is ``heldout`` for every utterance of the held-out sentences (a
+seeded fraction of the sentences), else ``train``, so no held-out sentence is ever heard in
+training; prepare copies it and training splits by it. Without it there is no ``split`` field and
+training holds out whole sentences by its own ``data.heldout_fraction``.
 """
 
 from __future__ import annotations
@@ -104,7 +105,9 @@ def plan_utterances(num_utterances: int, seed: int, sentences: list[str], engine
     plans = []
     for i in range(num_utterances):
         unit = units[i % len(units)]
-        plan = {"utt_id": f"utt{i:05d}", "text": " ".join(unit), "split": "heldout" if unit[0] in held else "train"}
+        plan = {"utt_id": f"utt{i:05d}", "text": " ".join(unit)}
+        if heldout_fraction > 0:  # no field otherwise: training then holds out by sentence itself
+            plan["split"] = "heldout" if unit[0] in held else "train"
         if engine == "festival":
             plan["speaker"] = speakers[(i + i // len(units)) % len(speakers)]
         else:

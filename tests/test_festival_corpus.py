@@ -76,6 +76,7 @@ def test_plan_keeps_heldout_sentences_alone_and_rotates_speakers():
         by_text.setdefault(p["text"], set()).add(p["speaker"])
     assert all(len(s) >= 2 for s in by_text.values())  # a repeated text gets another speaker
     assert plans == plan_utterances(40, 0, SENTENCES, engine="festival", heldout_fraction=0.2, sentences_per_utterance=2)
+    assert all("split" not in p for p in plan_utterances(6, 0, SENTENCES, engine="festival"))  # no fraction: no field
     with pytest.raises(ValueError, match="holds out all"):
         plan_utterances(4, 0, SENTENCES[:2], engine="festival", heldout_fraction=0.9)
     with pytest.raises(ValueError, match="engine"):
