@@ -5,8 +5,9 @@ offline recognizer far better than espeak-ng, and festival knows where every pho
 which lets a content tokenizer learn phones from the corpus itself. Two base voices become
 :data:`SPEAKERS` by festival's own prosody settings (mean/std of F0, duration stretch) plus a sox
 ``speed`` change, which moves the formants (a longer or shorter vocal tract) with the pitch; the F0
-setting is chosen so the net pitch stays in a natural range. Speaker similarity between any two of
-them (resemblyzer) is below 0.8, and each stays readable (README, "CPU quickstart").
+setting is chosen so the net pitch stays in a natural range. Measured (README, "CPU quickstart"):
+speaker similarity between any two of them at most 0.79 (resemblyzer), recognizer WER 0.04–0.15 per
+speaker on 8 sentences (pocketsphinx; mean 0.095).
 
 One festival process synthesises a whole batch through a generated Scheme script; phone end times
 come from the utterance's ``Segment`` relation and are rescaled by the sox speed factor.
