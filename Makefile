@@ -37,8 +37,11 @@ test-fast: $(STAMP)
 # The CPU quickstart end to end (experiments/quickstart_cpu/run.sh): festival corpus → tokens → ≤ 28 min
 # of training → the speech table on held-out sentences. Leaves outputs/quickstart/{metrics.json,
 # speech_table.md, speech_table.png, speech_examples/, generated_30s.wav, spectrogram_30s.png, wandb/}.
+# Then the dialogue (experiments/dialogue_cpu/run.sh): ~12 min of text-to-semantic training and a
+# six-turn, two-voice dialogue in outputs/quickstart/dialogue/.
 demo: $(STAMP)
 	PYTHON=$(abspath $(PY)) bash experiments/quickstart_cpu/run.sh
+	PYTHON=$(abspath $(PY)) bash experiments/dialogue_cpu/run.sh
 
 bench: $(STAMP)
 	$(VENV)/bin/soundstorm-bench duration_s=10

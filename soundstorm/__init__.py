@@ -4,6 +4,7 @@ Where the paper lives:
   §3.1 model     → :mod:`soundstorm.model` (embeddings, heads) and :mod:`soundstorm.conformer`
   §3.2 training  → :mod:`soundstorm.masking`
   §3.3 decoding  → :mod:`soundstorm.sampler`
+  text → semantic (the dialogue's first stage) → :mod:`soundstorm.t2s`; the dialogue → :mod:`soundstorm.dialogue`
 
 Shape letters. A tensor's name ends with its axes, outermost first (``codes_BQT`` is ``[B, Q, T]``);
 every module's docstring points here. Counts are ``num_*``.
@@ -19,13 +20,17 @@ every module's docstring points here. Counts are ``num_*``.
   H  width of one attention head (``D / N``; ``H2`` is half of it, for rotary angles)
   K  codebook entries (codecs, k-means); convolution taps in ``conv_BKC``
   C  feature channels (MFCC coefficients, audio channels)
-  F  mel bins
+  F  mel bins; in soundstorm.t2s, the frequencies of the progress features
+  L  positions of a packed text-to-semantic sequence ``[text | prompt | target]`` (soundstorm.t2s)
+  P  voice-prompt semantic frames
   1, 2, 3  an axis of that size (broadcast, or stacked q/k/v)
 """
 
 from soundstorm.masking import Corruption, corrupt
 from soundstorm.model import SoundStorm, SoundStormConfig
 from soundstorm.sampler import SamplerConfig, generate
+from soundstorm.t2s import T2SConfig, TextToSemantic
 
 __version__ = "0.1.0"
-__all__ = ["SoundStorm", "SoundStormConfig", "SamplerConfig", "generate", "corrupt", "Corruption", "__version__"]
+__all__ = ["SoundStorm", "SoundStormConfig", "SamplerConfig", "generate", "corrupt", "Corruption", "T2SConfig",
+           "TextToSemantic", "__version__"]

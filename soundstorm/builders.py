@@ -260,7 +260,7 @@ def build_batch_source(data: DataConfig, dataset, backend, seed: int, mask_id: i
         return list(sampler)
 
     return make_batch_source(dataset, batches_for_epoch, dataset.collate, seed, mask_id, data.num_workers,
-                             backend.wrap_dataloader)
+                             backend.wrap_dataloader, pin_memory=backend.pin_memory)
 
 
 def build_evaluation(cfg):

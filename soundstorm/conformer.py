@@ -33,25 +33,41 @@ class RotaryEmbedding(nn.Module):
         self._cache: dict[tuple, tuple[torch.Tensor, torch.Tensor]] = {}
 
     def tables(self, num_frames: int, device, dtype) -> tuple[torch.Tensor, torch.Tensor]:
-        """``(cos_TH, sin_TH)`` for positions ``0..num_frames-1`` (H = head dim)."""
+        """``(cos_TH, sin_TH)`` for positions ``0..num_frames-1`` (H = head dim).
+
+        Eager: computed on the host once per (length, device, dtype) and cached, so on XLA the
+        tables are device data, not part of a graph. Under ``torch.compile`` they are computed in
+        the graph from the ``inv_freq`` buffer (the same float32 formula): no Python dict is read
+        or written inside the compiled region, so nothing guards on it and a second clip of the
+        same length reuses the compiled graph.
+        """
+        if torch.compiler.is_compiling():
+            return self._compute(torch.arange(num_frames, dtype=torch.float32, device=self.inv_freq.device),
+                                 self.inv_freq, device, dtype)
         key = (num_frames, str(device), dtype)
         if key not in self._cache:
-            # computed on the host and copied: on XLA the tables are device data, not part of a graph
             positions_T = torch.arange(num_frames, dtype=torch.float32)
-            angles_TH2 = positions_T[:, None] * self.inv_freq.detach().cpu()[None, :]
-            angles_TH = torch.cat([angles_TH2, angles_TH2], dim=-1)
-            self._cache[key] = (angles_TH.cos().to(device, dtype), angles_TH.sin().to(device, dtype))
+            self._cache[key] = self._compute(positions_T, self.inv_freq.detach().cpu(), device, dtype)
         return self._cache[key]
 
     @staticmethod
-    def rotate(x_BNTH: torch.Tensor, cos_TH: torch.Tensor, sin_TH: torch.Tensor) -> torch.Tensor:
-        """``x·cos + rotate_half(x)·sin``, written half by half into one output (no cat, no neg).
+    def _compute(positions_T, inv_freq_H2, device, dtype) -> tuple[torch.Tensor, torch.Tensor]:
+        angles_TH2 = positions_T[:, None] * inv_freq_H2[None, :]
+        angles_TH = torch.cat([angles_TH2, angles_TH2], dim=-1)
+        return angles_TH.cos().to(device, dtype), angles_TH.sin().to(device, dtype)
 
-        Bit-identical to the textbook form: ``a + (-b)·s`` equals ``a - b·s`` in IEEE arithmetic.
+    @staticmethod
+    def rotate(x_BNTH: torch.Tensor, cos_TH: torch.Tensor, sin_TH: torch.Tensor) -> torch.Tensor:
+        """``x·cos + rotate_half(x)·sin``, one half at a time.
+
+        Eager without autograd, both halves are written into one preallocated output (no cat, no
+        neg); with autograd or under ``torch.compile`` (where ``out=`` writes and
+        ``torch.result_type`` would break the graph) the halves are concatenated. Both forms are
+        bit-identical to the textbook one: ``a + (-b)·s`` equals ``a - b·s`` in IEEE arithmetic.
         """
         half = x_BNTH.shape[-1] // 2
         x1, x2 = x_BNTH[..., :half], x_BNTH[..., half:]
-        if torch.is_grad_enabled() and x_BNTH.requires_grad:  # out= has no autograd
+        if torch.compiler.is_compiling() or (torch.is_grad_enabled() and x_BNTH.requires_grad):
             return torch.cat([x1 * cos_TH[:, :half] - x2 * sin_TH[:, :half],
                               x2 * cos_TH[:, half:] + x1 * sin_TH[:, half:]], dim=-1)
         out_BNTH = torch.empty(x_BNTH.shape, dtype=torch.result_type(x_BNTH, cos_TH), device=x_BNTH.device)

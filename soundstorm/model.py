@@ -26,6 +26,7 @@ from soundstorm._checks import check_int_tensor, check_lengths, check_positive_i
 from soundstorm.conformer import Conformer
 from soundstorm.io import atomic_write_bytes, load_state_dict, read_json, save_state_dict
 from soundstorm.masking import corrupt, masked_loss
+from soundstorm.quantize import check_inference_dtype, is_quantized, quantize_int8
 
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
@@ -219,7 +220,12 @@ class SoundStorm(nn.Module):
         return sum(p.numel() for p in self.parameters())
 
     def save_pretrained(self, directory) -> None:
-        """Write ``config.json`` and ``model.safetensors`` into ``directory`` (created if needed)."""
+        """Write ``config.json`` and ``model.safetensors`` into ``directory`` (created if needed).
+
+        An int8 model is refused: save the float32 model and quantise it when loading."""
+        if is_quantized(self):
+            raise ValueError("save_pretrained: this model has int8 quantised layers; save the float32 model and load "
+                             "it with SoundStorm.from_pretrained(directory, dtype='int8')")
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
         config = {"format": FORMAT, **self.config.to_dict()}
@@ -227,8 +233,12 @@ class SoundStorm(nn.Module):
         save_state_dict(self.state_dict(), directory / WEIGHTS_NAME, metadata={"format": FORMAT})
 
     @classmethod
-    def from_pretrained(cls, directory, map_location="cpu") -> "SoundStorm":
-        """Load a model saved by :meth:`save_pretrained` from any directory; never unpickles."""
+    def from_pretrained(cls, directory, map_location="cpu", dtype: str = "float32") -> "SoundStorm":
+        """Load a model saved by :meth:`save_pretrained` from any directory; never unpickles.
+
+        ``dtype="int8"``: ready for CPU inference with int8 linear layers, quantised from the saved
+        fp32 weights as they are loaded (:func:`soundstorm.quantize.quantize_int8`)."""
+        _check_int8_device(dtype, map_location)
         directory = Path(directory)
         if not directory.is_dir():
             raise FileNotFoundError(f"pretrained directory not found: {directory}")
@@ -242,12 +252,16 @@ class SoundStorm(nn.Module):
         if missing or unexpected:
             raise ValueError(f"{directory / WEIGHTS_NAME} does not match the config: missing {missing}, "
                              f"unexpected {unexpected}")
-        return model.to(map_location)
+        model = model.to(map_location)
+        return quantize_int8(model) if dtype == "int8" else model
 
     @classmethod
-    def from_checkpoint(cls, directory, use_ema: bool = True, map_location="cpu") -> tuple["SoundStorm", bool]:
+    def from_checkpoint(cls, directory, use_ema: bool = True, map_location="cpu",
+                        dtype: str = "float32") -> tuple["SoundStorm", bool]:
         """``(model in eval mode, used_ema)`` from a training checkpoint or a ``save_pretrained``
-        directory; the EMA weights replace the raw ones when ``use_ema`` and the directory has them."""
+        directory; the EMA weights replace the raw ones when ``use_ema`` and the directory has them.
+        ``dtype="int8"`` quantises the result (EMA applied first) as :meth:`from_pretrained` does."""
+        _check_int8_device(dtype, map_location)
         directory = Path(directory)
         if not directory.is_dir():
             raise FileNotFoundError(f"checkpoint={str(directory)!r}: directory not found")
@@ -255,5 +269,15 @@ class SoundStorm(nn.Module):
         ema_path = directory / EMA_WEIGHTS_NAME
         if use_ema and ema_path.is_file():
             model.load_state_dict({**model.state_dict(), **load_state_dict(ema_path, device=map_location)})
-            return model.eval(), True
-        return model.eval(), False
+            return _in_dtype(model, dtype), True
+        return _in_dtype(model, dtype), False
+
+
+def _check_int8_device(dtype: str, map_location) -> None:
+    check_inference_dtype(dtype, "dtype")
+    if dtype == "int8" and torch.device(map_location).type != "cpu":
+        raise ValueError(f"dtype='int8' runs on the CPU only, got map_location={map_location!r}")
+
+
+def _in_dtype(model: SoundStorm, dtype: str) -> SoundStorm:
+    return quantize_int8(model) if dtype == "int8" else model.eval()

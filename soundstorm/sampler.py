@@ -297,7 +297,8 @@ def generate(
     generator: the source of the seed; the same seed gives the same output.
     mark_step: called after the set-up and every decoding iteration (``backend.mark_step`` on XLA).
     wrap_logits: ``wrap_logits(logits_fn, codes_BQT)`` returns the logits function to decode with,
-    e.g. a CUDA-graph replay of it (:func:`soundstorm.backends.cuda_graphs.graphed_logits_fn`).
+    e.g. one that counts the passes (the benchmark's). To replay the passes as CUDA graphs, pass
+    :class:`soundstorm.backends.cuda_graphs.GraphedModel` as ``model``.
     """
     cfg = model.config
     semantic_BS = check_int_tensor("semantic", semantic, 2, "[B, S]")

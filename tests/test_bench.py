@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from _cli import run_cli
 
-from soundstorm import SoundStormConfig
+from soundstorm import SoundStorm, SoundStormConfig
 from soundstorm.bench import BenchConfig, flops_per_pass
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -41,6 +41,32 @@ def test_bench_cli_writes_the_json(tmp_path):
     assert result["peak_memory_bytes"] is None or result["peak_memory_bytes"] > 0
     assert result["device"]["backend"] == "cpu" and result["dtype"] == "float32"
     assert "torch" in result["versions"]
+
+
+@pytest.mark.slow
+def test_bench_cli_int8_reports_like_fp32(tmp_path):
+    result = run_bench_cli(tmp_path, "steps=[3,1,2,1]", "backend.options.dtype=int8")
+    for key in KEYS:
+        assert key in result, key
+    assert result["dtype"] == "int8" and result["device"]["dtype"] == "int8"
+    assert result["forward_passes"] == 7 == result["expected_forward_passes"]
+    assert result["matmul_peak_kind"].startswith("int8") and result["matmul_peak_flops_per_s"] > 0
+    assert result["flops_per_pass"] == flops_per_pass(SoundStormConfig.tiny(), 50)
+    assert result["config"]["num_parameters"] == SoundStorm(SoundStormConfig.tiny()).num_parameters()
+    assert result["weights_bytes"] < result["fp32_weights_bytes"] == 4 * result["config"]["num_parameters"]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("overrides, message", [
+    (("backend=cuda", "dtype=int8"), "backend.options.dtype='int8' is not supported by the cuda backend"),
+    (("dtype=bfloat16",), "dtype='bfloat16' on the cpu backend"),
+    (("dtype=bfloat16", "backend.options.dtype=int8"), "disagree"),
+])
+def test_bench_cli_refuses_a_dtype_the_backend_lacks(tmp_path, overrides, message):
+    result = run_cli("soundstorm.cli.bench", "model_preset=tiny", "duration_s=1", "backend=cpu",
+                     f"hydra.run.dir={tmp_path}", *overrides, cwd=tmp_path, env={"PJRT_DEVICE": None})
+    assert result.returncode == 2 and "soundstorm-bench: error:" in result.stderr, result.stderr[-2000:]
+    assert message in result.stderr and "Traceback" not in result.stderr
 
 
 @pytest.mark.slow
@@ -85,3 +111,35 @@ def test_unknown_cli_option_is_a_value_error():
 
     with pytest.raises(ValueError, match="unknown bench options"):
         build_bench_config(OmegaConf.create({"duration": 3}))
+
+
+def test_bench_train_mode_times_the_trainers_step():
+    from soundstorm.bench import run_bench
+
+    result = run_bench(BenchConfig(mode="train", model_preset="tiny", duration_s=1, runs=2, warmup=1, backend="cpu",
+                                   matmul_size=64, output_json=None))
+    assert result["mode"] == "train" and len(result["step_s"]) == 2
+    assert result["tokens_per_step"] == 1 * 50 * 4
+    assert result["flops_per_step"] == 3 * flops_per_pass(SoundStormConfig.tiny(), 50)
+    assert result["tokens_per_s"] == pytest.approx(200 / result["step_s_median"])
+    assert result["mfu"] == pytest.approx(result["flops_per_step"] / result["step_s_median"]
+                                          / result["matmul_peak_flops_per_s"])
+    assert result["nonfinite_steps"] == 0 and result["config"]["num_frames"] == 50
+
+
+def test_bench_train_mode_refuses_generation_only_options():
+    from soundstorm.bench import run_bench
+
+    with pytest.raises(ValueError, match="mode"):
+        BenchConfig(mode="serve")
+    with pytest.raises(ValueError, match="compile"):
+        run_bench(BenchConfig(mode="train", model_preset="tiny", duration_s=1, backend="cpu", compile=True,
+                              matmul_size=64, output_json=None))
+
+
+def test_gpu_check_script_parses():
+    import subprocess  # bash, not a Python child (those go through _cli)
+
+    script = ROOT / "experiments" / "gpu_check" / "run.sh"
+    result = subprocess.run(["bash", "-n", str(script)], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr

@@ -110,6 +110,38 @@ def test_generate_from_tokens_and_audio_with_prompt(trained, espeak_tokens, espe
     assert (tmp_path / "gen" / "ids.wav").is_file() and (tmp_path / "gen" / f"{wav.stem}.wav").is_file()
 
 
+def test_int8_eval_compares_with_fp32_and_generate_runs(trained, espeak_tokens, tmp_path):
+    checkpoint = trained[0] / "checkpoints" / "step_00000006"
+    result = run_cli("soundstorm.cli.eval", f"checkpoint={checkpoint}", f"data.root={espeak_tokens}", f"out_dir={tmp_path}",
+                 *TINY[1:], "backend.options.dtype=int8", "evaluation.compare_int8=true", "evaluation.max_utterances=1",
+                 "evaluation.max_batches=1", "evaluation.long_seconds=0", "evaluation.num_examples=0", "sampler=greedy")
+    assert result.returncode == 0, result.stderr[-3000:]
+    metrics = json.loads((tmp_path / "metrics.json").read_text())
+    assert metrics["backend"]["dtype"] == "int8"
+    comparison = metrics["int8_vs_float32"]
+    assert comparison["num_utterances"] == 1 and len(comparison["agreement_per_level"]) == 4
+    assert all(0.0 <= a <= 1.0 for a in comparison["agreement_per_level"])
+    assert {"float32", "int8", "mel_distance_int8_minus_float32"} <= set(comparison)
+    np.save(tmp_path / "ids.npy", np.arange(30) % 32)
+    result = run_cli("soundstorm.cli.generate", f"checkpoint={checkpoint}", f"assets={espeak_tokens}",
+                 f"inputs=[{tmp_path / 'ids.npy'}]", f"out_dir={tmp_path / 'gen'}", *TINY[1:6],
+                 "backend.options.dtype=int8", "sampler=greedy")
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert np.load(tmp_path / "gen" / "ids.codes.npy").shape == (4, 60)
+
+
+def test_training_and_cuda_refuse_int8(espeak_tokens, tmp_path):
+    result = run_cli("soundstorm.cli.train", f"data.root={espeak_tokens}", f"out_dir={tmp_path}", "logger=none", *TRAIN,
+                 "backend.options.dtype=int8", "trainer.max_steps=1")
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert "backend.options.dtype='int8' on the cpu backend is for inference only" in result.stderr
+    assert not (tmp_path / "checkpoints").exists()
+    result = run_cli("soundstorm.cli.generate", "checkpoint=unused", "assets=unused", "inputs=[a.npy]", "backend=cuda",
+                 "backend.options.dtype=int8")
+    assert result.returncode == 2
+    assert "backend.options.dtype='int8' is not supported by the cuda backend" in result.stderr
+
+
 @pytest.mark.parametrize("module,args,message", [
     ("soundstorm.cli.train", ("data.root=/nonexistent/tokens",), "token manifest not found"),
     ("soundstorm.cli.train", ("model=tiny",), "data.root"),

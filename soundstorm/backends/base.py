@@ -33,6 +33,14 @@ class DistInfo:
         return self.world_size > 1
 
 
+def check_dtype_option(backend_name: str, dtype, allowed) -> None:
+    """ValueError naming ``backend.options.dtype``, its value and the backend when ``dtype`` is not allowed."""
+    if dtype not in allowed:
+        hint = " (int8 is for inference on the CPU: backend=cpu backend.options.dtype=int8)" if dtype == "int8" else ""
+        raise ValueError(f"backend.options.dtype={dtype!r} is not supported by the {backend_name} backend; "
+                         f"expected one of {sorted(allowed)}{hint}")
+
+
 def dist_info_from_env() -> DistInfo:
     """Read torchrun's RANK / WORLD_SIZE / LOCAL_RANK (single process when absent)."""
     return DistInfo(int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1)),
@@ -54,6 +62,17 @@ class Backend:
         raise NotImplementedError
 
     autocast_dtype: torch.dtype | None = None
+    # host→device copies are non_blocking; a DataLoader pins its batches where that makes them async
+    pin_memory: bool = False
+    # ``capture(fn) -> (replay, static_output)`` where the device has graphs (CUDA), else None
+    graph_capture = None
+
+    def prepare_inference_model(self, model: torch.nn.Module) -> torch.nn.Module:
+        """The model as inference runs it on this backend (the CPU backend's int8 option quantises it)."""
+        return model
+
+    def check_trainable(self) -> None:
+        """Raise ValueError when this backend's settings are for inference only."""
 
     def autocast(self):
         """Context for the forward pass (bf16 autocast on CUDA, nothing on CPU)."""

@@ -1,10 +1,15 @@
-"""The CUDA backend: bf16 autocast, nccl, device syncs and the allocator's peak memory."""
+"""The CUDA backend: bf16 autocast, nccl, device syncs, pinned host batches, CUDA graphs, peak memory.
+
+``dtype`` is the autocast dtype: ``bfloat16`` (default), ``float32`` (no autocast; TF32 matmuls),
+or ``float16`` for inference. Training refuses ``float16`` (:class:`soundstorm.train.loop.Trainer`):
+its gradients underflow without loss scaling, which the trainer does not do; bf16 has fp32's range.
+"""
 
 from __future__ import annotations
 
 import torch
 
-from soundstorm.backends.base import Backend
+from soundstorm.backends.base import Backend, check_dtype_option
 
 
 class CUDABackend(Backend):
@@ -13,13 +18,13 @@ class CUDABackend(Backend):
 
     def __init__(self, dtype: str = "bfloat16"):
         super().__init__()
+        dtypes = {"bfloat16": torch.bfloat16, "float16": torch.float16, "float32": None}
+        check_dtype_option(self.name, dtype, dtypes)
         if not torch.cuda.is_available():
             raise ValueError("backend 'cuda' was requested but torch.cuda.is_available() is False; "
                              "use backend=cpu or backend=auto")
-        dtypes = {"bfloat16": torch.bfloat16, "float16": torch.float16, "float32": None}
-        if dtype not in dtypes:
-            raise ValueError(f"dtype must be one of {sorted(dtypes)}, got {dtype!r}")
         self.autocast_dtype = dtypes[dtype]
+        self.pin_memory = True
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
 
@@ -31,6 +36,13 @@ class CUDABackend(Backend):
         info = super().init_distributed()
         torch.cuda.set_device(self.device)
         return info
+
+    @staticmethod
+    def graph_capture(fn):
+        """Capture ``fn`` into a CUDA graph (see :mod:`soundstorm.backends.cuda_graphs`)."""
+        from soundstorm.backends.cuda_graphs import capture_cuda_graph
+
+        return capture_cuda_graph(fn)
 
     def sync(self) -> None:
         torch.cuda.synchronize(self.device)

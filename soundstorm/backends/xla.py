@@ -27,7 +27,7 @@ import torch_xla
 import torch_xla.core.xla_model as xm
 import torch_xla.runtime as xr
 
-from soundstorm.backends.base import Backend, DistInfo
+from soundstorm.backends.base import Backend, DistInfo, check_dtype_option
 
 
 class XLABackend(Backend):
@@ -37,8 +37,7 @@ class XLABackend(Backend):
     def __init__(self, dtype: str = "float32", spmd: bool = False):
         super().__init__()
         dtypes = {"bfloat16": torch.bfloat16, "float32": None}
-        if dtype not in dtypes:
-            raise ValueError(f"XLABackend dtype must be one of {sorted(dtypes)}, got {dtype!r}")
+        check_dtype_option(self.name, dtype, dtypes)
         if not isinstance(spmd, bool):
             raise ValueError(f"XLABackend spmd must be a bool, got {spmd!r}")
         if not os.environ.get("PJRT_DEVICE"):

@@ -14,7 +14,10 @@ and codebook V (one head, as the sampler computes only the current level's):
 
 Embedding look-ups, norms, activations and the sampler's element-wise work are not counted (they
 are not matmuls), so MFU is a conservative measure. The peak is measured, not looked up: the best
-rate of a large square GEMM in the benchmark's dtype on the same device and threads.
+rate of a large square GEMM in the benchmark's dtype on the same device and threads. For int8 it is
+the int8 linear layer the quantised model runs (:func:`soundstorm.quantize.quantized_linear`: fp32
+input quantised on the fly, int8 GEMM, fp32 output), so MFU compares like with like; its unit is
+int8 operations per second (multiply-add = 2 ops).
 
 Shape letters: see :mod:`soundstorm`.
 """
@@ -36,22 +39,39 @@ def flops_per_pass(config: SoundStormConfig, num_frames: int, batch_size: int = 
     return batch_size * (config.depth * per_layer + 2 * t * d * v)
 
 
-def measure_matmul_peak(backend, dtype: torch.dtype = torch.float32, size: int = 4096, repeats: int = 3) -> float:
-    """Best FLOP/s of a ``size``×``size`` GEMM on ``backend.device`` (after one warm-up product)."""
+def measure_matmul_peak(backend, dtype: torch.dtype | str = torch.float32, size: int = 4096,
+                        repeats: int = 3) -> float:
+    """Best FLOP/s of a ``size``×``size`` GEMM on ``backend.device`` (after one warm-up product).
+
+    ``dtype="int8"``: the int8 dynamically quantised linear layer on the CPU (ops/s)."""
     if size < 64:
         raise ValueError(f"matmul peak size must be >= 64, got {size}")
     device = backend.device
-    a_NN = torch.randn(size, size, device=device, dtype=dtype)
-    b_NN = torch.randn(size, size, device=device, dtype=dtype)
-    c_NN = a_NN @ b_NN
+    if dtype == "int8":
+        from soundstorm.quantize import quantized_linear
+
+        a_NN = torch.randn(size, size, device=device)
+        product = quantized_linear(torch.randn(size, size, device=device))
+    else:
+        a_NN = torch.randn(size, size, device=device, dtype=dtype)
+        b_NN = torch.randn(size, size, device=device, dtype=dtype)
+
+        def product(x_NN):
+            return x_NN @ b_NN
+    with torch.no_grad():
+        return _best_rate(backend, product, a_NN, size, repeats)
+
+
+def _best_rate(backend, product, a_NN: torch.Tensor, size: int, repeats: int) -> float:
+    c_NN = product(a_NN)
     backend.mark_step()
     backend.sync()
     best = float("inf")
     for _ in range(repeats):
         start = time.perf_counter()
-        c_NN = a_NN @ b_NN
+        c_NN = product(a_NN)
         backend.mark_step()
         backend.sync()
         best = min(best, time.perf_counter() - start)
-    del a_NN, b_NN, c_NN
+    del c_NN
     return 2.0 * size**3 / best

@@ -7,7 +7,9 @@ sampler's schedule and returns a JSON-ready dict. Every timed run ends with ``ba
 Peak memory is the growth of the device's memory high-water mark over a baseline taken right
 before the model is built (CPU: resident set size, ``VmHWM − VmRSS``; CUDA: allocator peak; XLA:
 the runtime's ``peak_bytes_used`` when reported), so it covers the weights, the activations and
-the sampler, and not the interpreter and libraries loaded before.
+the sampler, and not the interpreter and libraries loaded before. The high-water mark is restarted
+once the model is ready for inference, so the fp32 weights an int8 run quantises and frees
+(``dtype=int8`` on the CPU) are not counted; the int8 weights still are.
 
 Shape letters: see :mod:`soundstorm`.
 """
@@ -26,22 +28,25 @@ import torch
 from soundstorm.backends import NAMES, get_backend, resolve_name
 from soundstorm.bench.flops import flops_per_pass, measure_matmul_peak
 from soundstorm.model import PRESETS, SoundStorm, SoundStormConfig
+from soundstorm.quantize import weights_bytes
 from soundstorm.sampler import SamplerConfig, generate
 
-DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
+MODES = ("generate", "train")
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "int8": "int8"}  # int8: CPU inference only
 
 
 @dataclass
 class BenchConfig:
     """What to benchmark. Defaults: the paper preset, 30 s, batch 1, schedule (16, 1, …, 1), auto backend."""
 
+    mode: str = "generate"  # "generate": sampler latency; "train": one training step (soundstorm.bench.train_step)
     model_preset: str = "paper"
     model_overrides: dict = dataclasses.field(default_factory=dict)
     duration_s: float = 30.0
     frame_rate_hz: float = 50.0  # SoundStream in the paper; 75 for EnCodec 24 kHz
     batch_size: int = 1
     steps: tuple | None = None  # None → the paper's (16, 1, ..., 1)
-    dtype: str = "float32"  # "float32" or "bfloat16" (autocast on CUDA/XLA)
+    dtype: str = "float32"  # "float32", "bfloat16" (autocast on CUDA/XLA) or "int8" (CPU)
     compile: bool = False  # torch.compile the model (CUDA/CPU)
     cuda_graphs: bool = False  # capture the sampler's forward pass in a CUDA graph
     codec_decode: bool = False  # include EnCodec-24 kHz decoding of the codes (random weights)
@@ -54,6 +59,7 @@ class BenchConfig:
     backend_options: dict = dataclasses.field(default_factory=dict)  # e.g. {"num_threads": 2} on the CPU
     matmul_size: int = 4096
     seed: int = 0
+    train_ema_decay: float = 0.0  # mode=train: 0 times the step without EMA; the recipe's value adds it
     output_json: str | None = "bench.json"
 
     def __post_init__(self):
@@ -70,6 +76,10 @@ class BenchConfig:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < low:
                 raise ValueError(f"BenchConfig.{name} must be an integer >= {low}, got {value!r}")
+        if self.mode not in MODES:
+            raise ValueError(f"BenchConfig.mode must be one of {MODES}, got {self.mode!r}")
+        if not (isinstance(self.train_ema_decay, (int, float)) and 0.0 <= self.train_ema_decay < 1.0):
+            raise ValueError(f"BenchConfig.train_ema_decay must be in [0, 1), got {self.train_ema_decay!r}")
         if self.warmup_schedule not in ("full", "short"):
             raise ValueError(f"BenchConfig.warmup_schedule must be 'full' or 'short', got {self.warmup_schedule!r}")
         if self.dtype not in DTYPES:
@@ -97,15 +107,22 @@ class BenchConfig:
 
 
 def _make_backend(cfg: BenchConfig):
-    """The backend with its options; the bench's ``dtype`` is the autocast dtype on CUDA and XLA."""
+    """The backend with its options. The bench's ``dtype`` is the autocast dtype on CUDA and XLA (it
+    overrides their yaml's ``options.dtype``); on the CPU ``dtype=int8`` and ``backend.options.dtype=int8``
+    both select int8 inference (given both, they must agree). Backends refuse int8, naming the option."""
     name = resolve_name(cfg.backend)
     options = {k: v for k, v in cfg.backend_options.items() if not (name == "cpu" and v is None)}
+    option_dtype = options.pop("dtype", None)
     if name == "cpu":
-        if cfg.dtype != "float32":
-            raise ValueError(f"BenchConfig.dtype={cfg.dtype!r} on the CPU backend: only float32 is supported")
-        options.pop("dtype", None)
-    else:
+        chosen = sorted({d for d in (option_dtype, cfg.dtype) if d not in (None, "float32")})
+        if len(chosen) > 1:
+            raise ValueError(f"backend.options.dtype={option_dtype!r} and dtype={cfg.dtype!r} disagree; set one")
+        cfg.dtype = chosen[0] if chosen else "float32"
+        if cfg.dtype == "bfloat16":
+            raise ValueError(f"dtype={cfg.dtype!r} on the cpu backend: expected 'float32' or 'int8'")
         options["dtype"] = cfg.dtype
+    else:
+        options["dtype"] = "int8" if option_dtype == "int8" else cfg.dtype
         options.pop("num_threads", None)
     return get_backend(name, **options)
 
@@ -130,29 +147,48 @@ def _codec_decoder(device):
     return lambda codes_BQT: codec.decoder(codec.quantizer.decode(codes_BQT.transpose(0, 1)))
 
 
-def _sampler_hooks(cfg: BenchConfig, backend, model):
-    """Optional torch.compile of the model and CUDA-graph capture of the logits function."""
-    if cfg.cuda_graphs and backend.name != "cuda":
+def _sampler_runner(cfg: BenchConfig, backend, model):
+    """The model the sampler calls: optionally ``torch.compile``-d, optionally replayed as CUDA graphs."""
+    capture = getattr(backend, "graph_capture", None)
+    if cfg.cuda_graphs and capture is None:
         raise ValueError(f"BenchConfig.cuda_graphs=true needs the cuda backend, got {backend.name!r}")
     runner = torch.compile(model, dynamic=False) if cfg.compile else model
-    wrap = None
     if cfg.cuda_graphs:
-        from soundstorm.backends.cuda_graphs import graphed_logits_fn
+        from soundstorm.backends.cuda_graphs import GraphedModel
 
-        wrap = graphed_logits_fn
-    return runner, wrap
+        runner = GraphedModel(runner, capture)
+    return runner
 
 
-def _timed_generations(cfg, backend, runner, wrap, semantic_BS, decode_fn, num_runs, counter, steps):
-    latencies, decode_s, cpu_s = [], [], []
+class PassCounter:
+    """``wrap_logits`` for :func:`generate` that counts the sampler's calls of its logits function.
+
+    Each call runs exactly one forward pass, however the model runs it (eager, compiled, or a
+    CUDA-graph replay), so this counts what actually ran, where a forward hook would miss replays.
+    """
+
+    def __init__(self):
+        self.count = 0
+
+    def __call__(self, logits_fn, codes_BQT):
+        def counted(codes, level):
+            self.count += 1
+            return logits_fn(codes, level)
+
+        return counted
+
+
+def _timed_generations(cfg, backend, runner, semantic_BS, decode_fn, num_runs, steps):
+    """``num_runs`` generations; latencies, decode times, process CPU times and passes of each run."""
+    latencies, decode_s, cpu_s, passes = [], [], [], []
     for run in range(num_runs):
-        counter.clear()
+        counter = PassCounter()
         backend.sync()
         start, cpu_start = time.perf_counter(), time.process_time()
         with backend.autocast():
             codes_BQT = generate(runner, semantic_BS, config=SamplerConfig(steps=steps),
                                  generator=torch.Generator().manual_seed(cfg.seed + run),
-                                 mark_step=backend.mark_step, wrap_logits=wrap)
+                                 mark_step=backend.mark_step, wrap_logits=counter)
             backend.sync()
             generated = time.perf_counter()
             if decode_fn is not None:
@@ -162,13 +198,16 @@ def _timed_generations(cfg, backend, runner, wrap, semantic_BS, decode_fn, num_r
         latencies.append(time.perf_counter() - start)
         decode_s.append(time.perf_counter() - generated)
         cpu_s.append(time.process_time() - cpu_start)
-    return latencies, decode_s, cpu_s, len(counter)
+        passes.append(counter.count)
+    return latencies, decode_s, cpu_s, passes
 
 
 def run_bench(cfg: BenchConfig) -> dict:
     """Run the benchmark described by ``cfg``; return the results (see ``docs/benchmark.md``)."""
     backend = _make_backend(cfg)
     backend.init_distributed()
+    if cfg.mode == "train":
+        return _train_result(cfg, backend)
     peaks = [measure_matmul_peak(backend, DTYPES[cfg.dtype], cfg.matmul_size)]
     model_cfg = cfg.model_config()
     num_frames = cfg.num_frames(model_cfg)
@@ -176,22 +215,25 @@ def run_bench(cfg: BenchConfig) -> dict:
 
     backend.sync()
     baseline_bytes = backend.current_memory_bytes()
-    backend.reset_peak_memory()
     torch.manual_seed(cfg.seed)
     model = SoundStorm(model_cfg).to(backend.device).eval()
+    fp32_weights = {"num_parameters": model.num_parameters(), "bytes": weights_bytes(model)}
+    model = backend.prepare_inference_model(model)
+    backend.reset_peak_memory()
     semantic_BS = torch.randint(0, model_cfg.semantic_vocab_size,
                                 (cfg.batch_size, num_frames // model_cfg.semantic_upsample))
     decode_fn = _codec_decoder(backend.device) if cfg.codec_decode else None
-    runner, wrap = _sampler_hooks(cfg, backend, model)
-    counter = []
-    model.register_forward_hook(lambda *_: counter.append(1))
+    runner = _sampler_runner(cfg, backend, model)
 
-    # warm-up: every kernel (CPU/CUDA) and every graph kind (XLA: set-up, sampling, greedy) once
+    # warm-up (untimed): every kernel (CPU/CUDA), every graph kind (XLA: set-up, sampling, greedy),
+    # the torch.compile and the CUDA-graph capture of every shape; timed runs only replay
     warmup_steps = schedule.steps if cfg.warmup_schedule == "full" else (2,) + (1,) * (model_cfg.num_levels - 1)
-    _timed_generations(cfg, backend, runner, wrap, semantic_BS, decode_fn, cfg.warmup, counter, warmup_steps)
+    _timed_generations(cfg, backend, runner, semantic_BS, decode_fn, cfg.warmup, warmup_steps)
+    captures_before = getattr(runner, "num_captures", None)
     load_before = _load_average()
-    latencies, decode_s, cpu_s, passes = _timed_generations(cfg, backend, runner, wrap, semantic_BS, decode_fn,
-                                                     cfg.runs, counter, schedule.steps)
+    latencies, decode_s, cpu_s, passes_per_run = _timed_generations(cfg, backend, runner, semantic_BS, decode_fn,
+                                                                    cfg.runs, schedule.steps)
+    passes = passes_per_run[-1]
     peak_bytes = backend.peak_memory_bytes()
     peak_growth = None if peak_bytes is None else peak_bytes - (baseline_bytes or 0)
     ar = None
@@ -201,12 +243,40 @@ def run_bench(cfg: BenchConfig) -> dict:
         ar = estimate_autoregressive(model, backend, num_frames, cfg.batch_size, cfg.ar_positions)
     peaks.append(measure_matmul_peak(backend, DTYPES[cfg.dtype], cfg.matmul_size))
 
-    result = _summarise(cfg, backend, model, schedule, num_frames, latencies, decode_s, passes, peaks, peak_growth)
+    result = _summarise(cfg, backend, model, schedule, num_frames, latencies, decode_s, passes, peaks, peak_growth,
+                        fp32_weights)
+    result["forward_passes_per_run"] = passes_per_run
+    if cfg.cuda_graphs:
+        result["cuda_graphs"] = {"captures": runner.num_captures, "replays": runner.num_replays,
+                                 "captures_in_timed_runs": runner.num_captures - captures_before}
     result["host"] = {"process_cpu_s": cpu_s, "load_average_1min": [load_before, _load_average()],
                       "cpu_share": statistics.median(c / (w * torch.get_num_threads()) for c, w in zip(cpu_s, latencies))}
     if ar is not None:
         ar["speedup_estimate"] = ar["latency_s_estimate"] / result["latency_s_median"]
         result["ar_baseline"] = ar
+    backend.shutdown()
+    return result
+
+
+def _train_result(cfg: BenchConfig, backend) -> dict:
+    """``mode=train``: the step timing of :mod:`soundstorm.bench.train_step` plus config, device, versions."""
+    from soundstorm.bench.train_step import run_train_bench
+
+    backend.check_trainable()  # int8 on the CPU is for inference only
+    if cfg.compile or cfg.cuda_graphs or cfg.codec_decode or cfg.ar_baseline:
+        raise ValueError("BenchConfig.mode='train' times the eager training step; compile, cuda_graphs, "
+                         "codec_decode and ar_baseline must be false")
+    load_before = _load_average()
+    result = run_train_bench(cfg, backend)
+    model_cfg = cfg.model_config()
+    result.update({
+        "config": {**dataclasses.asdict(cfg), "model": model_cfg.to_dict(), "num_frames": result["num_frames"],
+                   "num_parameters": result["num_parameters"]},
+        "device": {**backend.describe(), "machine": platform.machine(), "cpu_model": _cpu_model(),
+                   "cpu_count": os.cpu_count(), "cpu_threads": torch.get_num_threads()},
+        "dtype": cfg.dtype, "versions": _versions(),
+        "host": {"load_average_1min": [load_before, _load_average()]},
+    })
     backend.shutdown()
     return result
 
@@ -227,16 +297,17 @@ def _cpu_model() -> str:
         return platform.processor()
 
 
-def _summarise(cfg, backend, model, schedule, num_frames, latencies, decode_s, passes, peaks, peak_growth) -> dict:
+def _summarise(cfg, backend, model, schedule, num_frames, latencies, decode_s, passes, peaks, peak_growth,
+               fp32_weights) -> dict:
     """The JSON-ready result: latency statistics, throughput, MFU, memory, device and versions."""
     model_cfg = model.config
     median = statistics.median(latencies)
     flops = flops_per_pass(model_cfg, num_frames, cfg.batch_size)
     peak_flops = max(peaks)
-    weights_bytes = sum(p.numel() * p.element_size() for p in model.parameters())
+    num_bytes = weights_bytes(model)
     return {
         "config": {**dataclasses.asdict(cfg), "model": model_cfg.to_dict(), "num_frames": num_frames,
-                   "steps": list(schedule.steps), "num_parameters": model.num_parameters()},
+                   "steps": list(schedule.steps), "num_parameters": fp32_weights["num_parameters"]},
         "forward_passes": passes,
         "expected_forward_passes": schedule.num_passes,
         "runs": cfg.runs,
@@ -251,12 +322,17 @@ def _summarise(cfg, backend, model, schedule, num_frames, latencies, decode_s, p
         "flops_per_pass": flops,
         "achieved_flops_per_s": flops * passes / median,
         "matmul_peak_flops_per_s": peak_flops,
+        "matmul_peak_kind": ("int8 dynamically quantised linear (int8 ops/s)" if cfg.dtype == "int8"
+                             else f"{cfg.dtype} GEMM"),
         "matmul_peak_samples_flops_per_s": peaks,
         "mfu": flops * passes / median / peak_flops,
         "peak_memory_bytes": peak_growth,
-        "peak_memory_definition": "high-water mark minus the baseline taken right before building the model",
-        "weights_bytes": weights_bytes,
-        "peak_memory_over_weights": None if peak_growth is None else peak_growth / weights_bytes,
+        "peak_memory_definition": "high-water mark during the generations minus the baseline taken right before "
+                                  "building the model",
+        "weights_bytes": num_bytes,
+        "peak_memory_over_weights": None if peak_growth is None else peak_growth / num_bytes,
+        "fp32_weights_bytes": fp32_weights["bytes"],
+        "peak_memory_over_fp32_weights": None if peak_growth is None else peak_growth / fp32_weights["bytes"],
         "device": {**backend.describe(), "machine": platform.machine(), "cpu_model": _cpu_model(),
                    "cpu_count": os.cpu_count(), "cpu_threads": torch.get_num_threads()},
         "dtype": cfg.dtype,
@@ -264,9 +340,34 @@ def _summarise(cfg, backend, model, schedule, num_frames, latencies, decode_s, p
     }
 
 
+def _format_train(result: dict) -> list[tuple[str, str]]:
+    return [
+        ("training step median / min / max", f"{result['step_s_median']:.3f} / {result['step_s_min']:.3f} / "
+                                             f"{result['step_s_max']:.3f} s"),
+        ("tokens/s", f"{result['tokens_per_s']:.1f} ({result['tokens_per_step']} acoustic tokens per step)"),
+        ("FLOPs per step", f"{result['flops_per_step'] / 1e9:.1f} GFLOP (3 × forward)"),
+        ("achieved", f"{result['achieved_flops_per_s'] / 1e9:.1f} GFLOP/s"),
+        ("matmul peak (measured)", f"{result['matmul_peak_flops_per_s'] / 1e9:.1f} GFLOP/s"),
+        ("MFU", f"{result['mfu']:.3f}"),
+    ]
+
+
 def format_table(result: dict) -> str:
     """A human-readable summary of :func:`run_bench`'s result."""
     cfg = result["config"]
+    if result.get("mode") == "train":
+        rows = [("device", f"{result['device']['backend']} ({result['device']['device']}, "
+                           f"{result['device']['cpu_threads']} threads)"),
+                ("model", f"{cfg['model_preset']} ({cfg['num_parameters'] / 1e6:.2f}M params), dtype {result['dtype']}"),
+                ("window", f"{cfg['duration_s']} s = {cfg['num_frames']} frames × {cfg['model']['num_levels']} levels, "
+                           f"batch {cfg['batch_size']}"),
+                *_format_train(result)]
+        if result["peak_memory_bytes"] is not None:
+            rows.append(("peak memory", f"{result['peak_memory_bytes'] / 2**20:.0f} MiB = "
+                                        f"{result['peak_memory_over_weights']:.2f} × weights"))
+        width = max(len(name) for name, _ in rows)
+        return "\n".join(f"{name:<{width}}  {value}" for name, value in rows)
+    unit = "GOP/s (int8 in the linear layers)" if result["dtype"] == "int8" else "GFLOP/s"
     rows = [
         ("device", f"{result['device']['backend']} ({result['device']['device']}, "
                    f"{result['device']['cpu_threads']} threads)"),
@@ -279,14 +380,15 @@ def format_table(result: dict) -> str:
         ("RTF", f"{result['rtf']:.4f}"),
         ("frames/s", f"{result['frames_per_s']:.1f}"),
         ("FLOPs per pass", f"{result['flops_per_pass'] / 1e9:.1f} GFLOP"),
-        ("achieved", f"{result['achieved_flops_per_s'] / 1e9:.1f} GFLOP/s"),
-        ("matmul peak (measured)", f"{result['matmul_peak_flops_per_s'] / 1e9:.1f} GFLOP/s"),
+        ("achieved", f"{result['achieved_flops_per_s'] / 1e9:.1f} {unit}"),
+        ("matmul peak (measured)", f"{result['matmul_peak_flops_per_s'] / 1e9:.1f} {unit}"),
         ("MFU", f"{result['mfu']:.3f}"),
     ]
     if result["peak_memory_bytes"] is not None:
         rows.append(("peak memory", f"{result['peak_memory_bytes'] / 2**20:.0f} MiB = "
                                     f"{result['peak_memory_over_weights']:.2f} × weights "
-                                    f"({result['weights_bytes'] / 2**20:.0f} MiB)"))
+                                    f"({result['weights_bytes'] / 2**20:.0f} MiB) = "
+                                    f"{result['peak_memory_over_fp32_weights']:.2f} × fp32 weights"))
     if result.get("codec_decode_s_median") is not None:
         rows.append(("codec decode (in latency)", f"{result['codec_decode_s_median']:.3f} s"))
     host = result.get("host", {})

@@ -7,11 +7,13 @@ Examples::
     soundstorm-bench ar_baseline=true codec_decode=true
     soundstorm-bench model_preset=tiny duration_s=1 output_json=/tmp/bench.json
     soundstorm-bench backend=cpu backend.options.num_threads=2 +model_overrides.depth=2
+    soundstorm-bench backend=cpu backend.options.dtype=int8   # int8 linear layers (or dtype=int8)
 """
 
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 
 import hydra
@@ -23,8 +25,12 @@ from soundstorm.bench import format_table, run_bench
 
 @hydra.main(config_path="pkg://soundstorm.configs", config_name="bench", version_base="1.3")
 def main(cfg: DictConfig) -> None:
-    bench_cfg = builders.build_bench_config(cfg)
-    result = run_bench(bench_cfg)
+    try:
+        bench_cfg = builders.build_bench_config(cfg)
+        result = run_bench(bench_cfg)
+    except ValueError as err:  # bad options name the field and value: no traceback
+        print(f"soundstorm-bench: error: {err}", file=sys.stderr)
+        sys.exit(2)
     print(format_table(result))
     if bench_cfg.output_json:
         path = Path(bench_cfg.output_json)

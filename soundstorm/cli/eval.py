@@ -8,6 +8,8 @@ and a ``evaluation.long_seconds`` long-form generation. With ``evaluation.speech
 paper's Table 1 in miniature (:mod:`soundstorm.evaluation.speech_table`: WER/CER and speaker
 similarity of ground truth, codec resynthesis, unprompted, prompted and cross-speaker generation) goes
 to ``metrics.json`` under ``speech``, ``speech_table.md``, ``speech_table.png``, wandb and stdout.
+``backend=cpu backend.options.dtype=int8`` evaluates the int8 model; ``evaluation.compare_int8=true``
+adds int8 against float32 on the same utterances (:mod:`soundstorm.evaluation.int8`).
 Exit code 2 on bad inputs.
 """
 
@@ -21,7 +23,8 @@ from omegaconf import DictConfig, OmegaConf
 
 from soundstorm import builders
 from soundstorm.cli._common import run_with_backend
-from soundstorm.evaluation.generation import GenerationEvaluator
+from soundstorm.evaluation.generation import GenerationEvaluator, frames_for
+from soundstorm.evaluation.int8 import compare_int8
 from soundstorm.evaluation.metrics import most_frequent_tokens
 from soundstorm.evaluation.speech_table import evaluate_speech
 from soundstorm.evaluation.teacher_forced import heldout_batches, summarize, teacher_forced_sums
@@ -38,6 +41,10 @@ def evaluate(cfg: DictConfig, backend) -> dict:
         raise ValueError(f"data.heldout_fraction={data.heldout_fraction} holds out no utterance; expected > 0")
     codec = builders.build_codec(builders.resolved(cfg.codec))
     sampler = builders.build_sampler(cfg.sampler, model.config.num_levels)
+    utterances = [heldout.utterance(i) for i in range(len(heldout))]
+    extra_metrics = builders.build_extra_metrics(evaluation)
+    comparison = _compare_int8(model, codec, sampler, utterances, evaluation, extra_metrics, backend)
+    model = backend.prepare_inference_model(model)  # int8 linear layers with backend.options.dtype=int8
     batches = [backend.to_device({k: b[k] for k in ("codes", "semantic", "lengths")})
                for b in heldout_batches(heldout, data.batch_size, evaluation.max_batches)]
     ratios = list(evaluation.mask_ratios)
@@ -45,8 +52,7 @@ def evaluate(cfg: DictConfig, backend) -> dict:
     num_train = min(len(train_set), evaluation.unigram_max_utterances)
     unigram = most_frequent_tokens([train_set.utterance(i)["codes"] for i in range(num_train)])
     evaluator = GenerationEvaluator(model, codec, sampler, evaluation, unigram_token=unigram,
-                                    extra_metrics=builders.build_extra_metrics(evaluation))
-    utterances = [heldout.utterance(i) for i in range(len(heldout))]
+                                    extra_metrics=extra_metrics)
     out_dir = Path(cfg.out_dir)
     speech = {}
     if evaluation.speech.enabled:  # first: a corpus without speakers or transcripts fails before anything else
@@ -58,8 +64,25 @@ def evaluate(cfg: DictConfig, backend) -> dict:
     metrics.update(speech)
     metrics.update({"teacher_forced": teacher_forced, "checkpoint": str(cfg.checkpoint), "used_ema": used_ema,
                     "num_heldout_utterances": len(heldout), "sampler": dict(builders.resolved(cfg.sampler)),
-                    "codec": codec.describe(), "model": model.config.to_dict()})
+                    "codec": codec.describe(), "model": model.config.to_dict(),
+                    "backend": backend.describe()})
+    if comparison is not None:
+        metrics["int8_vs_float32"] = comparison
     return metrics
+
+
+def _compare_int8(model, codec, sampler, utterances, evaluation, extra_metrics, backend) -> dict | None:
+    """``evaluation.compare_int8``: the float32 model against its int8 copy on the same utterances."""
+    if not evaluation.compare_int8:
+        return None
+    if backend.device.type != "cpu":
+        raise ValueError(f"evaluation.compare_int8=true needs the cpu backend (int8 runs on the CPU), got "
+                         f"backend {backend.name!r}")
+    up = model.config.semantic_upsample
+    return compare_int8(model, codec, sampler, utterances,
+                        window_frames=frames_for(evaluation.window_seconds, codec.frame_rate, up),
+                        prompt_frames=frames_for(evaluation.window_prompt_seconds, codec.frame_rate, up),
+                        max_utterances=evaluation.max_utterances, seed=evaluation.seed, extra_metrics=extra_metrics)
 
 
 def _log(cfg: DictConfig, metrics: dict, out_dir: Path, is_main: bool) -> None:
@@ -88,6 +111,10 @@ def _evaluate_and_write(cfg: DictConfig, backend) -> None:
     _log(cfg, metrics, out_dir, backend.dist.is_main)
     headline = {k: metrics[k] for k in ("heldout_level1_accuracy", "unigram_level1_accuracy",
                                         "mel_distance_generated", "mel_distance_random") if k in metrics}
+    if "int8_vs_float32" in metrics:
+        comparison = metrics["int8_vs_float32"]
+        headline["int8_vs_float32"] = {"agreement_per_level": comparison["agreement_per_level"],
+                                       "mel_distance_int8_minus_float32": comparison["mel_distance_int8_minus_float32"]}
     print(json.dumps(headline, indent=2))
     if "speech" in metrics:
         print((out_dir / "speech_table.md").read_text())

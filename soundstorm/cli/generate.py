@@ -70,6 +70,7 @@ def voice_prompt(path, seconds: float, codec, tokenizer, upsample: int) -> tuple
 
 def run(cfg: DictConfig, backend) -> list[Path]:
     model, _ = SoundStorm.from_checkpoint(cfg.checkpoint, bool(cfg.use_ema), backend.device)
+    model = backend.prepare_inference_model(model)  # int8 linear layers with backend=cpu backend.options.dtype=int8
     up = model.config.semantic_upsample
     codec = builders.build_codec(builders.resolved(cfg.codec))
     tokenizer_cache = []

@@ -6,6 +6,10 @@ one) and any resume point give the same data. Windows start on a semantic-frame 
 ``T_i == S_i * semantic_upsample``. ``collate`` pads T up to a multiple of ``frames_multiple`` to
 keep the number of distinct shapes small (static shapes for XLA).
 
+An item reads only its own tensors (:class:`~soundstorm.data.reader.ShardReader`: a byte-range
+read per tensor, at the offsets the manifest records), never a whole shard, so random access over
+a LibriLight-size corpus reads about the item's size per item.
+
 The epoch lives on the dataset (``set_epoch``); with ``DataLoader(persistent_workers=True)`` the
 workers keep their own copy, so use non-persistent workers (the default) to see new epochs.
 
@@ -15,7 +19,6 @@ Shape letters: see :mod:`soundstorm`.
 from __future__ import annotations
 
 import math
-from collections import OrderedDict
 from pathlib import Path
 
 import numpy as np
@@ -23,7 +26,8 @@ import torch
 from torch.utils.data import Dataset
 
 from soundstorm.data.manifest import TokenManifest
-from soundstorm.data.shards import read_shard, shard_path
+from soundstorm.data.reader import ShardReader
+from soundstorm.data.shards import shard_path
 
 
 class TokenDataset(Dataset):
@@ -53,8 +57,7 @@ class TokenDataset(Dataset):
             if unknown:
                 raise ValueError(f"utt_ids not in {self.root / 'manifest.json'}: {unknown[:5]}")
             self.utterances = [by_id[u] for u in utt_ids]
-        self._cache: OrderedDict[str, dict] = OrderedDict()
-        self._cache_size = cache_shards
+        self._reader = ShardReader(max_npz=cache_shards)
 
     def __len__(self) -> int:
         return len(self.utterances)
@@ -76,14 +79,17 @@ class TokenDataset(Dataset):
         return [self.window(i, epoch)[1] * self.upsample for i in range(len(self))]
 
     def _tensors(self, utt: dict) -> tuple[torch.Tensor, torch.Tensor]:
-        name = utt["shard"]
-        if name not in self._cache:
-            self._cache[name] = read_shard(shard_path(self.root, name, self.manifest.shard_format))
-            while len(self._cache) > self._cache_size:
-                self._cache.popitem(last=False)
-        self._cache.move_to_end(name)
-        shard, j = self._cache[name], utt["index"]
-        return shard[f"codes.{j}"], shard[f"semantic.{j}"]
+        path = shard_path(self.root, utt["shard"], self.manifest.shard_format)
+        j, ranges = utt["index"], utt.get("tensors", {})
+        codes_QT = self._reader.read(path, f"codes.{j}", (self.manifest.num_levels, utt["num_frames"]),
+                                     ranges.get("codes"))
+        semantic_S = self._reader.read(path, f"semantic.{j}", (utt["num_semantic_frames"],), ranges.get("semantic"))
+        if tuple(codes_QT.shape) != (self.manifest.num_levels, utt["num_frames"]) or \
+                tuple(semantic_S.shape) != (utt["num_semantic_frames"],):
+            raise ValueError(f"{path}: utterance {utt['utt_id']!r} holds codes {tuple(codes_QT.shape)} and semantic "
+                             f"{tuple(semantic_S.shape)}, the manifest says [{self.manifest.num_levels}, "
+                             f"{utt['num_frames']}] and [{utt['num_semantic_frames']}]")
+        return codes_QT, semantic_S
 
     def __getitem__(self, index: int) -> dict:
         if not 0 <= index < len(self):

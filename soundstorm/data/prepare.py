@@ -1,21 +1,25 @@
 """Token preparation: audio files → codec codes + semantic ids in shards, with a manifest.
 
 Reads a folder (wav/flac/ogg) or a JSONL manifest (``path``, optional ``text``/``utt_id``/``speaker``/
-``split``/``phones``), fits (on items not marked ``split: heldout``; with ``phones`` for a tokenizer
-that needs alignments) or loads the codec and tokenizer (saved under ``output/codec`` and ``output/semantic`` so the
+``split``/``phones``), cuts recordings longer than ``segment.max_seconds`` into segments at silences
+(:mod:`.segment`; each stored as its own utterance ``<utt_id>_segNNNN`` with its ``segment`` [begin,
+end] seconds), fits (on items not marked ``split: heldout``; with ``phones`` for a tokenizer that
+needs alignments) or loads the codec and tokenizer (saved under ``output/codec`` and ``output/semantic`` so the
 same codec decodes later), encodes in batches, and writes ``shard-NNNNN`` files plus a sidecar JSON
-per shard, each atomically. A rerun skips shards whose sidecar exists. Bad files are skipped and
-listed; lengths are aligned with :func:`soundstorm.semantic.align_lengths` (``T = S × upsample``).
+per shard, each atomically; each utterance's entry records the byte ranges of its tensors
+(``tensors``) so a reader fetches only those. A rerun skips shards whose sidecar exists. Bad files
+are skipped and listed; lengths are aligned with :func:`soundstorm.semantic.align_lengths` (``T = S × upsample``).
 
 Shape letters: see :mod:`soundstorm`.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -25,6 +29,8 @@ from tqdm import tqdm
 from soundstorm.codecs import load_codec
 from soundstorm.data.audio import BadAudio, list_folder, read_audio, resample
 from soundstorm.data.manifest import TokenManifest
+from soundstorm.data.reader import tensor_ranges
+from soundstorm.data.segment import SegmentConfig, segment_bounds
 from soundstorm.data.shards import shard_path, write_shard
 from soundstorm.io import atomic_write_bytes
 from soundstorm.semantic import align_lengths, load_tokenizer, upsample_ratio
@@ -41,8 +47,11 @@ class PrepareOptions:
     fit_seed: int = 0
     max_shards: int | None = None  # stop after writing this many new shards (None: all); rerun to go on
     progress: bool = True
+    segment: SegmentConfig = field(default_factory=SegmentConfig)
 
     def __post_init__(self):
+        if not isinstance(self.segment, SegmentConfig):
+            raise ValueError(f"prepare segment must be a SegmentConfig, got {type(self.segment).__name__}")
         for name in ("batch_size", "shard_size", "fit_max_files"):
             if getattr(self, name) < 1:
                 raise ValueError(f"prepare {name} must be >= 1, got {getattr(self, name)}")
@@ -174,23 +183,39 @@ def _encode_batch(batch, codec, tokenizer, upsample):
     return out
 
 
+def _load_segments(item, codec, tokenizer, options, min_seconds, skipped) -> list[tuple]:
+    """``(entry, codec_wav, semantic_wav, seconds)`` per segment of one input (none if it is bad)."""
+    try:
+        wav_N, rate = read_audio(item["path"], min_seconds)
+    except BadAudio as err:
+        skipped.append({"path": item["path"], "reason": str(err)})
+        return []
+    bounds = segment_bounds(wav_N, rate, options.segment)
+    out = []
+    for k, (begin, end) in enumerate(bounds):
+        entry = item if len(bounds) == 1 else {**item, "utt_id": f"{item['utt_id']}_seg{k:04d}", "text": "",
+                                                "segment": [round(begin / rate, 4), round(end / rate, 4)]}
+        if (end - begin) / rate < min_seconds:
+            skipped.append({"path": item["path"], "reason": f"segment {entry.get('segment')} shorter than one "
+                                                            "semantic frame"})
+            continue
+        seg_N = wav_N[begin:end]
+        out.append((entry, resample(seg_N, rate, codec.sample_rate), resample(seg_N, rate, tokenizer.sample_rate),
+                    seg_N.shape[0] / rate))
+    return out
+
+
 def _process_shard(items, codec, tokenizer, upsample, options, min_seconds, bar):
     loaded, skipped = [], []
     for item in items:
-        try:
-            wav_N, rate = read_audio(item["path"], min_seconds)
-            loaded.append((item, resample(wav_N, rate, codec.sample_rate), resample(wav_N, rate, tokenizer.sample_rate),
-                           wav_N.shape[0] / rate))
-        except BadAudio as err:
-            skipped.append({"path": item["path"], "reason": str(err)})
+        loaded.extend(_load_segments(item, codec, tokenizer, options, min_seconds, skipped))
+        bar.update(1)
     order = sorted(range(len(loaded)), key=lambda i: -loaded[i][1].shape[0])
     results = {}
     for lo in range(0, len(order), options.batch_size):
         idx = order[lo: lo + options.batch_size]
         for i, result in zip(idx, _encode_batch([loaded[i][1:3] for i in idx], codec, tokenizer, upsample)):
             results[i] = result
-        bar.update(len(idx))
-    bar.update(len(skipped))
     kept = [i for i in range(len(loaded)) if results[i][1].shape[0] > 0]
     for i in sorted(set(range(len(loaded))) - set(kept)):
         skipped.append({"path": loaded[i][0]["path"], "reason": "too short (no whole semantic frame after alignment)"})
@@ -207,8 +232,13 @@ def _write_shard(out: Path, name: str, inputs, stored, skipped, settings, shard_
         utterances.append({"utt_id": item["utt_id"], "shard": name, "index": j, "num_frames": int(codes_QT.shape[1]),
                            "num_semantic_frames": int(semantic_S.shape[0]), "duration": round(duration, 4),
                            "text": item["text"], "speaker": item.get("speaker", ""), "split": item.get("split", ""),
-                           "path": item["path"]})
-    write_shard(shard_path(out, name, shard_format), [s[2] for s in stored], [s[3] for s in stored])
+                           "path": item["path"], **({"segment": item["segment"]} if "segment" in item else {})})
+    path = shard_path(out, name, shard_format)
+    write_shard(path, [s[2] for s in stored], [s[3] for s in stored])
+    if shard_format == "safetensors":  # byte ranges: a reader fetches one utterance without the header
+        ranges = tensor_ranges(path)
+        for j, utt in enumerate(utterances):
+            utt["tensors"] = {kind: list(ranges[f"{kind}.{j}"][:3]) for kind in ("codes", "semantic")}
     sidecar = {"settings": settings, "inputs": [i["path"] for i in inputs], "utterances": utterances,
                "skipped": skipped}
     atomic_write_bytes(out / f"{name}.json", json.dumps(sidecar, ensure_ascii=False).encode())  # last: marks done
@@ -242,7 +272,8 @@ def prepare(options: PrepareOptions, codec, tokenizer) -> TokenManifest | None:
     tokenizer = resolve_component(tokenizer, out / "semantic", load_tokenizer, items, options, min_seconds,
                                   "semantic tokenizer")
     settings = {"codec": codec.describe(), "semantic": tokenizer.describe(), "semantic_upsample": upsample,
-                "shard_format": options.shard_format, "codec_weights_sha1": _sha1(out / "codec" / "weights.safetensors"),
+                "shard_format": options.shard_format, "segment": dataclasses.asdict(options.segment),
+                "codec_weights_sha1": _sha1(out / "codec" / "weights.safetensors"),
                 "semantic_weights_sha1": _sha1(out / "semantic" / "weights.safetensors")}
     plan = [(f"shard-{k:05d}", items[lo: lo + options.shard_size])
             for k, lo in enumerate(range(0, len(items), options.shard_size))]

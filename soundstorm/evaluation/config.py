@@ -20,6 +20,8 @@ class EvaluationConfig:
 
     asr / speaker: ``"module:function"`` of a transcriber ``(wav_N, sample_rate) -> str`` (→ WER) and
     a speaker embedder ``(wav_N, sample_rate) -> [D]`` (→ cosine similarity); None leaves them out.
+    compare_int8: also generate with an int8 copy of the model (CPU) and report agreement with float32
+    per level and the metrics of both (:mod:`soundstorm.evaluation.int8`).
     speech: the speech table (:mod:`soundstorm.evaluation.speech_table`), off unless ``speech.enabled``.
     """
 
@@ -36,6 +38,7 @@ class EvaluationConfig:
     use_ema: bool = True
     asr: Optional[str] = None
     speaker: Optional[str] = None
+    compare_int8: bool = False
     seed: int = 0
     speech: SpeechEvalConfig = field(default_factory=SpeechEvalConfig)
 

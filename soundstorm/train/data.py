@@ -53,11 +53,13 @@ class CorruptingCollate:
 
 def make_batch_source(dataset, batch_sampler_for_epoch: Callable[[int], Iterable[Sequence[int]]],
                       collate: Callable, seed: int, mask_id: int, num_workers: int = 0,
-                      wrap: Callable | None = None):
+                      wrap: Callable | None = None, pin_memory: bool = False):
     """``batches(epoch, skip)``: this rank's batches of ``epoch`` from the ``skip``-th on.
 
     ``batch_sampler_for_epoch(epoch)`` returns this rank's batches of dataset indices for that epoch
     (deterministic). ``wrap`` is the backend's ``wrap_dataloader`` (device loaders on XLA).
+    ``pin_memory`` (the backend's; True on CUDA) pins each batch's tensors in page-locked host
+    memory, so the trainer's ``non_blocking`` host→device copies really overlap with compute.
     """
     if num_workers < 0:
         raise ValueError(f"data.num_workers must be >= 0, got {num_workers}")
@@ -68,7 +70,7 @@ def make_batch_source(dataset, batch_sampler_for_epoch: Callable[[int], Iterable
         index_batches = [list(b) for b in batch_sampler_for_epoch(epoch)][skip:]
         loader = DataLoader(IndexedDataset(dataset), batch_sampler=index_batches, num_workers=num_workers,
                             collate_fn=CorruptingCollate(collate, seed, epoch, mask_id),
-                            persistent_workers=False)
+                            persistent_workers=False, pin_memory=pin_memory)
         return wrap(loader) if wrap is not None else loader
 
     return batches

@@ -34,6 +34,7 @@ from torch import nn
 
 from soundstorm._checks import check_positive_ints
 from soundstorm.masking import Corruption, masked_loss
+from soundstorm.quantize import is_quantized
 from soundstorm.train import checkpoint as ckpt
 from soundstorm.train.logging import flatten_levels
 from soundstorm.train.optim import EMA, guarded_step
@@ -72,9 +73,14 @@ class NonFiniteLossError(RuntimeError):
     """Raised when more than ``trainer.max_nonfinite`` steps had a non-finite loss or gradient."""
 
 
+CORRUPTION_FIELDS = tuple(f.name for f in dataclasses.fields(Corruption))
+
+
 class MaskedLoss(nn.Module):
     """:func:`soundstorm.masking.masked_loss` as a module (DDP hooks need the call to go through
     ``forward``). Returns the *summed* cross-entropy over loss tokens, and the per-level metrics."""
+
+    batch_keys = ("codes", "semantic", "lengths", *CORRUPTION_FIELDS)  # forward's arguments
 
     def __init__(self, model: nn.Module):
         super().__init__()
@@ -86,8 +92,6 @@ class MaskedLoss(nn.Module):
         return loss * metrics["num_tokens"], metrics
 
 
-CORRUPTION_FIELDS = tuple(f.name for f in dataclasses.fields(Corruption))
-
 # (epoch, batches to skip) -> batches with codes, semantic, lengths and the Corruption's fields (tensors)
 # and num_loss_tokens, num_frames (ints); see soundstorm.train.data.
 BatchSource = Callable[[int, int], Iterable[dict]]
@@ -97,14 +101,27 @@ class Trainer:
     """Runs the optimisation of one model; see the module docstring."""
 
     def __init__(self, model, backend, optimizer, scheduler, config: TrainerConfig, out_dir, batches: BatchSource,
-                 logger=None, evaluate: Callable | None = None):
+                 logger=None, evaluate: Callable | None = None, loss: nn.Module | None = None):
+        """``loss``: the module a step calls with the batch tensors named by its ``batch_keys``,
+        returning ``(summed loss, metrics)`` with per-level sums over its ``num_levels`` levels
+        (default: SoundStorm's masked loss, :class:`MaskedLoss`)."""
+        backend.check_trainable()
+        if is_quantized(model):
+            raise ValueError("the model has int8 quantised layers (inference only); train the float32 model")
+        if getattr(backend, "autocast_dtype", None) == torch.float16:
+            raise ValueError("backend.options.dtype='float16': training in float16 needs loss scaling "
+                             "(GradScaler), which this trainer does not do; use bfloat16 (same range as "
+                             "float32) or float32")
         self.model, self.backend, self.config = model, backend, config
         self.optimizer, self.scheduler = optimizer, scheduler
         self.out_dir = Path(out_dir)
         self.ckpt_root = self.out_dir / "checkpoints"
         self.batches, self.logger, self.evaluate = batches, logger, evaluate
         self.dist = backend.dist
-        self.loss_module = backend.wrap_model(MaskedLoss(model))
+        loss = MaskedLoss(model) if loss is None else loss
+        self.batch_keys = tuple(loss.batch_keys)
+        self.num_levels = int(getattr(loss, "num_levels", None) or model.config.num_levels)
+        self.loss_module = backend.wrap_model(loss)
         self.ema = EMA(model, config.ema_decay) if config.ema_decay else None
         self.step, self.epoch, self.batch_in_epoch = 0, 0, 0
         self.nonfinite_total, self.tokens_seen = 0, 0
@@ -144,14 +161,13 @@ class Trainer:
         scale = float(self.dist.world_size) / global_tokens.clamp(min=1.0)
         loss_total = torch.zeros((), device=device)
         for i, batch in enumerate(micro):
-            batch = self.backend.to_device({k: batch[k] for k in ("codes", "semantic", "lengths", *CORRUPTION_FIELDS)})
+            batch = self.backend.to_device({k: batch[k] for k in self.batch_keys})
             last = i == len(micro) - 1
             accumulate_only = not last and hasattr(self.loss_module, "no_sync")  # DDP: all-reduce on the last only
             sync = self.loss_module.no_sync() if accumulate_only else contextlib.nullcontext()
             with sync:
                 with self.backend.autocast():
-                    loss_sum, metrics = self.loss_module(batch["codes"], batch["semantic"], batch["lengths"],
-                                                         *(batch[k] for k in CORRUPTION_FIELDS))
+                    loss_sum, metrics = self.loss_module(*(batch[k] for k in self.batch_keys))
                 (loss_sum * scale).backward()
             loss_total = loss_total + loss_sum.detach()
             self._accumulate(metrics)
@@ -164,13 +180,13 @@ class Trainer:
         self.scheduler.step()
         if self.ema is not None:
             self.ema.update(self.model)
-        self._accumulate_step(loss_total, grad_norm, finite, frames * self.model.config.num_levels)
+        self._accumulate_step(loss_total, grad_norm, finite, frames * self.num_levels)
         self.backend.mark_step()
         self.step += 1
 
     # ------------------------------------------------------------------ metrics on device
     def _zero_sums(self) -> None:
-        q = self.model.config.num_levels
+        q = self.num_levels
         self._sums = {k: torch.zeros(n, device=self.backend.device)
                       for k, n in (("ce", q), ("correct", q), ("tokens", q), ("scalars", 4))}
         self._tokens_window, self._window_start, self._steps_window = 0, time.perf_counter(), 0
@@ -196,7 +212,7 @@ class Trainer:
         packed = torch.cat([s["ce"], s["correct"], s["tokens"], s["scalars"],
                             torch.tensor([float(self._tokens_window)], device=self.backend.device)])
         values = self.backend.all_reduce_sum(packed).tolist()
-        q, ws = self.model.config.num_levels, self.dist.world_size
+        q, ws = self.num_levels, self.dist.world_size
         ce, correct, tokens = values[:q], values[q:2 * q], values[2 * q:3 * q]
         loss_sum, norm_sum, nonfinite, steps = values[3 * q:3 * q + 4]
         steps, finite_steps = steps / ws, max(steps / ws - nonfinite / ws, 1.0)

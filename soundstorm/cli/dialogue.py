@@ -1,0 +1,81 @@
+"""`soundstorm-dialogue`: speak a script with one voice per speaker (Hydra config ``dialogue``).
+
+Loads the text-to-semantic and SoundStorm checkpoints and the token folder's codec and semantic
+tokenizer, speaks the script (:class:`soundstorm.dialogue.DialoguePipeline`) and writes
+``out_dir/dialogue.wav``, ``dialogue.json`` (turns with speaker, text, start and end; the latency
+of each stage; optional per-turn WER and speaker attribution) and ``dialogue.png``. Bad scripts,
+settings or missing files: ``soundstorm-dialogue: error: ...`` and exit status 2.
+"""
+
+from __future__ import annotations
+
+import json
+
+import hydra
+from omegaconf import DictConfig
+
+from soundstorm import builders
+from soundstorm.cli._common import run_with_backend
+from soundstorm.dialogue import builders as dialogue_builders
+
+
+def run(cfg: DictConfig, backend) -> dict:
+    from soundstorm.dialogue.evaluate import evaluate_dialogue
+
+    settings = dialogue_builders.build_dialogue_settings(cfg)
+    pipeline = dialogue_builders.build_pipeline(cfg, settings, backend.device)
+    recognizer, verifier = dialogue_builders.build_scorers(settings)
+    true_tokens = reference_tokens(settings) if settings.evaluation.reference else None  # fail before the work
+    result = pipeline.speak(settings.script, dict(settings.voices), seed=settings.seed, speed=settings.speed)
+    extra = {"script": settings.script, "voices": dict(settings.voices), "t2s_checkpoint": settings.t2s_checkpoint,
+             "soundstorm_checkpoint": settings.soundstorm_checkpoint, "assets": settings.assets}
+    scores = evaluate_dialogue(result, recognizer, verifier, settings.silence_db)
+    extra["evaluation"], result.turns = scores["summary"], scores["turns"]
+    if true_tokens is not None:
+        extra["reference"] = reference(pipeline, result, true_tokens, settings, recognizer, verifier)
+    paths = result.save(settings.out_dir, extra=extra)
+    for turn in result.turns:
+        print(f"{turn['start']:6.2f}-{turn['end']:6.2f} s  {turn['speaker']}: {turn['text']}"
+              + (f"  [heard: {turn['transcript']!r}, WER {turn['wer']:.2f}]" if "wer" in turn else ""))
+    print("latency (s): " + ", ".join(f"{k}={v:.3f}" for k, v in result.latency.items()))
+    print("evaluation: " + json.dumps({k: v for k, v in extra["evaluation"].items() if k != "latency"}))
+    if "reference" in extra:
+        print("reference (SoundStorm on the true semantic tokens): " + json.dumps(
+            {k: v for k, v in extra["reference"].items() if k not in ("latency", "turns")}))
+    print(f"wrote {paths['wav']}, {paths['json']}, {paths['png']}")
+    return extra
+
+
+def reference_tokens(settings) -> tuple[list, list]:
+    """``(turns, true semantic tokens per turn)`` from the token folder's transcripts (every turn must match)."""
+    from soundstorm.dialogue.evaluate import true_semantic
+    from soundstorm.dialogue.script import parse_script
+
+    turns = parse_script(settings.script, list(settings.voices))
+    semantic = true_semantic(turns, settings.assets)
+    missing = [i + 1 for i, s in enumerate(semantic) if s is None]
+    if missing:
+        raise ValueError(f"evaluation.reference=true needs every turn's text among the transcripts of assets="
+                         f"{settings.assets}; turns {missing} are not")
+    return turns, semantic
+
+
+def reference(pipeline, result, true_tokens, settings, recognizer, verifier) -> dict:
+    """The same turns and voices from the true semantic tokens (``reference.wav``), scored alike."""
+    from soundstorm.dialogue.evaluate import evaluate_dialogue
+
+    turns, semantic = true_tokens
+    rendered = pipeline.render(turns, result.voices, semantic, settings.seed)
+    scores = evaluate_dialogue(rendered, recognizer, verifier, settings.silence_db)
+    rendered.turns = scores["turns"]
+    rendered.save(settings.out_dir, stem="reference")
+    return {**scores["summary"], "turns": scores["turns"]}
+
+
+@hydra.main(config_path="pkg://soundstorm.configs", config_name="dialogue", version_base="1.3")
+def main(cfg: DictConfig) -> None:
+    run_with_backend("soundstorm-dialogue", cfg.backend, lambda backend: run(cfg, backend))
+
+
+if __name__ == "__main__":
+    main()
