@@ -215,12 +215,15 @@ def build_logger(cfg, run_config: dict | None, enabled: bool, resume_id: str | N
 class DataConfig:
     """The ``data`` section: the token folder and how it is windowed (``TokenDataset``), split
     (by sentence, :mod:`soundstorm.data.split`), batched (``LengthBucketSampler``; ``batch_size`` per
-    process) and loaded."""
+    device) and loaded. Padding (``soundstorm.data.buckets``): ``frame_buckets`` or ``frames_multiple``
+    when set; else, on a static-shape backend (XLA), ``num_buckets`` buckets derived from the training windows."""
 
     root: str = "???"
     min_seconds: float = 1.0
     max_seconds: float = 4.0
     frames_multiple: typing.Optional[int] = None
+    frame_buckets: typing.Optional[typing.List[int]] = None
+    num_buckets: int = 4
     batch_size: int = 16
     heldout_fraction: float = 0.05
     split_seed: int = 0
@@ -228,10 +231,12 @@ class DataConfig:
     bucket_batches: int = 50
 
 
-def build_datasets(cfg, model_config=None, seed: int = 0):
-    """``(DataConfig, train TokenDataset, held-out TokenDataset or None)``, split by sentence
-    (:mod:`soundstorm.data.split`)."""
+def build_datasets(cfg, model_config=None, seed: int = 0, static_shapes: bool = False):
+    """``(DataConfig, train TokenDataset, held-out TokenDataset or None)`` split by sentence
+    (:mod:`soundstorm.data.split`); with ``static_shapes`` (XLA) and no padding set, batches pad to
+    ``num_buckets`` derived buckets."""
     from soundstorm.data import TokenDataset, TokenManifest
+    from soundstorm.data.buckets import derive_frame_buckets
     from soundstorm.data.split import split_utterances
 
     if isinstance(cfg, DictConfig) and OmegaConf.is_missing(cfg, "root") or not cfg.get("root"):
@@ -240,8 +245,12 @@ def build_datasets(cfg, model_config=None, seed: int = 0):
     manifest = TokenManifest.load(s.root)
     train_ids, heldout_ids = split_utterances(manifest.utterances, s.heldout_fraction, s.split_seed)
     common = dict(min_seconds=s.min_seconds, max_seconds=s.max_seconds, seed=seed,
-                  frames_multiple=s.frames_multiple, model_config=model_config)
+                  frames_multiple=s.frames_multiple, model_config=model_config, frame_buckets=s.frame_buckets)
     train = TokenDataset(s.root, utt_ids=train_ids, **common)
+    if static_shapes and s.frame_buckets is None and s.frames_multiple is None:
+        _, shortest, longest = train.frame_range()
+        common["frame_buckets"] = train.frame_buckets = derive_frame_buckets(shortest, longest, s.num_buckets,
+                                                                             train.upsample)
     heldout = TokenDataset(s.root, utt_ids=heldout_ids, **common) if heldout_ids else None
     return s, train, heldout
 
@@ -252,7 +261,8 @@ def build_batch_source(data: DataConfig, dataset, backend, seed: int, mask_id: i
     from soundstorm.train.data import make_batch_source
 
     info = backend.dist
-    sampler = LengthBucketSampler(dataset, data.batch_size, seed=seed, num_replicas=info.world_size,
+    process_batch = data.batch_size * backend.devices_per_process  # batch_size is per device
+    sampler = LengthBucketSampler(dataset, process_batch, seed=seed, num_replicas=info.world_size,
                                   rank=info.rank, drop_last=True, bucket_batches=data.bucket_batches)
 
     def batches_for_epoch(epoch):
@@ -289,15 +299,17 @@ def build_training(cfg: DictConfig, backend, run_id_file: str = "wandb_run_id.tx
     from soundstorm.model import SoundStorm
     from soundstorm.train.checkpoint import resolve_resume
     from soundstorm.train.eval_hook import TrainingEvaluator
+    from soundstorm.train.graphs import GraphBudget
     from soundstorm.train.loop import Trainer
 
     seed = int(cfg.seed)
-    data, train_set, heldout_set = build_datasets(cfg.data, None, seed)
+    data, train_set, heldout_set = build_datasets(cfg.data, None, seed, backend.static_shapes)
     model_config = build_model_config(cfg.model, train_set.manifest)
     torch.manual_seed(seed)
     model = SoundStorm(model_config).to(backend.device)
     optimizer, scheduler = build_optimizer(cfg.optim, model)
     trainer_config = build_trainer_config(cfg.trainer)
+    attention = backend.configure_model(model, trainer_config.activation_checkpointing)
     sampler_config = build_sampler(cfg.sampler, model_config.num_levels)
     evaluation = build_evaluation(cfg.evaluation)
     out_dir = Path(cfg.out_dir)
@@ -316,8 +328,16 @@ def build_training(cfg: DictConfig, backend, run_id_file: str = "wandb_run_id.tx
     if backend.dist.is_main:
         print(f"model: {model.num_parameters():,} parameters {model_config.to_dict()}; train utterances "
               f"{len(train_set)}, held-out {len(heldout_set) if heldout_set else 0}; backend "
-              f"{backend.describe()}, {backend.dist.world_size} process(es)", flush=True)
-    trainer = Trainer(model, backend, optimizer, scheduler, trainer_config, out_dir, batches, logger, evaluate)
+              f"{backend.describe()}, {backend.dist.world_size} process(es); attention {attention}, activation "
+              f"checkpointing {'on' if trainer_config.activation_checkpointing else 'off'}", flush=True)
+    budget = None
+    if backend.static_shapes:
+        budget = GraphBudget(tuple(train_set.frame_shapes()), data.batch_size * backend.devices_per_process,
+                             trainer_config.grad_accum, trainer_config.max_graphs)
+        if backend.dist.is_main:
+            print(f"static shapes: {budget.describe()}", flush=True)
+    trainer = Trainer(model, backend, optimizer, scheduler, trainer_config, out_dir, batches, logger, evaluate,
+                      budget)
     return trainer, resume_from
 
 
@@ -339,3 +359,38 @@ def build_bench_config(cfg):
     if unknown:
         raise ValueError(f"unknown bench options {unknown}; expected a subset of {sorted(known)}")
     return BenchConfig(**data)
+
+
+def build_dry_run(cfg) -> dict:
+    """What ``soundstorm-train dry_run=true`` needs, without data, weights or a device: the model
+    config (sizes from ``data.root``'s manifest when it exists, else from the codec and semantic
+    architectures, built without weights), the per-device batch, the longest padded window in
+    frames, the autocast dtype, and whether EMA and activation checkpointing are on."""
+    import torch
+
+    from soundstorm.data import TokenManifest
+    from soundstorm.data.buckets import padded_length
+    from soundstorm.semantic.base import upsample_ratio
+
+    def architecture(section):  # the component without weights: its rates and sizes only
+        return {**OmegaConf.to_container(section, resolve=False), "pretrained_dir": None,
+                **({"pretrained": False} if "pretrained" in section else {})}
+
+    root = None if OmegaConf.is_missing(cfg.data, "root") else cfg.data.root
+    if root and (Path(root) / "manifest.json").is_file():
+        manifest = TokenManifest.load(root)
+    else:
+        codec, tokenizer = build_codec(architecture(cfg.codec)), build_semantic(architecture(cfg.semantic))
+        manifest = TokenManifest(codec=codec.describe(), semantic=tokenizer.describe(),
+                                 semantic_upsample=upsample_ratio(codec.frame_rate, tokenizer.frame_rate))
+    model_config = build_model_config(cfg.model, manifest)
+    data = strict(DataConfig, {**OmegaConf.to_container(cfg.data, resolve=False), "root": "unused"}, "data")
+    up = model_config.semantic_upsample
+    longest = max(1, round(data.max_seconds * manifest.semantic_frame_rate)) * up
+    options = strict(BackendChoice, cfg.backend, "backend").options or {}
+    trainer = build_trainer_config(cfg.trainer)
+    return {"model_config": model_config, "batch_size": data.batch_size, "frame_rate": manifest.frame_rate,
+            "num_frames": padded_length(longest, data.frames_multiple or up, data.frame_buckets),
+            "seconds": longest / manifest.frame_rate, "ema": trainer.ema_decay > 0,
+            "dtype": {"bfloat16": torch.bfloat16, "float16": torch.float16}.get(options.get("dtype"), torch.float32),
+            "checkpointing": trainer.activation_checkpointing}

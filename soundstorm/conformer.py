@@ -10,6 +10,8 @@ different lengths, and both are tested:
   BatchNorm, so no statistic is shared across the batch either.
 
 Together they make a sequence's outputs independent of how much padding it is batched with.
+The attention kernel (SDPA, or Pallas flash attention on TPU: :mod:`soundstorm.attention`) and
+activation checkpointing of whole blocks are chosen by the caller (:meth:`Conformer.configure`).
 
 Shape letters: see :mod:`soundstorm`.
 """
@@ -19,6 +21,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from soundstorm.attention import sdpa_attention
 
 
 class RotaryEmbedding(nn.Module):
@@ -95,7 +99,7 @@ class FeedForward(nn.Module):
 
 
 class SelfAttention(nn.Module):
-    """Pre-norm multi-head self-attention with rotary positions, through SDPA."""
+    """Pre-norm multi-head self-attention with rotary positions, through ``self.kernel`` (default SDPA)."""
 
     def __init__(self, dim: int, heads: int, dropout: float):
         super().__init__()
@@ -106,6 +110,7 @@ class SelfAttention(nn.Module):
         self.rotary = RotaryEmbedding(dim // heads)
         self.dropout = dropout
         self.out_dropout = nn.Dropout(dropout)
+        self.kernel = sdpa_attention
 
     def forward(self, x_BTD: torch.Tensor, attend_B11T: torch.Tensor | None) -> torch.Tensor:
         batch_size, num_frames, dim = x_BTD.shape
@@ -115,9 +120,7 @@ class SelfAttention(nn.Module):
         cos_TH, sin_TH = self.rotary.tables(num_frames, x_BTD.device, q_BNTH.dtype)
         q_BNTH = self.rotary.rotate(q_BNTH, cos_TH, sin_TH)
         k_BNTH = self.rotary.rotate(k_BNTH, cos_TH, sin_TH)
-        out_BNTH = F.scaled_dot_product_attention(
-            q_BNTH, k_BNTH, v_BNTH, attn_mask=attend_B11T, dropout_p=self.dropout if self.training else 0.0
-        )
+        out_BNTH = self.kernel(q_BNTH, k_BNTH, v_BNTH, attend_B11T, self.dropout if self.training else 0.0)
         return self.out_dropout(self.to_out(out_BNTH.transpose(1, 2).reshape(batch_size, num_frames, dim)))
 
 
@@ -187,10 +190,21 @@ class Conformer(nn.Module):
         self.blocks = nn.ModuleList(
             ConformerBlock(dim, heads, ff_dim, conv_kernel, dropout, conv_expansion) for _ in range(depth)
         )
+        self.checkpoint = None  # e.g. torch.utils.checkpoint.checkpoint: recompute each block in the backward
+
+    def configure(self, attention=None, checkpoint=None) -> None:
+        """Set the attention kernel of every block (None: keep) and the block checkpointing function
+        (``checkpoint(block, *inputs)``; None: keep activations)."""
+        for block in self.blocks:
+            block.attn.kernel = attention or block.attn.kernel
+        self.checkpoint = checkpoint
 
     def forward(self, x_BTD: torch.Tensor, valid_BT: torch.Tensor | None = None) -> torch.Tensor:
         attend_B11T = valid_BT[:, None, None, :] if valid_BT is not None else None
         valid_BT1 = valid_BT[:, :, None].to(x_BTD.dtype) if valid_BT is not None else None
         for block in self.blocks:
-            x_BTD = block(x_BTD, attend_B11T, valid_BT1)
+            if self.checkpoint is not None and torch.is_grad_enabled():
+                x_BTD = self.checkpoint(block, x_BTD, attend_B11T, valid_BT1)
+            else:
+                x_BTD = block(x_BTD, attend_B11T, valid_BT1)
         return x_BTD

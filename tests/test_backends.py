@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import importlib
 import importlib.util
+import inspect
 
 import pytest
 import torch
@@ -74,3 +76,25 @@ def test_cpu_peak_memory_sees_a_large_allocation():
 def test_cpu_bad_threads_is_a_value_error():
     with pytest.raises(ValueError, match="num_threads"):
         CPUBackend(num_threads=0)
+
+
+def test_options_of_another_backend_are_dropped_with_a_note(capsys):
+    """An experiment written for one backend can be run on another (``experiment=quickstart_cpu backend=...``)."""
+    from soundstorm.backends import OPTIONS, backend_options
+
+    assert backend_options("xla", {"num_threads": 1, "dtype": "bfloat16"}) == {"dtype": "bfloat16"}
+    assert "backend.options.num_threads=1 applies to backend cpu only, dropped for backend 'xla'" in \
+        capsys.readouterr().err
+    assert backend_options("cpu", {"num_threads": 2}) == {"num_threads": 2}
+    for name, table in OPTIONS.items():  # every option in the table is a constructor argument of its backend
+        module = {"cpu": "soundstorm.backends.cpu", "cuda": "soundstorm.backends.cuda",
+                  "xla": "soundstorm.backends.xla"}[name]
+        if name == "xla":  # importing it here would load torch_xla into this process: checked in xla_checks
+            continue
+        cls = getattr(importlib.import_module(module), f"{name.upper()}Backend")
+        assert set(table) <= set(inspect.signature(cls.__init__).parameters), (name, table)
+
+
+def test_an_option_of_no_backend_is_a_value_error_naming_it():
+    with pytest.raises(ValueError, match=r"backend.options.num_thread is not an option of any backend.*'cpu'"):
+        get_backend("cpu", num_thread=1)

@@ -134,3 +134,40 @@ def test_nonfinite_steps_skipped_then_stop(tmp_path, monkeypatch):
     trainer.config.max_nonfinite = 1
     with pytest.raises(NonFiniteLossError, match="max_nonfinite=1"):
         trainer.fit()
+
+
+class _RecompilingCPU(type(get_backend("cpu"))):
+    """A CPU backend that reports one new compiled graph per step cut, as XLA does with a dynamic shape."""
+
+    def __init__(self):
+        super().__init__()
+        self.graphs = 0
+
+    def mark_step(self):
+        self.graphs += 1
+
+    def compiled_graphs(self):
+        return self.graphs
+
+
+def test_graph_guard_stops_a_run_that_compiles_every_step(tmp_path):
+    from soundstorm.train.graphs import WARMUP_GRAPHS, GraphBudget, GraphBudgetExceeded
+
+    trainer = make_trainer(tmp_path, max_steps=40)
+    trainer.backend = _RecompilingCPU()
+    trainer.graph_budget = GraphBudget(shapes=(16,), batch_size=4)
+    with pytest.raises(GraphBudgetExceeded, match=r"dynamic shape.*host sync") as err:
+        trainer.fit()
+    assert trainer.step < 40 and f"more than the {1 + WARMUP_GRAPHS}" in str(err.value)
+    assert trainer.batch_shapes_seen  # shapes of codes [B, Q, T] are recorded
+
+
+def test_graph_guard_counts_accumulation_positions_and_honours_max_graphs():
+    from soundstorm.train.graphs import WARMUP_GRAPHS, GraphBudget
+
+    assert GraphBudget((100, 200), 4, grad_accum=1).limit == 2 + WARMUP_GRAPHS
+    assert GraphBudget((100, 200), 4, grad_accum=8).limit == 6 + WARMUP_GRAPHS
+    budget = GraphBudget((100,), 4, max_graphs=50)
+    budget.check(50, step=10)
+    with pytest.raises(RuntimeError, match="trainer.max_graphs=50"):
+        budget.check(51, step=11)

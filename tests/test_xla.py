@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import re
 import subprocess
-import textwrap
 from pathlib import Path
 
 import _cli
@@ -30,8 +30,8 @@ def run_python(args: list, extra_env: dict | None = None) -> subprocess.Complete
                            timeout=600, check=True)
 
 
-def run_check(name: str, tmp_path) -> dict:
-    result = run_python([str(ROOT / "tests" / "xla_checks.py"), name, str(tmp_path)])
+def run_check(name: str, tmp_path, extra_env: dict | None = None) -> dict:
+    result = run_python([str(ROOT / "tests" / "xla_checks.py"), name, str(tmp_path)], extra_env)
     line = [line for line in result.stdout.splitlines() if line.startswith("RESULT ")][-1]
     measured = json.loads(line[len("RESULT "):])
     print(f"\n[xla] {name}: {measured}")
@@ -53,6 +53,16 @@ def test_generation_compiles_at_most_three_graphs_and_none_for_a_second_clip(tmp
     assert measured["equal_to_cpu"] and measured["prompt_kept"], measured
 
 
+def test_evaluation_and_windowed_generation_compile_nothing_after_warmup(tmp_path):
+    """Step cuts in teacher-forced evaluation and long-form generation: a second run compiles no graph,
+    one graph serves every level and ratio (16 passes, 2 batch shapes), windows match the CPU."""
+    measured = run_check("evaluation", tmp_path)
+    assert measured["eval_new_graphs"] == 0 and measured["long_new_graphs"] == 0, measured
+    assert measured["eval_graphs"] <= 6 and measured["long_graphs"] <= 5, measured
+    assert measured["eval_equal"] and measured["long_equal_to_cpu"], measured
+    assert measured["aten_fallbacks"] == {}, measured
+
+
 def test_backend_interface(tmp_path):
     measured = run_check("interface", tmp_path)
     assert measured["device"] == "xla" and measured["world_size"] == 1
@@ -64,35 +74,46 @@ def test_backend_interface(tmp_path):
     assert measured["peak_memory_bytes"] is None
     assert measured["describe"]["backend"] == "xla"
     assert "dtype" in measured["bad_dtype_error"] and "float16" in measured["bad_dtype_error"]
+    assert measured["attention"] == "sdpa"  # Pallas flash attention on a TPU only
+    assert measured["options_taken"] == ["dtype", "spmd"]  # every xla option of the table is an XLABackend argument
 
 
-SPMD_SCRIPT = textwrap.dedent("""
-    import torch
-    from soundstorm import SoundStorm, SoundStormConfig, corrupt
-    from soundstorm.masking import masked_loss
-    from soundstorm.backends import get_backend
-    torch.manual_seed(0)
-    model = SoundStorm(SoundStormConfig.tiny())
-    cfg = model.config
-    codes = torch.randint(0, cfg.codebook_size, (4, cfg.num_levels, 16))
-    semantic = torch.randint(0, cfg.semantic_vocab_size, (4, 8))
-    corruption = corrupt(codes, None, torch.Generator().manual_seed(0), mask_id=cfg.mask_id)
-    ref, _ = masked_loss(model, codes, semantic, None, corruption)
-    backend = get_backend("xla", spmd=True)
-    model.to(backend.device)
-    inputs = [backend.shard_batch(t.to(backend.device)) for t in
-              (codes, semantic, corruption.inputs, corruption.loss_mask, corruption.level)]
-    corruption.inputs, corruption.loss_mask, corruption.level = inputs[2:]
-    loss, _ = masked_loss(model, inputs[0], inputs[1], None, corruption)
-    loss.backward()
-    backend.mark_step()
-    import torch_xla.runtime as xr
-    print("DEVICES", xr.global_runtime_device_count(), "LOSS", float(loss.cpu()), float(ref))
-    assert abs(float(loss.cpu()) - float(ref)) < 1e-4
-""")
+def test_spmd_trainer_shards_the_batch_and_matches_one_device(tmp_path):
+    """SPMD over 4 PJRT CPU devices through the real Trainer (loader, clipping, non-finite guard, EMA):
+    each device holds 1/4 of the global batch of 8, and 4 steps (one skipped) give the CPU backend's
+    weights and EMA on the same global batches."""
+    measured = run_check("spmd_trainer", tmp_path, {"CPU_NUM_DEVICES": "4"})
+    assert measured["num_devices"] == 4
+    for name, shapes in measured["shards"].items():
+        assert len(shapes) == 4 and all(shape[0] == 2 for shape in shapes), (name, shapes)
+    assert measured["grad_norm"][0] > 0.05  # above trainer.grad_clip: clipping was active
+    assert measured["nonfinite_skipped"] == [1, 1]
+    assert measured["param_max_diff"] < 1e-4 < measured["param_max_change"], measured
+    assert measured["ema_max_diff"] < 1e-4, measured
+    assert measured["aten_fallbacks"] == {}, measured
 
 
-def test_spmd_data_parallel_on_cpu_devices():
-    """SPMD over 4 PJRT CPU devices: the batch is sharded, the loss equals the single-device one."""
-    result = run_python(["-c", SPMD_SCRIPT], {"CPU_NUM_DEVICES": "4"})
-    print("\n[xla] spmd:", [line for line in result.stdout.splitlines() if line.startswith("DEVICES")])
+@pytest.mark.slow
+def test_train_cli_on_xla_compiles_one_graph_per_bucket(espeak_tokens, tmp_path):
+    """``soundstorm-train experiment=quickstart_cpu backend=xla`` over variable-length windows: the CPU
+    experiment's ``num_threads`` is dropped, batches come in the derived frame buckets, every bucket is
+    trained on and the compiled graphs stay within buckets + warm-up."""
+    from soundstorm.train.graphs import WARMUP_GRAPHS
+
+    tiny = ("model.dim=32", "model.depth=1", "model.heads=2", "model.ff_dim=64", "model.conv_kernel=3",
+            "semantic.vocab_size=32", "data.batch_size=4")
+    result = run_python(["-m", "soundstorm.cli.train", "experiment=quickstart_cpu", "backend=xla",
+                         f"data.root={espeak_tokens}", f"out_dir={tmp_path / 'run'}", "logger=none",
+                         "trainer.max_steps=16", "trainer.log_every=8", "trainer.progress=false", *tiny],
+                        {"WANDB_MODE": "offline", "OMP_NUM_THREADS": "1"})
+    assert "backend.options.num_threads=1 applies to backend cpu only, dropped for backend 'xla'" in result.stderr
+    shapes = re.search(r"static shapes: (\d+) batch shape\(s\) \[B=4, T in \[([\d, ]+)\]\] -> at most (\d+)",
+                       result.stdout)
+    assert shapes, result.stdout[-2000:]
+    num_shapes, limit = int(shapes.group(1)), int(shapes.group(3))
+    last = [line for line in result.stdout.splitlines() if line.startswith("step 16 ")][0]
+    graphs = int(re.search(r"compiled_graphs=(\d+)", last).group(1))
+    seen = int(re.search(r"batch_shapes_seen=(\d+)", last).group(1))
+    print(f"\n[xla] train CLI: {num_shapes} buckets ({shapes.group(2)}), {seen} seen, {graphs} graphs, limit {limit}")
+    assert num_shapes == 4 and seen == num_shapes, last
+    assert graphs <= num_shapes + WARMUP_GRAPHS, last

@@ -52,6 +52,7 @@ class Backend:
 
     name = "base"
     dist_backend = "gloo"
+    static_shapes = False  # True where each new tensor shape costs a compile (XLA): batches come in fixed shapes
 
     def __init__(self):
         self.dist = DistInfo()
@@ -79,6 +80,17 @@ class Backend:
         if self.autocast_dtype is None:
             return contextlib.nullcontext()
         return torch.autocast(device_type=self.device.type, dtype=self.autocast_dtype)
+
+    def configure_model(self, model: torch.nn.Module, activation_checkpointing: bool = False) -> str:
+        """Choose the model's attention kernel (SDPA here) and, if asked, recompute each Conformer
+        block in the backward instead of keeping its activations; returns the kernel's name."""
+        import functools
+
+        from torch.utils.checkpoint import checkpoint
+
+        model.backbone.configure(checkpoint=functools.partial(checkpoint, use_reentrant=False)
+                                 if activation_checkpointing else None)
+        return "sdpa"
 
     # -- step structure
     def mark_step(self) -> None:
@@ -124,6 +136,8 @@ class Backend:
         if self.dist.distributed and dist.is_initialized():
             dist.destroy_process_group()
 
+    devices_per_process = 1  # devices one process feeds (XLA SPMD: every device); batch_size is per device
+
     def wrap_dataloader(self, loader):
         """Iterable yielding batches (moved to the device by the caller unless overridden)."""
         return loader
@@ -151,6 +165,10 @@ class Backend:
         """Write ``data`` (tensors as CPU copies) with ``torch.save`` on the main process only."""
         if self.dist.is_main:
             torch.save(self.state_dict_to_cpu(data), path)
+
+    def compiled_graphs(self) -> int | None:
+        """How many graphs this process has compiled so far (None where nothing is compiled per shape)."""
+        return None
 
     # -- memory
     def reset_peak_memory(self) -> None:

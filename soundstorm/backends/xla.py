@@ -12,8 +12,11 @@ Data parallelism on TPU, two ways (see ``docs/benchmark.md``, "TPU"):
   master's weights, :meth:`reduce_gradients` averages gradients (``xm.reduce_gradients``, before
   the loop clips them) and
   :meth:`wrap_dataloader` prefetches batches onto the device (``MpDeviceLoader``);
-* SPMD (``spmd=True``): one process sees every device as one; :meth:`shard_batch` shards the batch
-  dimension over a 1-D ``("data",)`` mesh and XLA inserts the gradient reductions.
+* SPMD (``spmd=True``): one process sees every device as one; the device loader (and
+  :meth:`to_device` for batches that did not come through it) lays dim 0 of every batch tensor
+  over a 1-D ``("data",)`` mesh, so each device holds 1/N of the batch, and XLA inserts the
+  gradient reductions. The process loads ``batch_size × devices`` examples per step
+  (:attr:`devices_per_process`): ``data.batch_size`` is per device on every backend.
 """
 
 from __future__ import annotations
@@ -30,9 +33,42 @@ import torch_xla.runtime as xr
 from soundstorm.backends.base import Backend, DistInfo, check_dtype_option
 
 
+def _load_flash_kernel():
+    """torch_xla's Pallas flash attention, or None where this build lacks it (guarded import)."""
+    try:
+        from torch_xla.experimental.custom_kernel import flash_attention
+    except ImportError:
+        return None
+    return flash_attention
+
+
+class _BatchDimSharding:
+    """Shard dim 0 of a tensor of any rank over the ``data`` mesh axis (the rest replicated).
+
+    The device loader and ``send_cpu_data_to_device`` take one sharding spec for every tensor of a
+    batch and apply it through ``xla_spec(tensor)``; a single ``xs.ShardingSpec`` only fits tensors
+    of its own rank, while a batch holds ``[B]``, ``[B, S]`` and ``[B, Q, T]`` tensors."""
+
+    minibatch = False
+
+    def __init__(self, mesh):
+        import torch_xla.distributed.spmd as xs
+
+        self._make = lambda ndim: xs.ShardingSpec(mesh, ("data",) + (None,) * (ndim - 1))
+        self._by_ndim = {}
+
+    def xla_spec(self, tensor: torch.Tensor):
+        if tensor.dim() == 0:
+            return None
+        if tensor.dim() not in self._by_ndim:
+            self._by_ndim[tensor.dim()] = self._make(tensor.dim())
+        return self._by_ndim[tensor.dim()].xla_spec(tensor)
+
+
 class XLABackend(Backend):
     name = "xla"
     dist_backend = "xla"
+    static_shapes = True
 
     def __init__(self, dtype: str = "float32", spmd: bool = False):
         super().__init__()
@@ -49,6 +85,11 @@ class XLABackend(Backend):
             xr.use_spmd()
 
     @property
+    def devices_per_process(self) -> int:
+        """Devices one process feeds: all of them under SPMD, else its own one."""
+        return xr.global_runtime_device_count() if self.spmd else 1
+
+    @property
     def device(self) -> torch.device:
         return torch_xla.device()
 
@@ -56,6 +97,20 @@ class XLABackend(Backend):
         if self.autocast_dtype is None:
             return super().autocast()
         return torch.autocast("xla", dtype=self.autocast_dtype)
+
+    def configure_model(self, model: torch.nn.Module, activation_checkpointing: bool = False) -> str:
+        """Pallas flash attention on a TPU (SDPA elsewhere, :func:`soundstorm.attention.select_attention`);
+        checkpointing through ``torch_xla.utils.checkpoint`` (its optimisation barriers stop XLA from
+        merging the recomputation back into the forward)."""
+        from soundstorm.attention import select_attention
+
+        spec = (("data", None, None, None), self.mesh()) if self.spmd else (None, None)
+        name, attention = select_attention(xm.xla_device_hw(self.device), _load_flash_kernel, *spec)
+        checkpoint = None
+        if activation_checkpointing:
+            from torch_xla.utils.checkpoint import checkpoint
+        model.backbone.configure(attention=attention, checkpoint=checkpoint)
+        return name
 
     # -- step structure
     def mark_step(self) -> None:
@@ -105,27 +160,52 @@ class XLABackend(Backend):
             xm.rendezvous("soundstorm.barrier")
 
     def wrap_dataloader(self, loader):
-        """Batches arrive on the device, prefetched in the background (``MpDeviceLoader``)."""
+        """Batches arrive on the device, prefetched in the background (``MpDeviceLoader``); under
+        SPMD each tensor arrives sharded over the devices along dim 0."""
         import torch_xla.distributed.parallel_loader as pl
 
-        return pl.MpDeviceLoader(loader, self.device)
+        sharding = _BatchDimSharding(self.mesh()) if self.spmd else None
+        return pl.MpDeviceLoader(loader, self.device, input_sharding=sharding)
 
     def to_device(self, batch: dict) -> dict:
-        return {k: v.to(self.device) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
+        """Host tensors to the device (sharded along dim 0 under SPMD); device tensors are kept."""
+        sharding = _BatchDimSharding(self.mesh()) if self.spmd else None
+
+        def move(tensor):
+            if tensor.device.type == "xla":
+                return tensor
+            if sharding is None:
+                return tensor.to(self.device)
+            return xm.send_cpu_data_to_device(tensor, self.device, sharding)[0]
+
+        return {k: move(v) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
 
     # -- SPMD data parallelism
+    def mesh(self):
+        """The 1-D ``("data",)`` mesh over every device (SPMD)."""
+        if self._mesh is None:
+            import numpy as np
+            import torch_xla.distributed.spmd as xs
+
+            num_devices = xr.global_runtime_device_count()
+            self._mesh = xs.Mesh(np.arange(num_devices), (num_devices,), ("data",))
+        return self._mesh
+
     def shard_batch(self, tensor: torch.Tensor) -> torch.Tensor:
         """Shard dim 0 of a device tensor over every device (SPMD only; a no-op otherwise)."""
         if not self.spmd:
             return tensor
-        import numpy as np
         import torch_xla.distributed.spmd as xs
 
-        if self._mesh is None:
-            num_devices = xr.global_runtime_device_count()
-            self._mesh = xs.Mesh(np.arange(num_devices), (num_devices,), ("data",))
-        xs.mark_sharding(tensor, self._mesh, ("data",) + (None,) * (tensor.ndim - 1))
+        xs.mark_sharding(tensor, self.mesh(), ("data",) + (None,) * (tensor.ndim - 1))
         return tensor
+
+    def compiled_graphs(self) -> int:
+        """Graphs compiled by this process (``CompileTime`` samples of ``torch_xla.debug.metrics``)."""
+        import torch_xla.debug.metrics as met
+
+        data = met.metric_data("CompileTime")
+        return 0 if data is None else int(data[0])
 
     # -- checkpoints and memory
     def save(self, data, path) -> None:

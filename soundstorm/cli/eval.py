@@ -36,7 +36,8 @@ def evaluate(cfg: DictConfig, backend) -> dict:
     """Every metric of the eval config; writes examples under ``out_dir`` and returns the metrics."""
     evaluation = builders.build_evaluation(cfg.evaluation)
     model, used_ema = SoundStorm.from_checkpoint(cfg.checkpoint, evaluation.use_ema, backend.device)
-    data, train_set, heldout = builders.build_datasets(cfg.data, model.config, int(cfg.seed))
+    backend.configure_model(model)  # attention kernel: Pallas flash on TPU, SDPA elsewhere
+    data, train_set, heldout = builders.build_datasets(cfg.data, model.config, int(cfg.seed), backend.static_shapes)
     if heldout is None:
         raise ValueError(f"data.heldout_fraction={data.heldout_fraction} holds out no utterance; expected > 0")
     codec = builders.build_codec(builders.resolved(cfg.codec))
@@ -48,11 +49,12 @@ def evaluate(cfg: DictConfig, backend) -> dict:
     batches = [backend.to_device({k: b[k] for k in ("codes", "semantic", "lengths")})
                for b in heldout_batches(heldout, data.batch_size, evaluation.max_batches)]
     ratios = list(evaluation.mask_ratios)
-    teacher_forced = summarize(teacher_forced_sums(model, batches, ratios, evaluation.seed, backend.autocast), ratios)
+    teacher_forced = summarize(teacher_forced_sums(model, batches, ratios, evaluation.seed, backend.autocast,
+                                                   backend.mark_step), ratios)
     num_train = min(len(train_set), evaluation.unigram_max_utterances)
     unigram = most_frequent_tokens([train_set.utterance(i)["codes"] for i in range(num_train)])
     evaluator = GenerationEvaluator(model, codec, sampler, evaluation, unigram_token=unigram,
-                                    extra_metrics=extra_metrics)
+                                    extra_metrics=extra_metrics, mark_step=backend.mark_step)
     out_dir = Path(cfg.out_dir)
     speech = {}
     if evaluation.speech.enabled:  # first: a corpus without speakers or transcripts fails before anything else

@@ -70,6 +70,7 @@ def voice_prompt(path, seconds: float, codec, tokenizer, upsample: int) -> tuple
 
 def run(cfg: DictConfig, backend) -> list[Path]:
     model, _ = SoundStorm.from_checkpoint(cfg.checkpoint, bool(cfg.use_ema), backend.device)
+    backend.configure_model(model)  # attention kernel: Pallas flash on TPU, SDPA elsewhere
     model = backend.prepare_inference_model(model)  # int8 linear layers with backend=cpu backend.options.dtype=int8
     up = model.config.semantic_upsample
     codec = builders.build_codec(builders.resolved(cfg.codec))
@@ -94,7 +95,8 @@ def run(cfg: DictConfig, backend) -> list[Path]:
         codes_QT = generate_windowed(model, semantic_S, window_frames=frames_for(cfg.window_seconds, codec.frame_rate, up),
                                      prompt_frames=frames_for(cfg.window_prompt_seconds, codec.frame_rate, up),
                                      prompt_QT=prompt_QT, config=sampler,
-                                     generator=torch.Generator().manual_seed(int(cfg.seed) + i))[:, skip:]
+                                     generator=torch.Generator().manual_seed(int(cfg.seed) + i),
+                                     mark_step=backend.mark_step)[:, skip:]
         stem = Path(path).stem
         out_dir.mkdir(parents=True, exist_ok=True)
         np.save(out_dir / f"{stem}.codes.npy", codes_QT.numpy().astype(np.int64))

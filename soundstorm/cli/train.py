@@ -1,24 +1,35 @@
 """`soundstorm-train`: train SoundStorm on a prepared token folder (Hydra config ``train``).
 
 Single process: ``soundstorm-train data.root=tokens``; several: ``torchrun --nproc_per_node=N -m
-soundstorm.cli.train ...`` (DDP; rank 0 logs and checkpoints). SIGTERM/SIGINT checkpoint and exit 0;
-``resume=auto`` (the default) continues from the newest valid checkpoint under ``out_dir``.
-Exit codes: 0 done or stopped by a signal, 2 bad configuration or data, 3 too many non-finite steps.
+soundstorm.cli.train ...`` (DDP; rank 0 logs and checkpoints); on a TPU host it starts one process
+per chip itself (``launch: auto``, see :mod:`soundstorm.train.launch`). SIGTERM/SIGINT checkpoint
+and exit 0; ``resume=auto`` (the default) continues from the newest valid checkpoint under ``out_dir``.
+On XLA, batches are padded to a few frame buckets (``data.num_buckets``) unless ``data.frame_buckets``
+or ``data.frames_multiple`` is set; the run logs its batch shapes and stops when training compiles
+more graphs than they allow (:mod:`soundstorm.train.graphs`). ``dry_run=true`` prints the per-device
+memory plan of a training step (:mod:`soundstorm.train.memory_plan`) and exits.
+Exit codes: 0 done or stopped by a signal, 2 bad configuration or data, 3 too many non-finite steps,
+4 more compiled graphs than the batch shapes allow (XLA).
 """
 
 from __future__ import annotations
 
+import os
 import sys
 
 import hydra
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from soundstorm import builders
+from soundstorm.train.graphs import GraphBudgetExceeded
+from soundstorm.train.launch import ReplicaFailed, processes_per_host, run_replicas
 from soundstorm.train.loop import NonFiniteLossError
+from soundstorm.train.memory_plan import format_plan, memory_plan
 
 
-@hydra.main(config_path="pkg://soundstorm.configs", config_name="train", version_base="1.3")
-def main(cfg: DictConfig) -> None:
+def train_process(index: int, config) -> int:
+    """One training process (the only one, or replica ``index`` of a launch); returns its exit code."""
+    cfg = config if isinstance(config, DictConfig) else OmegaConf.create(config)
     backend, trainer, code = None, None, 0
     try:
         backend = builders.build_backend(cfg.backend)
@@ -32,11 +43,58 @@ def main(cfg: DictConfig) -> None:
     except NonFiniteLossError as err:
         print(f"soundstorm-train: error: {err}", file=sys.stderr)
         code = 3
+    except GraphBudgetExceeded as err:
+        print(f"soundstorm-train: error: {err}", file=sys.stderr)
+        code = 4
     finally:
         if trainer is not None and trainer.logger is not None:
             trainer.logger.finish()
         if backend is not None:
             backend.shutdown()
+    return code
+
+
+def dry_run(cfg: DictConfig) -> int:
+    """Print the per-device memory plan of the configured training step (no data, device or weights)."""
+    try:
+        inputs = builders.build_dry_run(cfg)
+    except (ValueError, FileNotFoundError) as err:
+        print(f"soundstorm-train: error: {err}", file=sys.stderr)
+        return 2
+    dtype = inputs["dtype"]
+    plan = memory_plan(inputs["model_config"], inputs["batch_size"], inputs["num_frames"], dtype, inputs["ema"])
+    title = (f"dry run: per-device memory plan of one training step: batch {inputs['batch_size']} per device x "
+             f"{inputs['num_frames']} frames ({inputs['seconds']:g} s at {inputs['frame_rate']:g} Hz), "
+             f"activations in {str(dtype).removeprefix('torch.')}, EMA {'on' if inputs['ema'] else 'off'};\n"
+             f"this config trains with activation checkpointing {'on' if inputs['checkpointing'] else 'off'} "
+             f"(Pallas flash attention on TPU, SDPA elsewhere)")
+    print(format_plan(plan, title), flush=True)
+    return 0
+
+
+def run(cfg: DictConfig, launcher=None) -> int:
+    """Train in this process, or (XLA on TPU, ``launch: auto``) in one process per local chip."""
+    if cfg.get("dry_run"):
+        return dry_run(cfg)
+    backend = cfg.backend
+    try:
+        mode = processes_per_host(cfg.launch, backend.name, bool((backend.get("options") or {}).get("spmd", False)),
+                                  os.environ.get("PJRT_DEVICE"))
+    except ValueError as err:
+        print(f"soundstorm-train: error: {err}", file=sys.stderr)
+        return 2
+    if mode == "single":
+        return train_process(0, cfg)
+    try:
+        run_replicas(train_process, OmegaConf.to_container(cfg, resolve=True), launcher)
+    except ReplicaFailed as err:
+        return err.code
+    return 0
+
+
+@hydra.main(config_path="pkg://soundstorm.configs", config_name="train", version_base="1.3")
+def main(cfg: DictConfig) -> None:
+    code = run(cfg)
     if code:
         sys.exit(code)
 

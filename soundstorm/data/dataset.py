@@ -3,8 +3,9 @@
 Each item is a window of one utterance whose length (uniform in [min_seconds, max_seconds]) and
 start are a pure function of ``(seed, epoch, index)``, so any sampler (including a distributed
 one) and any resume point give the same data. Windows start on a semantic-frame boundary, so
-``T_i == S_i * semantic_upsample``. ``collate`` pads T up to a multiple of ``frames_multiple`` to
-keep the number of distinct shapes small (static shapes for XLA).
+``T_i == S_i * semantic_upsample``. ``collate`` pads T up to the smallest of ``frame_buckets`` that
+fits, or a multiple of ``frames_multiple``, to keep the number of distinct shapes small (static
+shapes for XLA; see :mod:`soundstorm.data.buckets`); :meth:`TokenDataset.frame_shapes` lists them.
 
 An item reads only its own tensors (:class:`~soundstorm.data.reader.ShardReader`: a byte-range
 read per tensor, at the offsets the manifest records), never a whole shard, so random access over
@@ -18,13 +19,14 @@ Shape letters: see :mod:`soundstorm`.
 
 from __future__ import annotations
 
-import math
+from collections import OrderedDict
 from pathlib import Path
 
 import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from soundstorm.data.buckets import check_frame_buckets, padded_length, possible_frame_shapes, window_frame_range
 from soundstorm.data.manifest import TokenManifest
 from soundstorm.data.reader import ShardReader
 from soundstorm.data.shards import shard_path
@@ -35,7 +37,7 @@ class TokenDataset(Dataset):
 
     def __init__(self, root, min_seconds: float = 0.0, max_seconds: float = 30.0, seed: int = 0,
                  frames_multiple: int | None = None, utt_ids: list[str] | None = None, model_config=None,
-                 cache_shards: int = 4):
+                 cache_shards: int = 4, frame_buckets: list[int] | None = None):
         self.root = Path(root)
         self.manifest = TokenManifest.load(self.root)
         if model_config is not None:
@@ -48,6 +50,7 @@ class TokenDataset(Dataset):
         self.upsample = self.manifest.semantic_upsample
         self.frames_multiple = self.upsample if frames_multiple is None else frames_multiple
         check_frames_multiple(self.frames_multiple, self.upsample)
+        self.frame_buckets = None if frame_buckets is None else check_frame_buckets(frame_buckets, self.upsample)
         self.min_seconds, self.max_seconds, self.seed, self.epoch = float(min_seconds), float(max_seconds), int(seed), 0
         by_id = {u["utt_id"]: u for u in self.manifest.utterances}
         if utt_ids is None:
@@ -77,6 +80,16 @@ class TokenDataset(Dataset):
     def window_lengths(self, epoch: int | None = None) -> list[int]:
         """Codec frames ``T_i`` of every item's window (what a length-bucketing sampler needs)."""
         return [self.window(i, epoch)[1] * self.upsample for i in range(len(self))]
+
+    def frame_range(self) -> tuple[int, int, int]:
+        """``(shortest window any item can have, shortest full-length window, longest window)``, codec frames."""
+        return window_frame_range([u["num_semantic_frames"] for u in self.utterances], self.min_seconds,
+                                  self.max_seconds, self.manifest.semantic_frame_rate, self.upsample)
+
+    def frame_shapes(self) -> list[int]:
+        """Every padded frame count ``T`` a batch of this dataset can have (see :meth:`collate`)."""
+        shortest, _, longest = self.frame_range()
+        return possible_frame_shapes(shortest, longest, self.frames_multiple, self.frame_buckets)
 
     def _tensors(self, utt: dict) -> tuple[torch.Tensor, torch.Tensor]:
         path = shard_path(self.root, utt["shard"], self.manifest.shard_format)
@@ -110,8 +123,8 @@ class TokenDataset(Dataset):
                 "duration": utt["duration"]}
 
     def collate(self, items: list[dict]) -> dict:
-        """:func:`collate` with this dataset's ``frames_multiple``."""
-        return collate(items, self.frames_multiple)
+        """:func:`collate` with this dataset's ``frames_multiple`` and ``frame_buckets``."""
+        return collate(items, self.frames_multiple, self.frame_buckets)
 
 
 def check_frames_multiple(frames_multiple: int, upsample: int) -> None:
@@ -121,12 +134,13 @@ def check_frames_multiple(frames_multiple: int, upsample: int) -> None:
                          f"{upsample} (frames are padded to it and semantic frames must stay whole)")
 
 
-def collate(items: list[dict], frames_multiple: int | None = None) -> dict:
+def collate(items: list[dict], frames_multiple: int | None = None, frame_buckets: list[int] | None = None) -> dict:
     """Pad a list of items to ``codes [B, Q, T]``, ``semantic [B, S]`` (pad id 0), ``lengths [B]``.
 
-    ``T`` is the longest item rounded up to a multiple of ``frames_multiple`` (codec frames, a
-    multiple of the upsample ratio ``T_i / S_i``; None → the ratio itself, i.e. no extra padding);
-    ``lengths`` holds the real frames per item.
+    ``T`` is the smallest of ``frame_buckets`` holding the longest item when buckets are given, else
+    the longest item rounded up to a multiple of ``frames_multiple`` (codec frames, a multiple of the
+    upsample ratio ``T_i / S_i``; None → the ratio itself, i.e. no extra padding); ``lengths`` holds
+    the real frames per item.
     """
     if not items:
         raise ValueError("collate needs at least one item")
@@ -138,7 +152,9 @@ def collate(items: list[dict], frames_multiple: int | None = None) -> dict:
         if length != item["semantic"].shape[0] * upsample:
             raise ValueError(f"item {item.get('utt_id')!r}: {length} codec frames != {item['semantic'].shape[0]} "
                              f"semantic frames × {upsample}")
-    num_frames = math.ceil(max(lengths) / frames_multiple) * frames_multiple
+    if frame_buckets is not None:
+        frame_buckets = check_frame_buckets(frame_buckets, upsample)
+    num_frames = padded_length(max(lengths), frames_multiple, frame_buckets)
     num_levels = items[0]["codes"].shape[0]
     codes_BQT = torch.zeros(len(items), num_levels, num_frames, dtype=torch.long)
     semantic_BS = torch.zeros(len(items), num_frames // upsample, dtype=torch.long)

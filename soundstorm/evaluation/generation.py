@@ -60,10 +60,10 @@ class GenerationEvaluator:
     """Runs the generation evaluation of one model against a codec; see the module docstring."""
 
     def __init__(self, model, codec, sampler_config, config: EvaluationConfig, unigram_token: int | None = None,
-                 extra_metrics=()):
+                 extra_metrics=(), mark_step=None):
         self.model, self.codec, self.sampler_config, self.config = model, codec, sampler_config, config
         self.extra_metrics = list(extra_metrics)
-        self.unigram_token = unigram_token
+        self.unigram_token, self.mark_step = unigram_token, mark_step  # mark_step: the backend's (XLA step cuts)
         up = model.config.semantic_upsample
         self.window = frames_for(config.window_seconds, codec.frame_rate, up)
         self.window_prompt = frames_for(config.window_prompt_seconds, codec.frame_rate, up)
@@ -73,7 +73,7 @@ class GenerationEvaluator:
         """Codes ``[Q, T]`` for ``semantic_S`` (optionally continuing ``prompt_QT``), window by window."""
         return generate_windowed(self.model, semantic_S, window_frames=self.window, prompt_frames=self.window_prompt,
                                  prompt_QT=prompt_QT, config=self.sampler_config,
-                                 generator=torch.Generator().manual_seed(seed))
+                                 generator=torch.Generator().manual_seed(seed), mark_step=self.mark_step)
 
     def decode(self, codes_QT):
         """The codec's waveform ``[N]`` (CPU) of ``codes_QT``."""

@@ -24,14 +24,16 @@ def fixed_corruption(codes_BQT: torch.Tensor, lengths_B: torch.Tensor, level: in
     batch_size, num_levels, num_frames = codes_BQT.shape
     device = codes_BQT.device
     valid_BT = frame_mask(lengths_B, batch_size, num_frames, device)
-    bernoulli_BT = torch.rand(batch_size, num_frames, generator=generator).to(device) < mask_ratio
+    bernoulli_BT = (torch.rand(batch_size, num_frames, generator=generator) < mask_ratio).to(device)
+    # level and ratio as device data (made on the CPU, then moved), not constants of the graph:
+    # on XLA one compiled graph then serves every level and ratio
+    level_B = torch.full((batch_size,), level, dtype=torch.long).to(device)
     levels_Q = torch.arange(num_levels, device=device)
-    loss_mask_BQT = (levels_Q == level)[None, :, None] & (bernoulli_BT & valid_BT)[:, None, :]
-    masked_BQT = loss_mask_BQT | ((levels_Q > level)[None, :, None] & valid_BT[:, None, :])
+    loss_mask_BQT = (levels_Q[None, :] == level_B[:, None])[:, :, None] & (bernoulli_BT & valid_BT)[:, None, :]
+    masked_BQT = loss_mask_BQT | ((levels_Q[None, :] > level_B[:, None])[:, :, None] & valid_BT[:, None, :])
     inputs_BQT = torch.where(masked_BQT, torch.full_like(codes_BQT, mask_id), codes_BQT)
-    level_B = torch.full((batch_size,), level, dtype=torch.long, device=device)
     return Corruption(inputs_BQT, loss_mask_BQT, level_B, torch.zeros_like(level_B),
-                      torch.full((batch_size,), float(mask_ratio), device=device))
+                      torch.full((batch_size,), float(mask_ratio)).to(device))
 
 
 def heldout_batches(dataset, batch_size: int, max_batches: int) -> list[dict]:
@@ -44,9 +46,11 @@ def heldout_batches(dataset, batch_size: int, max_batches: int) -> list[dict]:
 
 
 @torch.no_grad()
-def teacher_forced_sums(model, batches, mask_ratios, seed: int = 0, autocast=None) -> torch.Tensor:
+def teacher_forced_sums(model, batches, mask_ratios, seed: int = 0, autocast=None, mark_step=None) -> torch.Tensor:
     """Sums ``[R, 3, Q]`` (rows: NLL sum, correct count, token count) over ``batches`` (on the
-    model's device, each with ``codes``, ``semantic``, ``lengths``) for each ratio in ``mask_ratios``."""
+    model's device, each with ``codes``, ``semantic``, ``lengths``) for each ratio in ``mask_ratios``.
+    ``mark_step`` (``backend.mark_step``) is called after every forward pass: on XLA each pass is one
+    graph, reused for every level, ratio and batch of the same shape."""
     q = model.config.num_levels
     device = next(model.parameters()).device
     sums = torch.zeros(len(mask_ratios), 3, q, device=device)
@@ -64,6 +68,8 @@ def teacher_forced_sums(model, batches, mask_ratios, seed: int = 0, autocast=Non
                     tokens_Q = m["tokens_per_level"].float()
                     sums[r] += torch.stack([m["loss_per_level"].float() * tokens_Q,
                                             m["accuracy_per_level"].float() * tokens_Q, tokens_Q])
+                    if mark_step is not None:
+                        mark_step()
     finally:
         model.train(was_training)
     return sums

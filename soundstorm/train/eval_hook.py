@@ -29,7 +29,8 @@ class TrainingEvaluator:
     def __call__(self, model, step: int) -> dict:
         ratios = list(self.config.mask_ratios)
         batches = (self.backend.to_device({k: b[k] for k in ("codes", "semantic", "lengths")}) for b in self.batches)
-        sums = teacher_forced_sums(model, batches, ratios, self.config.seed, self.backend.autocast)
+        sums = teacher_forced_sums(model, batches, ratios, self.config.seed, self.backend.autocast,
+                                   self.backend.mark_step)
         summary = summarize(self.backend.all_reduce_sum(sums), ratios)
         metrics = {}
         for name, values in summary.items():
@@ -45,7 +46,8 @@ class TrainingEvaluator:
             self.codec = self.codec_factory()
         utterances = [self.dataset.utterance(i) for i in range(min(len(self.dataset), self.config.max_utterances))]
         out_dir = self.out_dir / "eval" / f"step_{step:08d}"
-        result = GenerationEvaluator(model, self.codec, self.sampler_config, self.config).run(utterances, out_dir)
+        result = GenerationEvaluator(model, self.codec, self.sampler_config, self.config,
+                                     mark_step=self.backend.mark_step).run(utterances, out_dir)
         examples = out_dir / "examples"
         audio = {}
         if examples.is_dir():

@@ -9,8 +9,8 @@ backends share this file. One optimizer step:
    path (:mod:`.data`, :func:`soundstorm.masking.corrupt_batch`), with its loss-token count as a Python int;
 3. normalise the summed cross-entropy by the *global* number of loss tokens (all ranks, all
    micro-batches), so N processes on B/N examples compute the update of one process on B;
-4. clip, then a guarded AdamW step that is undone on device when the loss or the gradient norm is
-   not finite (:func:`.optim.guarded_step`); schedule, EMA.
+4. clip, then an AdamW step skipped on device when the loss or the gradient norm is not finite
+   (:func:`.optim.guarded_step`, no copies of the weights or moments); schedule, EMA.
 
 Nothing in a step reads a device value back to the host. Metric sums stay on device and are read,
 once, every ``log_every`` steps; that is also when non-finite steps are counted and the stop limit
@@ -36,13 +36,14 @@ from soundstorm._checks import check_positive_ints
 from soundstorm.masking import Corruption, masked_loss
 from soundstorm.quantize import is_quantized
 from soundstorm.train import checkpoint as ckpt
+from soundstorm.train.graphs import GraphBudget
 from soundstorm.train.logging import flatten_levels
 from soundstorm.train.optim import EMA, guarded_step
 
 
 @dataclass
 class TrainerConfig:
-    """Loop settings. Steps count optimizer updates; a global batch is batch × ranks × grad_accum."""
+    """Loop settings. Steps count optimizer updates; a global batch is batch × devices × grad_accum."""
 
     max_steps: int = 1000
     grad_accum: int = 1
@@ -55,6 +56,8 @@ class TrainerConfig:
     ema_decay: float = 0.0
     progress: bool = True
     max_minutes: float | None = None  # wall-clock budget of this session; checked at log steps
+    max_graphs: int | None = None  # XLA: compiled training graphs allowed (None: from the batch shapes)
+    activation_checkpointing: bool = False  # recompute each Conformer block in the backward (less memory)
 
     def __post_init__(self):
         check_positive_ints("trainer", self, ("max_steps", "grad_accum", "log_every", "eval_every", "ckpt_every",
@@ -65,6 +68,8 @@ class TrainerConfig:
             raise ValueError(f"trainer.max_nonfinite must be >= 0, got {self.max_nonfinite!r}")
         if self.max_minutes is not None and not self.max_minutes > 0:
             raise ValueError(f"trainer.max_minutes must be null or > 0, got {self.max_minutes!r}")
+        if self.max_graphs is not None:
+            check_positive_ints("trainer", self, ("max_graphs",))
         if self.ema_decay and not 0.0 < self.ema_decay < 1.0:
             raise ValueError(f"trainer.ema_decay must be 0 (off) or in (0, 1), got {self.ema_decay!r}")
 
@@ -101,7 +106,8 @@ class Trainer:
     """Runs the optimisation of one model; see the module docstring."""
 
     def __init__(self, model, backend, optimizer, scheduler, config: TrainerConfig, out_dir, batches: BatchSource,
-                 logger=None, evaluate: Callable | None = None, loss: nn.Module | None = None):
+                 logger=None, evaluate: Callable | None = None, loss: nn.Module | None = None,
+                 graph_budget: GraphBudget | None = None):
         """``loss``: the module a step calls with the batch tensors named by its ``batch_keys``,
         returning ``(summed loss, metrics)`` with per-level sums over its ``num_levels`` levels
         (default: SoundStorm's masked loss, :class:`MaskedLoss`)."""
@@ -128,6 +134,9 @@ class Trainer:
         self.stop_signal: str | None = None
         self._iter: Iterator | None = None
         self._sums = None
+        self.graph_budget = graph_budget
+        self._graphs_not_training = 0  # compiled by evaluation (its own shapes), left out of the budget
+        self.batch_shapes_seen: set[tuple[int, ...]] = set()  # codes [B, Q, T] shapes trained on (host metadata)
 
     # ------------------------------------------------------------------ data position
     def _next_batch(self) -> dict:
@@ -150,6 +159,7 @@ class Trainer:
             batch = self._next_batch()
             loss_tokens += batch["num_loss_tokens"]  # Python ints from the collate: no device sync
             frames += batch["num_frames"]
+            self.batch_shapes_seen.add(tuple(batch["codes"].shape))
             micro.append(batch)
         return micro, loss_tokens, frames
 
@@ -171,6 +181,8 @@ class Trainer:
                 (loss_sum * scale).backward()
             loss_total = loss_total + loss_sum.detach()
             self._accumulate(metrics)
+            if not last:
+                self.backend.mark_step()  # XLA: one graph per micro-batch shape, not one per combination
         self.backend.reduce_gradients(self.optimizer)  # clip the global gradient, not a replica's
         params = [p for p in self.model.parameters() if p.grad is not None]
         grad_norm = torch.nn.utils.clip_grad_norm_(params, self.config.grad_clip)
@@ -191,6 +203,7 @@ class Trainer:
                       for k, n in (("ce", q), ("correct", q), ("tokens", q), ("scalars", 4))}
         self._tokens_window, self._window_start, self._steps_window = 0, time.perf_counter(), 0
         self._eval_seconds = 0.0  # evaluation time inside the window, left out of the throughput
+        self.backend.mark_step()  # XLA: the sums become device data, so every step of a window traces alike
 
     def _accumulate(self, metrics: dict) -> None:
         tokens_Q = metrics["tokens_per_level"].detach().float()
@@ -219,6 +232,7 @@ class Trainer:
         elapsed = max(time.perf_counter() - self._window_start - self._eval_seconds, 1e-9)
         self.nonfinite_total += int(round(nonfinite / ws))
         self.tokens_seen += int(values[-1])
+        graphs = self.backend.compiled_graphs()
         return {
             "train/loss": sum(ce) / max(sum(tokens), 1.0),
             "train/accuracy": sum(correct) / max(sum(tokens), 1.0),
@@ -230,6 +244,8 @@ class Trainer:
             "train/steps_per_s": steps / elapsed,
             "train/nonfinite_skipped": self.nonfinite_total,
             "train/epoch": self.epoch,
+            **({} if graphs is None else {"train/compiled_graphs": graphs,
+                                          "train/batch_shapes_seen": len(self.batch_shapes_seen)}),
         }
 
     # ------------------------------------------------------------------ checkpoints
@@ -317,9 +333,13 @@ class Trainer:
             from tqdm.auto import tqdm
 
             bar = tqdm(total=cfg.max_steps, initial=self.step, desc="train", dynamic_ncols=True)
+        graphs_before = self.backend.compiled_graphs()
         with self._signals():
             while self.step < cfg.max_steps:
                 self.train_step()
+                if self.graph_budget is not None and graphs_before is not None:
+                    compiled = self.backend.compiled_graphs() - graphs_before - self._graphs_not_training
+                    self.graph_budget.check(compiled, self.step)
                 if bar is not None:
                     bar.update(1)
                 at_log = self.step % cfg.log_every == 0 or self.step == cfg.max_steps
@@ -343,7 +363,7 @@ class Trainer:
 
     def _run_eval(self) -> None:
         """Evaluate with the EMA weights when EMA is on (all ranks call; see :mod:`soundstorm.evaluation`)."""
-        started = time.perf_counter()
+        started, graphs = time.perf_counter(), self.backend.compiled_graphs()
         self.model.eval()
         backup = None
         if self.ema is not None:
@@ -356,6 +376,8 @@ class Trainer:
                 self.model.load_state_dict(backup)
             self.model.train()
             self._eval_seconds += time.perf_counter() - started
+            if graphs is not None:
+                self._graphs_not_training += self.backend.compiled_graphs() - graphs
         if self.logger is not None and metrics:
             self.logger.log(flatten_levels(metrics), step=self.step)
 

@@ -1,13 +1,13 @@
 """Optimisation pieces of the training loop: AdamW, warmup + cosine schedule, EMA, guarded step.
 
-* :func:`make_optimizer` builds ``torch.optim.AdamW`` with weight decay on matrices only.
+* :func:`make_optimizer` builds AdamW (:class:`~.adamw.SkippableAdamW`) with weight decay on matrices only.
 * :class:`WarmupCosine` is the multiplier given to ``torch.optim.lr_scheduler.LambdaLR``: linear
   warmup to 1, then a cosine down to ``min_ratio`` at ``total_steps``. It is a small class (not a
   lambda) so the scheduler's ``state_dict`` holds plain numbers and loads with ``weights_only=True``.
 * :class:`EMA` keeps an exponential moving average of the parameters with ``torch._foreach_lerp_``
   (``torch.optim.swa_utils.AveragedModel`` reads its counter back to the host every update).
-* :func:`guarded_step` steps the optimizer and undoes the update on device when ``finite`` is False,
-  so a non-finite loss or gradient is skipped without a host sync.
+* :func:`guarded_step` steps the optimizer with the update skipped on device when ``finite`` is False,
+  so a non-finite loss or gradient is skipped without a host sync and without copying any state.
 """
 
 from __future__ import annotations
@@ -17,6 +17,8 @@ from dataclasses import dataclass
 
 import torch
 from torch import nn
+
+from soundstorm.train.adamw import SkippableAdamW
 
 
 @dataclass
@@ -45,15 +47,15 @@ class OptimConfig:
             raise ValueError(f"optim.min_lr_ratio must be in [0, 1], got {self.min_lr_ratio!r}")
 
 
-def make_optimizer(model: nn.Module, config: OptimConfig) -> torch.optim.AdamW:
-    """AdamW; weight decay on parameters with >= 2 dims, none on norms, biases and embeddings."""
+def make_optimizer(model: nn.Module, config: OptimConfig) -> SkippableAdamW:
+    """AdamW (skippable on device, :mod:`.adamw`); weight decay on parameters with >= 2 dims, none on norms, biases and embeddings."""
     decay, no_decay = [], []
     for name, param in model.named_parameters():
         if not param.requires_grad:
             continue
         (decay if param.ndim >= 2 and "embed" not in name else no_decay).append(param)
     groups = [{"params": decay, "weight_decay": config.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
-    return torch.optim.AdamW(groups, lr=config.lr, betas=tuple(config.betas), eps=config.eps)
+    return SkippableAdamW(groups, lr=config.lr, betas=tuple(config.betas), eps=config.eps)
 
 
 class WarmupCosine:
@@ -107,28 +109,15 @@ class EMA:
         model.load_state_dict({**model.state_dict(), **self.shadow})
 
 
-def _shaped_states(optimizer: torch.optim.Optimizer, param: torch.Tensor) -> dict[str, torch.Tensor]:
-    return {k: v for k, v in optimizer.state.get(param, {}).items()
-            if isinstance(v, torch.Tensor) and v.shape == param.shape}
-
-
 @torch.no_grad()
-def guarded_step(optimizer: torch.optim.Optimizer, finite: torch.Tensor, step_fn=None) -> None:
+def guarded_step(optimizer: SkippableAdamW, finite: torch.Tensor, step_fn=None) -> None:
     """``optimizer.step()`` that leaves parameters and moments unchanged where ``finite`` is False.
 
-    ``finite`` is a 0-d bool tensor on the parameters' device; nothing is read back to the host.
-    Gradients are zeroed when not finite (so NaNs never reach the moments), the step runs, and
-    every parameter and moment buffer is put back to its previous value with ``torch.where``.
-    The optimizer's step counter still advances (it only scales the bias correction).
+    ``finite`` is a 0-d bool tensor on the parameters' device; nothing is read back to the host and
+    nothing is copied: the flag is folded into the update (:class:`~.adamw.SkippableAdamW`).
     ``step_fn(optimizer)`` performs the step (a backend's ``optimizer_step``), default ``step()``.
     """
-    params = [p for group in optimizer.param_groups for p in group["params"] if p.grad is not None]
-    before = []
-    for p in params:
-        p.grad.copy_(torch.where(finite, p.grad, torch.zeros_like(p.grad)))
-        before.append((p.detach().clone(), {k: v.clone() for k, v in _shaped_states(optimizer, p).items()}))
+    if not isinstance(optimizer, SkippableAdamW):
+        raise TypeError(f"guarded_step needs a SkippableAdamW (make_optimizer), got {type(optimizer).__name__}")
+    optimizer.skip_unless(finite)
     (step_fn or (lambda opt: opt.step()))(optimizer)
-    for p, (old_param, old_states) in zip(params, before):
-        p.copy_(torch.where(finite, p, old_param))
-        for k, v in _shaped_states(optimizer, p).items():
-            v.copy_(torch.where(finite, v, old_states.get(k, torch.zeros_like(v))))
