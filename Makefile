@@ -4,8 +4,9 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
-# Speech synthesis for the test corpora: espeak-ng and festival with two diphone voices (text2wave).
-APT_PACKAGES := espeak-ng festival festvox-kallpc16k festvox-kdlpc16k
+# Speech synthesis for the test and quickstart corpora: espeak-ng, festival with two diphone voices
+# (text2wave), and sox (the festival corpus's speaker variants).
+APT_PACKAGES := espeak-ng festival festvox-kallpc16k festvox-kdlpc16k sox
 export WANDB_MODE ?= offline
 export PYTHONUNBUFFERED := 1
 
@@ -33,10 +34,11 @@ test: $(STAMP)
 test-fast: $(STAMP)
 	$(PY) -m pytest -q -m "not slow"
 
-# The CPU quickstart end to end (experiments/quickstart_cpu/run.sh): espeak corpus → tokens → ~10 min
-# of training → held-out evaluation. Leaves outputs/quickstart/{metrics.json, generated_30s.wav,
-# spectrogram_30s.png, wandb/}. Then the dialogue (experiments/dialogue_cpu/run.sh): ~12 min of
-# text-to-semantic training and a six-turn, two-voice dialogue in outputs/quickstart/dialogue/.
+# The CPU quickstart end to end (experiments/quickstart_cpu/run.sh): festival corpus → tokens → ≤ 28 min
+# of training → the speech table on held-out sentences. Leaves outputs/quickstart/{metrics.json,
+# speech_table.md, speech_table.png, speech_examples/, generated_30s.wav, spectrogram_30s.png, wandb/}.
+# Then the dialogue (experiments/dialogue_cpu/run.sh): ~12 min of text-to-semantic training and a
+# six-turn, two-voice dialogue in outputs/quickstart/dialogue/.
 demo: $(STAMP)
 	PYTHON=$(abspath $(PY)) bash experiments/quickstart_cpu/run.sh
 	PYTHON=$(abspath $(PY)) bash experiments/dialogue_cpu/run.sh

@@ -21,7 +21,8 @@ from omegaconf.errors import OmegaConfBaseException
 
 from soundstorm.codecs import EncodecCodec, MelRVQCodec, MelRVQConfig, load_codec
 from soundstorm.io import atomic_write_bytes, check_output_dir
-from soundstorm.semantic import HubertKMeans, MFCCKMeans, MFCCKMeansConfig, load_tokenizer
+from soundstorm.semantic import (HubertKMeans, MFCCKMeans, MFCCKMeansConfig, PhoneTokenizer, PhoneTokenizerConfig,
+                                 load_tokenizer)
 
 SELECTORS = ("name", "pretrained_dir")  # keys that choose / locate a component, not its settings
 
@@ -62,6 +63,7 @@ def signature_schema(component) -> type:
 CODECS = {"melrvq": (MelRVQConfig, lambda c: MelRVQCodec(c)),
           "encodec_24khz": (signature_schema(EncodecCodec), lambda c: EncodecCodec(**dataclasses.asdict(c)))}
 TOKENIZERS = {"mfcc_kmeans": (MFCCKMeansConfig, lambda c: MFCCKMeans(c)),
+              "phone_classifier": (PhoneTokenizerConfig, lambda c: PhoneTokenizer(c)),
               "hubert_kmeans": (signature_schema(HubertKMeans), lambda c: HubertKMeans(**dataclasses.asdict(c)))}
 
 
@@ -233,9 +235,9 @@ def build_logger(cfg, run_config: dict | None, enabled: bool, resume_id: str | N
 @dataclasses.dataclass
 class DataConfig:
     """The ``data`` section: the token folder and how it is windowed (``TokenDataset``), split
-    (``split_heldout``), batched (``LengthBucketSampler``; ``batch_size`` per device) and loaded.
-    Padding (``soundstorm.data.buckets``): ``frame_buckets`` or ``frames_multiple`` when set; else, on
-    a static-shape backend (XLA), ``num_buckets`` buckets derived from the training windows."""
+    (by sentence, :mod:`soundstorm.data.split`), batched (``LengthBucketSampler``; ``batch_size`` per
+    device) and loaded. Padding (``soundstorm.data.buckets``): ``frame_buckets`` or ``frames_multiple``
+    when set; else, on a static-shape backend (XLA), ``num_buckets`` buckets derived from the training windows."""
 
     root: str = "???"
     min_seconds: float = 1.0
@@ -251,17 +253,18 @@ class DataConfig:
 
 
 def build_datasets(cfg, model_config=None, seed: int = 0, static_shapes: bool = False):
-    """``(DataConfig, train TokenDataset, held-out TokenDataset or None)`` split by ``split_heldout``;
-    with ``static_shapes`` (XLA) and no padding set, batches pad to ``num_buckets`` derived buckets."""
-    from soundstorm.data import TokenDataset, TokenManifest, split_heldout
+    """``(DataConfig, train TokenDataset, held-out TokenDataset or None)`` split by sentence
+    (:mod:`soundstorm.data.split`); with ``static_shapes`` (XLA) and no padding set, batches pad to
+    ``num_buckets`` derived buckets."""
+    from soundstorm.data import TokenDataset, TokenManifest
     from soundstorm.data.buckets import derive_frame_buckets
+    from soundstorm.data.split import split_utterances
 
     if isinstance(cfg, DictConfig) and OmegaConf.is_missing(cfg, "root") or not cfg.get("root"):
         raise ValueError("data.root is not set; expected data.root=TOKEN_FOLDER (written by soundstorm-prepare)")
     s = strict(DataConfig, cfg, "data")
     manifest = TokenManifest.load(s.root)
-    train_ids, heldout_ids = split_heldout([u["utt_id"] for u in manifest.utterances], s.heldout_fraction,
-                                           s.split_seed)
+    train_ids, heldout_ids = split_utterances(manifest.utterances, s.heldout_fraction, s.split_seed)
     common = dict(min_seconds=s.min_seconds, max_seconds=s.max_seconds, seed=seed,
                   frames_multiple=s.frames_multiple, model_config=model_config, frame_buckets=s.frame_buckets)
     train = TokenDataset(s.root, utt_ids=train_ids, **common)

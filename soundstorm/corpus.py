@@ -1,12 +1,23 @@
-"""Synthesise a small English speech corpus with espeak-ng (wav files + a JSONL manifest).
+"""Synthesise a small English speech corpus (wav files + a JSONL manifest) with festival or espeak-ng.
 
-One job: turn the bundled sentences (``soundstorm/data/sentences.txt``) into ``N`` utterances
-spoken by many espeak-ng English voices, male and female variants, with pitch and speed varied
-deterministically from a seed. Each manifest line: ``{"path", "text", "voice", "duration", ...}``.
+One job: turn the bundled sentences (``soundstorm/data/sentences.txt``) into ``N`` utterances with a
+speaker id and a transcript each, and decide which *sentences* are held out. Engines:
+
+- ``festival`` (:mod:`soundstorm.festival`): six distinct speakers that an offline recognizer reads,
+  plus festival's phone alignments (``phones``: ``[[phone, end_seconds], ...]``);
+- ``espeak``: many espeak-ng English voices with pitch and speed varied from the seed (robotic: a
+  recognizer reads it poorly); the speaker id is the voice.
+
+Each manifest line: ``{"path", "utt_id", "text", "speaker", "split", "duration", ...}``. With
+``heldout_fraction > 0``, ``split`` is ``heldout`` for every utterance of the held-out sentences (a
+seeded fraction of the sentences), else ``train``, so no held-out sentence is ever heard in
+training; prepare copies it and training splits by it. Without it there is no ``split`` field and
+training holds out whole sentences by its own ``data.heldout_fraction``.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import shutil
 import subprocess
@@ -16,12 +27,14 @@ from pathlib import Path
 import numpy as np
 import soundfile as sf
 
+from soundstorm import festival
 from soundstorm.io import atomic_write_bytes
 
 ACCENTS = ("en-us", "en-gb", "en-gb-scotland", "en-gb-x-rp", "en-gb-x-gbclan", "en-gb-x-gbcwmd", "en-029",
            "en-us-nyc")
 MALE_VARIANTS = ("m1", "m2", "m3", "m4", "m5", "m6", "m7")
 FEMALE_VARIANTS = ("f1", "f2", "f3", "f4", "f5")
+ENGINES = ("festival", "espeak")
 INSTALL_HINT = "install it with: sudo apt-get install espeak-ng   (macOS: brew install espeak-ng)"
 
 
@@ -39,21 +52,71 @@ def find_espeak() -> str:
     return path
 
 
-def plan_utterances(num_utterances: int, seed: int, sentences: list[str]) -> list[dict]:
-    """Deterministic (sentence, voice, pitch, speed) choices; genders alternate, accents rotate."""
+def heldout_sentences(sentences: list[str], heldout_fraction: float, seed: int) -> set[str]:
+    """The ``max(1, round(fraction × n))`` distinct sentences with the smallest ``sha1(seed:text)`` (none at 0)."""
+    if not 0.0 <= heldout_fraction < 1.0:
+        raise ValueError(f"heldout_fraction must be in [0, 1), got {heldout_fraction}")
+    distinct = sorted(set(sentences))
+    num = 0 if heldout_fraction == 0 else max(1, round(heldout_fraction * len(distinct)))
+    if distinct and num >= len(distinct):
+        raise ValueError(f"heldout_fraction={heldout_fraction} holds out all {len(distinct)} sentences; "
+                         "nothing would be left to train on")
+    return set(sorted(distinct, key=lambda t: hashlib.sha1(f"{seed}:{t}".encode()).hexdigest())[:num])
+
+
+def _units(sentences: list[str], order, held: set[str], per_utterance: int) -> list[list[str]]:
+    """Sentences grouped into utterance texts in ``order``: held-out ones alone, training ones by ``per_utterance``."""
+    units, current = [], []
+    for k in order:
+        if sentences[k] in held:
+            units.append([sentences[k]])
+            continue
+        current.append(sentences[k])
+        if len(current) == per_utterance:
+            units.append(current)
+            current = []
+    return units + ([current] if current else [])
+
+
+def plan_utterances(num_utterances: int, seed: int, sentences: list[str], engine: str = "espeak",
+                    heldout_fraction: float = 0.0, sentences_per_utterance: int = 1) -> list[dict]:
+    """Deterministic per-utterance choices: text, speaker (and espeak voice settings), split.
+
+    Held-out sentences (:func:`heldout_sentences`) are spoken alone; training utterances join
+    ``sentences_per_utterance`` sentences, so a model trained on them has heard sequences as long as
+    a 3 s voice prompt followed by a held-out sentence. Texts are used in a seeded order, each once
+    before any repeats; festival speakers rotate so that a repeated text gets another speaker.
+    Espeak: genders alternate, accents rotate.
+    """
+    if engine not in ENGINES:
+        raise ValueError(f"engine must be one of {ENGINES}, got {engine!r}")
     if num_utterances < 1:
         raise ValueError(f"num_utterances must be >= 1, got {num_utterances}")
+    if isinstance(sentences_per_utterance, bool) or not isinstance(sentences_per_utterance, int) \
+            or sentences_per_utterance < 1:
+        raise ValueError(f"sentences_per_utterance must be an integer >= 1, got {sentences_per_utterance!r}")
     if not sentences:
         raise ValueError("no sentences to synthesise")
     rng = np.random.default_rng(seed)
     order = rng.permutation(len(sentences))
+    held = heldout_sentences(sentences, heldout_fraction, seed)
+    units = _units(sentences, order, held, sentences_per_utterance)
+    speakers = list(festival.SPEAKERS)
     plans = []
     for i in range(num_utterances):
-        gender = "female" if i % 2 else "male"
-        variants = FEMALE_VARIANTS if gender == "female" else MALE_VARIANTS
-        voice = f"{ACCENTS[(i // 2) % len(ACCENTS)]}+{variants[int(rng.integers(len(variants)))]}"
-        plans.append({"utt_id": f"utt{i:05d}", "text": sentences[order[i % len(sentences)]], "voice": voice,
-                      "gender": gender, "pitch": int(rng.integers(25, 76)), "speed": int(rng.integers(130, 191))})
+        unit = units[i % len(units)]
+        plan = {"utt_id": f"utt{i:05d}", "text": " ".join(unit)}
+        if heldout_fraction > 0:  # no field otherwise: training then holds out by sentence itself
+            plan["split"] = "heldout" if unit[0] in held else "train"
+        if engine == "festival":
+            plan["speaker"] = speakers[(i + i // len(units)) % len(speakers)]
+        else:
+            gender = "female" if i % 2 else "male"
+            variants = FEMALE_VARIANTS if gender == "female" else MALE_VARIANTS
+            voice = f"{ACCENTS[(i // 2) % len(ACCENTS)]}+{variants[int(rng.integers(len(variants)))]}"
+            plan.update(speaker=voice, voice=voice, gender=gender, pitch=int(rng.integers(25, 76)),
+                        speed=int(rng.integers(130, 191)))
+        plans.append(plan)
     return plans
 
 
@@ -72,23 +135,53 @@ def synthesize(espeak: str, plan: dict, path: Path) -> float:
     return info.frames / info.samplerate
 
 
-def synth_corpus(out_dir, num_utterances: int = 20, seed: int = 0, sentences: list[str] | None = None) -> Path:
+def _duration(path: Path) -> float:
+    info = sf.info(str(path))
+    return info.frames / info.samplerate
+
+
+def _synth_espeak(plans: list[dict], wav_dir: Path) -> dict[str, dict]:
+    espeak = find_espeak()
+    out = {}
+    for plan in plans:
+        path = wav_dir / f"{plan['utt_id']}.wav"
+        out[plan["utt_id"]] = {"duration": _duration(path) if path.is_file() else synthesize(espeak, plan, path)}
+    return out
+
+
+def _synth_festival(plans: list[dict], wav_dir: Path, batch_size: int = 100) -> dict[str, dict]:
+    """Festival in batches of one process each (fast: no reuse of earlier files is needed)."""
+    festival.find_tools()
+    out = {}
+    for lo in range(0, len(plans), batch_size):
+        jobs = [(p["speaker"], p["text"], wav_dir / f"{p['utt_id']}.wav") for p in plans[lo: lo + batch_size]]
+        out.update(festival.synthesize_batch(jobs))
+    return out
+
+
+def synth_corpus(out_dir, num_utterances: int = 20, seed: int = 0, sentences: list[str] | None = None,
+                 engine: str = "espeak", heldout_fraction: float = 0.0, sentences_per_utterance: int = 1) -> Path:
     """Write ``out_dir/wavs/*.wav`` and ``out_dir/manifest.jsonl``; return the manifest path.
 
-    Existing wav files of the same plan are reused, so a rerun finishes an interrupted one.
+    Espeak: a rerun reuses existing wav files of the same plan, so it finishes an interrupted run;
+    festival is fast enough to redo.
     """
-    espeak = find_espeak()
     out_dir = Path(out_dir)
+    plans = plan_utterances(num_utterances, seed, sentences or bundled_sentences(), engine, heldout_fraction,
+                            sentences_per_utterance)
     (out_dir / "wavs").mkdir(parents=True, exist_ok=True)
-    lines = []
-    for plan in plan_utterances(num_utterances, seed, sentences or bundled_sentences()):
-        path = out_dir / "wavs" / f"{plan['utt_id']}.wav"
-        if path.is_file():
-            info = sf.info(str(path))
-            duration = info.frames / info.samplerate
-        else:
-            duration = synthesize(espeak, plan, path)
-        lines.append(json.dumps({"path": f"wavs/{path.name}", **plan, "duration": round(duration, 4)}))
     manifest = out_dir / "manifest.jsonl"
+    if engine == "festival":
+        results = _synth_festival(plans, out_dir / "wavs")
+    else:
+        results = _synth_espeak(plans, out_dir / "wavs")
+    lines = []
+    for plan in plans:
+        result = results[plan["utt_id"]]
+        entry = {"path": f"wavs/{plan['utt_id']}.wav", **plan, "engine": engine,
+                 "duration": round(result["duration"], 4)}
+        if "phones" in result:
+            entry["phones"] = result["phones"]
+        lines.append(json.dumps(entry))
     atomic_write_bytes(manifest, ("\n".join(lines) + "\n").encode())
     return manifest

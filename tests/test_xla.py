@@ -101,7 +101,8 @@ def test_train_cli_on_xla_compiles_one_graph_per_bucket(espeak_tokens, tmp_path)
     from soundstorm.train.graphs import WARMUP_GRAPHS
 
     tiny = ("model.dim=32", "model.depth=1", "model.heads=2", "model.ff_dim=64", "model.conv_kernel=3",
-            "semantic.vocab_size=32", "data.batch_size=4")
+            "semantic.vocab_size=32", "data.batch_size=4", "data.max_seconds=4.0",  # the espeak test tokens:
+            "codec.num_levels=4", "codec.codebook_size=64", "semantic=mfcc_kmeans", "semantic.frame_rate=25.0")
     result = run_python(["-m", "soundstorm.cli.train", "experiment=quickstart_cpu", "backend=xla",
                          f"data.root={espeak_tokens}", f"out_dir={tmp_path / 'run'}", "logger=none",
                          "trainer.max_steps=16", "trainer.log_every=8", "trainer.progress=false", *tiny],

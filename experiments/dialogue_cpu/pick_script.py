@@ -2,8 +2,8 @@
 
 Writes ``script.txt`` (turns labelled A:/B:, alternating) and ``voices.json`` ({"A": wav, "B": wav})
 into OUT_DIR. Voices: the two speakers with the most training utterances; each one's prompt is one of
-its training recordings. Sentences: texts of held-out utterances (``split_heldout`` with the data
-config's defaults) that no training utterance says; when the corpus repeats every sentence (the
+its training recordings. Sentences: texts of held-out utterances (the training split,
+:func:`soundstorm.data.split.split_utterances`, with the data config's defaults) that no training utterance says; when the corpus repeats every sentence (the
 espeak-ng quickstart's 61 sentences) there are none, and held-out utterances of seen sentences are
 used instead, with a note.
 Usage: python pick_script.py TOKEN_FOLDER OUT_DIR [NUM_TURNS]
@@ -14,14 +14,15 @@ import sys
 from collections import Counter
 from pathlib import Path
 
-from soundstorm.data import TokenManifest, split_heldout
+from soundstorm.data import TokenManifest
+from soundstorm.data.split import split_utterances
 from soundstorm.t2s.data import speaker_of
 
 
 def main(token_folder: str, out_dir: str, num_turns: int = 6) -> None:
     manifest = TokenManifest.load(token_folder)
     utterances = {u["utt_id"]: u for u in manifest.utterances}
-    train_ids, heldout_ids = split_heldout(list(utterances), 0.05, 0)
+    train_ids, heldout_ids = split_utterances(manifest.utterances, 0.05, 0)
     speakers = Counter(speaker_of(utterances[i]) for i in train_ids if speaker_of(utterances[i]))
     if len(speakers) < 2:
         raise SystemExit(f"{token_folder}: need at least two speakers (a 'speaker' or 'voice' per utterance)")

@@ -1,7 +1,8 @@
-"""`soundstorm-synth-corpus`: synthesise N English utterances with espeak-ng into a folder.
+"""`soundstorm-synth-corpus`: synthesise N English utterances with festival or espeak-ng into a folder.
 
-Example: ``soundstorm-synth-corpus --out corpus --num-utterances 20 --seed 0`` writes
-``corpus/wavs/utt00000.wav ...`` and ``corpus/manifest.jsonl`` (path, text, voice, duration).
+Example: ``soundstorm-synth-corpus --out corpus --num-utterances 1200 --engine festival --heldout-fraction 0.05``
+writes ``corpus/wavs/utt00000.wav ...`` and ``corpus/manifest.jsonl`` (path, text, speaker, split,
+duration; festival also phones).
 """
 
 from __future__ import annotations
@@ -9,7 +10,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from soundstorm.corpus import synth_corpus
+from soundstorm.corpus import ENGINES, synth_corpus
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -17,9 +18,17 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--out", required=True, help="output folder (created if needed)")
     parser.add_argument("--num-utterances", type=int, default=20, help="how many utterances (default 20)")
     parser.add_argument("--seed", type=int, default=0, help="seed for sentence, voice, pitch and speed choices")
+    parser.add_argument("--engine", choices=ENGINES, default="espeak",
+                        help="festival: six readable speakers with phone alignments; espeak: many robotic voices")
+    parser.add_argument("--heldout-fraction", type=float, default=0.0,
+                        help="fraction of the sentences whose every utterance is marked split=heldout (default 0)")
+    parser.add_argument("--sentences-per-utterance", type=int, default=1,
+                        help="sentences joined in each training utterance (held-out ones are always alone)")
     args = parser.parse_args(argv)
     try:
-        manifest = synth_corpus(args.out, args.num_utterances, args.seed)
+        manifest = synth_corpus(args.out, args.num_utterances, args.seed, engine=args.engine,
+                                heldout_fraction=args.heldout_fraction,
+                                sentences_per_utterance=args.sentences_per_utterance)
     except (FileNotFoundError, ValueError, RuntimeError) as err:
         print(f"soundstorm-synth-corpus: error: {err}", file=sys.stderr)
         raise SystemExit(2) from err

@@ -3,7 +3,7 @@
 ``manifest.json`` records the codec (name, sample rate, frame rate, Q, codebook size, bandwidth),
 the semantic tokenizer (name, rate, vocabulary), the sha256 fingerprints of the fitted ``codec/`` and
 ``semantic/`` folders, the upsample ratio, the shard format, every stored utterance (id, shard,
-lengths, duration, text, speaker id, source path) and the skipped inputs.
+lengths, duration, text, speaker id, train/held-out split, source path) and the skipped inputs.
 :meth:`TokenManifest.check_compatible` compares it with a ``SoundStormConfig`` before training.
 """
 
@@ -20,9 +20,9 @@ from soundstorm.semantic.base import upsample_ratio
 MANIFEST_NAME = "manifest.json"
 FORMAT = "soundstorm-tokens/v1"
 UTTERANCE_FIELDS = ("utt_id", "shard", "index", "num_frames", "num_semantic_frames", "duration", "text", "speaker",
-                    "path")
+                    "split", "path")
 # Fields that token folders written before they existed may lack, with the value they then take.
-OPTIONAL_UTTERANCE_FIELDS = {"speaker": ""}
+OPTIONAL_UTTERANCE_FIELDS = {"speaker": "", "split": ""}
 
 
 @dataclass

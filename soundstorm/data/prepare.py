@@ -1,9 +1,10 @@
 """Token preparation: audio files → codec codes + semantic ids in shards, with a manifest.
 
-Reads a folder (wav/flac/ogg) or a JSONL manifest (``path``, optional ``text``/``utt_id``/``speaker``),
-cuts recordings longer than ``segment.max_seconds`` into segments at silences (:mod:`.segment`;
-each stored as its own utterance ``<utt_id>_segNNNN`` with its ``segment`` [begin, end] seconds),
-fits or loads the codec and tokenizer (saved under ``output/codec`` and ``output/semantic`` so the
+Reads a folder (wav/flac/ogg) or a JSONL manifest (``path``, optional ``text``/``utt_id``/``speaker``/
+``split``/``phones``), cuts recordings longer than ``segment.max_seconds`` into segments at silences
+(:mod:`.segment`; each stored as its own utterance ``<utt_id>_segNNNN`` with its ``segment`` [begin,
+end] seconds), fits (on items not marked ``split: heldout``; with ``phones`` for a tokenizer that
+needs alignments) or loads the codec and tokenizer (saved under ``output/codec`` and ``output/semantic`` so the
 same codec decodes later), encodes in batches, and writes ``shard-NNNNN`` files plus a sidecar JSON
 per shard, each atomically; each utterance's entry records the byte ranges of its tensors
 (``tensors``) so a reader fetches only those. A rerun skips shards whose sidecar exists. Bad files
@@ -66,6 +67,23 @@ def speaker_of(entry: dict) -> str:
     return ""
 
 
+SPLITS = ("", "train", "heldout")
+
+
+def corpus_fields(entry: dict, where: str) -> dict:
+    """``split`` ("train"/"heldout"/"") and, when present, ``phones`` (alignments for fitting) of a JSONL entry."""
+    split = str(entry.get("split", ""))
+    if split not in SPLITS:
+        raise ValueError(f"{where}: split={split!r}, expected one of {SPLITS[1:]} (or no field)")
+    fields = {"split": split}
+    if "phones" in entry:
+        phones = entry["phones"]
+        if not isinstance(phones, list) or not all(isinstance(p, list) and len(p) == 2 for p in phones):
+            raise ValueError(f"{where}: phones must be [[phone, end_seconds], ...], got {str(phones)[:80]}")
+        fields["phones"] = phones
+    return fields
+
+
 def list_inputs(source) -> list[dict]:
     """Items ``{utt_id, path, text, speaker}`` from a folder of audio or a JSONL manifest (paths relative to it)."""
     source = Path(source)
@@ -83,7 +101,8 @@ def list_inputs(source) -> list[dict]:
                 raise ValueError(f"{source}:{lineno}: expected a JSON object with a 'path' field ({err})") from err
             path = path if path.is_absolute() else source.parent / path
             items.append({"utt_id": str(entry.get("utt_id", path.stem)), "path": str(path),
-                          "text": str(entry.get("text", "")), "speaker": speaker_of(entry)})
+                          "text": str(entry.get("text", "")), "speaker": speaker_of(entry),
+                          **corpus_fields(entry, f"{source}:{lineno}")})
     else:
         raise FileNotFoundError(f"prepare input not found: {source} (expected a folder of audio or a JSONL manifest)")
     if not items:
@@ -95,10 +114,13 @@ def list_inputs(source) -> list[dict]:
     return items
 
 
-def _fit_wavs(items: list[dict], sample_rate: int, options: PrepareOptions, min_seconds: float) -> list[torch.Tensor]:
+def _fit_wavs(items: list[dict], sample_rate: int, options: PrepareOptions,
+              min_seconds: float) -> tuple[list[torch.Tensor], list]:
+    """Waveforms (and their ``phones``, or None) of a seeded sample of the non-held-out items."""
+    items = [item for item in items if item.get("split") != "heldout"]
     rng = np.random.default_rng(options.fit_seed)
     chosen = sorted(rng.permutation(len(items))[: options.fit_max_files].tolist())
-    wavs, reasons = [], []
+    wavs, alignments, reasons = [], [], []
     for i in chosen:
         try:
             wav_N, rate = read_audio(items[i]["path"], min_seconds)
@@ -106,10 +128,12 @@ def _fit_wavs(items: list[dict], sample_rate: int, options: PrepareOptions, min_
             reasons.append(f"{items[i]['path']}: {err}")
             continue
         wavs.append(resample(wav_N, rate, sample_rate))
+        alignments.append(items[i].get("phones"))
     if not wavs:
         raise ValueError(f"input={options.input}: none of the {len(chosen)} audio files sampled to fit the codebooks "
-                         f"is usable, e.g. {reasons[0]}; expected readable, non-silent audio")
-    return wavs
+                         f"is usable{', e.g. ' + reasons[0] if reasons else ' (none is in the training split)'}; "
+                         "expected readable, non-silent audio")
+    return wavs, alignments
 
 
 def resolve_component(component, directory: Path, loader, items, options, min_seconds, kind: str):
@@ -138,7 +162,11 @@ def resolve_component(component, directory: Path, loader, items, options, min_se
                              f"{component.describe()}; use a fresh output folder")
         return saved
     print(f"fitting the {kind} ({component.name}) on up to {options.fit_max_files} files ...", flush=True)
-    component.fit(_fit_wavs(items, component.sample_rate, options, min_seconds))
+    wavs, alignments = _fit_wavs(items, component.sample_rate, options, min_seconds)
+    if getattr(component, "needs_alignments", False):
+        component.fit(wavs, alignments)
+    else:
+        component.fit(wavs)
     component.save(directory)
     return component
 
@@ -208,8 +236,8 @@ def _write_shard(out: Path, name: str, inputs, stored, skipped, settings, shard_
     for j, (item, duration, codes_QT, semantic_S) in enumerate(stored):
         utterances.append({"utt_id": item["utt_id"], "shard": name, "index": j, "num_frames": int(codes_QT.shape[1]),
                            "num_semantic_frames": int(semantic_S.shape[0]), "duration": round(duration, 4),
-                           "text": item["text"], "speaker": item.get("speaker", ""), "path": item["path"],
-                           **({"segment": item["segment"]} if "segment" in item else {})})
+                           "text": item["text"], "speaker": item.get("speaker", ""), "split": item.get("split", ""),
+                           "path": item["path"], **({"segment": item["segment"]} if "segment" in item else {})})
     path = shard_path(out, name, shard_format)
     write_shard(path, [s[2] for s in stored], [s[3] for s in stored])
     if shard_format == "safetensors":  # byte ranges: a reader fetches one utterance without the header

@@ -6,8 +6,9 @@ from soundstorm.io import load_component
 from soundstorm.semantic.base import SemanticTokenizer, align_lengths, upsample_ratio
 from soundstorm.semantic.hubert import HubertKMeans
 from soundstorm.semantic.mfcc import MFCCKMeans, MFCCKMeansConfig
+from soundstorm.semantic.phones import PhoneTokenizer, PhoneTokenizerConfig
 
-TOKENIZERS = {MFCCKMeans.name: MFCCKMeans, HubertKMeans.name: HubertKMeans}
+TOKENIZERS = {MFCCKMeans.name: MFCCKMeans, HubertKMeans.name: HubertKMeans, PhoneTokenizer.name: PhoneTokenizer}
 
 
 def load_tokenizer(directory) -> SemanticTokenizer:
@@ -19,5 +20,6 @@ def load_tokenizer(directory) -> SemanticTokenizer:
     return TOKENIZERS[config["name"]].load(directory)
 
 
-__all__ = ["SemanticTokenizer", "HubertKMeans", "MFCCKMeans", "MFCCKMeansConfig", "load_tokenizer", "upsample_ratio",
+__all__ = ["SemanticTokenizer", "HubertKMeans", "MFCCKMeans", "MFCCKMeansConfig", "PhoneTokenizer",
+           "PhoneTokenizerConfig", "load_tokenizer", "upsample_ratio",
            "align_lengths", "TOKENIZERS"]

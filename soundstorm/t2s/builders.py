@@ -43,18 +43,19 @@ def build_t2s_config(cfg, manifest=None):
 
 
 def build_t2s_datasets(cfg, model_config, prompt_probability: float, seed: int = 0):
-    """``(section, train T2SDataset, held-out T2SDataset or None)``; held out as ``split_heldout`` says."""
+    """``(section, train T2SDataset, held-out T2SDataset or None)``; held out by sentence, as SoundStorm's
+    training splits (:mod:`soundstorm.data.split`)."""
     from omegaconf import DictConfig, OmegaConf
 
-    from soundstorm.data import TokenManifest, split_heldout
+    from soundstorm.data import TokenManifest
+    from soundstorm.data.split import split_utterances
     from soundstorm.t2s.data import T2SDataset
 
     if isinstance(cfg, DictConfig) and OmegaConf.is_missing(cfg, "root") or not cfg.get("root"):
         raise ValueError("data.root is not set; expected data.root=TOKEN_FOLDER (written by soundstorm-prepare)")
     s = strict(DataConfig, cfg, "data")
     manifest = TokenManifest.load(s.root)
-    train_ids, heldout_ids = split_heldout([u["utt_id"] for u in manifest.utterances], s.heldout_fraction,
-                                           s.split_seed)
+    train_ids, heldout_ids = split_utterances(manifest.utterances, s.heldout_fraction, s.split_seed)
     common = dict(frontend=model_config.frontend, seed=seed, prompt_probability=prompt_probability,
                   max_prompt_frames=model_config.max_prompt_frames, max_seconds=s.max_seconds,
                   semantic_vocab_size=model_config.semantic_vocab_size)

@@ -1,0 +1,94 @@
+"""The festival corpus: six speakers, transcripts, phone alignments that fit the audio, and a
+held-out split by *sentence* that survives prepare and the dataset split."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import pytest
+import soundfile as sf
+
+from _cli import run_cli
+from soundstorm.corpus import plan_utterances
+from soundstorm.data import TokenManifest
+from soundstorm.data.split import split_utterances
+from soundstorm.festival import SPEAKERS
+
+slow = pytest.mark.slow  # the tests that synthesise and prepare run CLIs in child processes
+
+SENTENCES = [f"The number {n} is written on the {w} door." for n, w in
+             zip(("one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten"),
+                 ("red", "blue", "green", "white", "black", "old", "new", "front", "back", "small"))]
+
+
+@pytest.fixture(scope="module")
+def festival_corpus(tmp_path_factory):
+    if shutil.which("festival") is None or shutil.which("sox") is None:
+        pytest.skip("festival and sox are needed (apt-get install festival festvox-kallpc16k festvox-kdlpc16k sox)")
+    out = tmp_path_factory.mktemp("festival_corpus")
+    result = run_cli("soundstorm.cli.synth_corpus", "--out", str(out), "--engine", "festival", "--num-utterances", "12",
+                     "--heldout-fraction", "0.3", "--sentences-per-utterance", "2")
+    assert result.returncode == 0, result.stderr
+    return out / "manifest.jsonl"
+
+
+@slow
+def test_festival_corpus_speakers_transcripts_and_phones(festival_corpus):
+    entries = [json.loads(line) for line in festival_corpus.read_text().splitlines()]
+    assert len(entries) == 12 and {e["speaker"] for e in entries} == set(SPEAKERS)
+    for entry in entries:
+        info = sf.info(str(festival_corpus.parent / entry["path"]))
+        duration = info.frames / info.samplerate
+        assert info.samplerate == 16_000 and abs(duration - entry["duration"]) < 1e-3
+        ends = [end for _, end in entry["phones"]]
+        assert ends == sorted(ends) and entry["phones"][0][0] == "pau"
+        # the last phone ends where the audio ends, also after sox changed the speed of the variant
+        assert abs(ends[-1] - duration) < 0.05, (entry["speaker"], ends[-1], duration)
+        assert entry["text"] and entry["split"] in ("train", "heldout")
+
+
+@slow
+def test_heldout_sentences_never_reach_training(festival_corpus, tmp_path):
+    entries = [json.loads(line) for line in festival_corpus.read_text().splitlines()]
+    heldout = [e for e in entries if e["split"] == "heldout"]
+    assert heldout and len(heldout) < len(entries)
+    train_text = " ".join(e["text"] for e in entries if e["split"] == "train")
+    assert all(e["text"] not in train_text for e in heldout)
+    result = run_cli("soundstorm.cli.prepare", f"input={festival_corpus}", f"output={tmp_path / 'tokens'}",
+                     "codec=melrvq", "codec.num_levels=2", "codec.codebook_size=16", "semantic=phone_classifier",
+                     "semantic.fit_epochs=1", "progress=false", "num_threads=1")
+    assert result.returncode == 0, result.stderr + result.stdout
+    manifest = TokenManifest.load(tmp_path / "tokens")
+    train_ids, heldout_ids = split_utterances(manifest.utterances, heldout_fraction=0.5, seed=0)
+    assert sorted(heldout_ids) == sorted(e["utt_id"] for e in heldout)  # the corpus's split wins over the fraction
+    assert {u["speaker"] for u in manifest.utterances} == set(SPEAKERS)
+
+
+def test_plan_keeps_heldout_sentences_alone_and_rotates_speakers():
+    plans = plan_utterances(40, 0, SENTENCES, engine="festival", heldout_fraction=0.2, sentences_per_utterance=2)
+    heldout = {p["text"] for p in plans if p["split"] == "heldout"}
+    assert len(heldout) == 2 and heldout <= set(SENTENCES)
+    assert all(h not in p["text"] for h in heldout for p in plans if p["split"] == "train")
+    assert {len(p["text"].split(". ")) for p in plans if p["split"] == "train"} == {2}
+    by_text = {}
+    for p in plans:
+        by_text.setdefault(p["text"], set()).add(p["speaker"])
+    assert all(len(s) >= 2 for s in by_text.values())  # a repeated text gets another speaker
+    assert plans == plan_utterances(40, 0, SENTENCES, engine="festival", heldout_fraction=0.2, sentences_per_utterance=2)
+    assert all("split" not in p for p in plan_utterances(6, 0, SENTENCES, engine="festival"))  # no fraction: no field
+    with pytest.raises(ValueError, match="holds out all"):
+        plan_utterances(4, 0, SENTENCES[:2], engine="festival", heldout_fraction=0.9)
+    with pytest.raises(ValueError, match="engine"):
+        plan_utterances(4, 0, SENTENCES, engine="sapi")
+
+
+def test_split_without_corpus_field_groups_by_sentence():
+    records = [{"utt_id": f"u{i}", "text": f"Sentence {i % 5}!" if i % 2 else f"sentence {i % 5}"}
+               for i in range(20)]
+    train, heldout = split_utterances(records, heldout_fraction=0.2, seed=0)
+    texts = {r["utt_id"]: r["text"].lower().strip("!") for r in records}
+    assert heldout and {texts[i] for i in heldout}.isdisjoint(texts[i] for i in train)
+    assert len({texts[i] for i in heldout}) == 1  # 20% of 5 sentences, every utterance of it
+    with pytest.raises(ValueError, match="split must be 'train' or 'heldout'"):
+        split_utterances([{"utt_id": "a", "text": "x", "split": "test"}, {"utt_id": "b", "text": "y"}], 0.1)
