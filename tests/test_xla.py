@@ -101,18 +101,18 @@ def test_train_cli_on_xla_compiles_one_graph_per_bucket(espeak_tokens, tmp_path)
     from soundstorm.train.graphs import WARMUP_GRAPHS
 
     tiny = ("model.dim=32", "model.depth=1", "model.heads=2", "model.ff_dim=64", "model.conv_kernel=3",
-            "semantic.vocab_size=32", "data.batch_size=4", "data.max_seconds=4.0",  # the espeak test tokens:
+            "semantic.vocab_size=32", "data.batch_size=4", "data.max_seconds=3.0",  # the espeak test tokens:
             "codec.num_levels=4", "codec.codebook_size=64", "semantic=mfcc_kmeans", "semantic.frame_rate=25.0")
     result = run_python(["-m", "soundstorm.cli.train", "experiment=quickstart_cpu", "backend=xla",
                          f"data.root={espeak_tokens}", f"out_dir={tmp_path / 'run'}", "logger=none",
-                         "trainer.max_steps=16", "trainer.log_every=8", "trainer.progress=false", *tiny],
+                         "trainer.max_steps=32", "trainer.log_every=16", "trainer.progress=false", *tiny],
                         {"WANDB_MODE": "offline", "OMP_NUM_THREADS": "1"})
     assert "backend.options.num_threads=1 applies to backend cpu only, dropped for backend 'xla'" in result.stderr
     shapes = re.search(r"static shapes: (\d+) batch shape\(s\) \[B=4, T in \[([\d, ]+)\]\] -> at most (\d+)",
                        result.stdout)
     assert shapes, result.stdout[-2000:]
     num_shapes, limit = int(shapes.group(1)), int(shapes.group(3))
-    last = [line for line in result.stdout.splitlines() if line.startswith("step 16 ")][0]
+    last = [line for line in result.stdout.splitlines() if line.startswith("step 32 ")][0]
     graphs = int(re.search(r"compiled_graphs=(\d+)", last).group(1))
     seen = int(re.search(r"batch_shapes_seen=(\d+)", last).group(1))
     print(f"\n[xla] train CLI: {num_shapes} buckets ({shapes.group(2)}), {seen} seen, {graphs} graphs, limit {limit}")
