@@ -119,6 +119,50 @@ def read_json(path: Path, what: str):
         raise ValueError(f"{path} is not valid JSON: {err}") from err
 
 
+def save_model_dir(directory, fmt: str, config: dict, state_dict: dict[str, torch.Tensor],
+                   config_name: str = "config.json", weights_name: str = "model.safetensors") -> None:
+    """A model directory: ``config.json`` (``{"format": fmt, **config}``) and safetensors weights."""
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    atomic_write_bytes(directory / config_name, json.dumps({"format": fmt, **config}, indent=2).encode())
+    save_state_dict(state_dict, directory / weights_name, metadata={"format": fmt})
+
+
+def read_model_dir(directory, fmt: str, config_cls, what: str, device="cpu", config_name: str = "config.json",
+                   weights_name: str = "model.safetensors", ignore: tuple[str, ...] = ()):
+    """``(config, state_dict)`` of a directory written by :func:`save_model_dir`, refused unless its format
+    is ``fmt``, its config names every field of the dataclass ``config_cls`` (none is guessed) and every
+    weight is finite. ``ignore``: config keys that are records, not fields. ``what`` names the directory."""
+    import dataclasses
+
+    directory = Path(directory)
+    data = read_json(directory / config_name, what)  # a missing directory: FileNotFoundError naming the file
+    for key in ignore:
+        data.pop(key, None)
+    found = data.pop("format", None)
+    if found != fmt:
+        raise ValueError(f"{directory / config_name} has format {found!r}, expected {fmt!r} ({what})")
+    fields = [f.name for f in dataclasses.fields(config_cls)]
+    missing = [name for name in fields if name not in data]
+    if missing:
+        raise ValueError(f"{directory / config_name} lacks {', '.join(missing)}; expected every {config_cls.__name__} "
+                         f"field ({', '.join(fields)}), none is guessed")
+    config = config_cls.from_dict(data)
+    state = load_state_dict(directory / weights_name, device=device)
+    bad = nonfinite_tensors(state)
+    if bad:
+        raise ValueError(f"{directory / weights_name} holds NaN or inf in {len(bad)} tensors, e.g. {bad[:3]}; "
+                         "expected finite weights (a diverged run? use an earlier checkpoint)")
+    return config, state
+
+
+def load_weights(module: torch.nn.Module, state: dict[str, torch.Tensor], path: Path) -> None:
+    """``module.load_state_dict(state)``, with a ValueError naming ``path`` when the keys do not match."""
+    missing, unexpected = module.load_state_dict(state, strict=False)
+    if missing or unexpected:
+        raise ValueError(f"{path} does not match the config: missing {missing}, unexpected {unexpected}")
+
+
 def save_component(directory, config: dict, tensors: dict[str, torch.Tensor]) -> None:
     """Write ``tensors`` then ``config`` (the config last, so a directory with one is complete)."""
     directory = Path(directory)

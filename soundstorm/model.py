@@ -15,7 +15,6 @@ Shape letters: see :mod:`soundstorm`.
 from __future__ import annotations
 
 import dataclasses
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,7 +24,7 @@ from torch import nn
 from soundstorm._checks import (check_int_tensor, check_lengths, check_level, check_positive_ints, check_range,
                                 frame_mask)
 from soundstorm.conformer import Conformer
-from soundstorm.io import atomic_write_bytes, load_state_dict, nonfinite_tensors, read_json, save_state_dict
+from soundstorm.io import load_state_dict, load_weights, read_model_dir, save_model_dir
 from soundstorm.masking import corrupt, masked_loss
 from soundstorm.quantize import check_inference_dtype, is_quantized, quantize_int8
 
@@ -229,11 +228,7 @@ class SoundStorm(nn.Module):
         if is_quantized(self):
             raise ValueError("save_pretrained: this model has int8 quantised layers; save the float32 model and load "
                              "it with SoundStorm.from_pretrained(directory, dtype='int8')")
-        directory = Path(directory)
-        directory.mkdir(parents=True, exist_ok=True)
-        config = {"format": FORMAT, **self.config.to_dict()}
-        atomic_write_bytes(directory / CONFIG_NAME, json.dumps(config, indent=2).encode())
-        save_state_dict(self.state_dict(), directory / WEIGHTS_NAME, metadata={"format": FORMAT})
+        save_model_dir(directory, FORMAT, self.config.to_dict(), self.state_dict(), CONFIG_NAME, WEIGHTS_NAME)
 
     @classmethod
     def from_pretrained(cls, directory, map_location="cpu", dtype: str = "float32") -> "SoundStorm":
@@ -242,29 +237,10 @@ class SoundStorm(nn.Module):
         ``dtype="int8"``: ready for CPU inference with int8 linear layers, quantised from the saved
         fp32 weights as they are loaded (:func:`soundstorm.quantize.quantize_int8`)."""
         _check_int8_device(dtype, map_location)
-        directory = Path(directory)
-        if not directory.is_dir():
-            raise FileNotFoundError(f"pretrained directory not found: {directory}")
-        config_data = read_json(directory / CONFIG_NAME, "a directory written by save_pretrained()")
-        config_data.pop("tokens", None)  # what it was trained on (soundstorm.assets), not a model size
-        fmt = config_data.pop("format", None)
-        if fmt != FORMAT:
-            raise ValueError(f"{directory / CONFIG_NAME} has format {fmt!r}, expected {FORMAT!r}")
-        fields = [f.name for f in dataclasses.fields(SoundStormConfig)]
-        missing = [name for name in fields if name not in config_data]
-        if missing:
-            raise ValueError(f"{directory / CONFIG_NAME} lacks {', '.join(missing)}; expected every SoundStormConfig "
-                             f"field ({', '.join(fields)}), none is guessed")
-        model = cls(SoundStormConfig.from_dict(config_data))
-        state = load_state_dict(directory / WEIGHTS_NAME, device=map_location)
-        bad = nonfinite_tensors(state)
-        if bad:
-            raise ValueError(f"{directory / WEIGHTS_NAME} holds NaN or inf in {len(bad)} tensors, e.g. {bad[:3]}; "
-                             "expected finite weights (a diverged run? use an earlier checkpoint)")
-        missing, unexpected = model.load_state_dict(state, strict=False)
-        if missing or unexpected:
-            raise ValueError(f"{directory / WEIGHTS_NAME} does not match the config: missing {missing}, "
-                             f"unexpected {unexpected}")
+        config, state = read_model_dir(directory, FORMAT, SoundStormConfig, "pretrained directory", map_location,
+                                       CONFIG_NAME, WEIGHTS_NAME, ignore=("tokens",))  # tokens: what it was trained on
+        model = cls(config)
+        load_weights(model, state, Path(directory) / WEIGHTS_NAME)
         model = model.to(map_location)
         return quantize_int8(model) if dtype == "int8" else model
 

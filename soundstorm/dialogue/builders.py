@@ -95,8 +95,5 @@ def build_scorers(settings: DialogueSettings):
     scorers = []
     for field, build in (("asr", build_recognizer), ("verifier", build_verifier)):
         name = getattr(settings.evaluation, field)
-        try:
-            scorers.append(None if name in (None, "", "null") else build(name))
-        except ValueError as err:
-            raise ValueError(f"evaluation.{field}={name!r}: {err}") from err
+        scorers.append(None if name in (None, "", "null") else build(name, field=f"evaluation.{field}"))
     return tuple(scorers)

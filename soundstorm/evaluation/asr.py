@@ -21,7 +21,7 @@ from typing import Protocol, runtime_checkable
 import torch
 import torchaudio
 
-from soundstorm.evaluation.metrics import error_rates, load_callable, normalize_text  # noqa: F401 (re-exported)
+from soundstorm.evaluation.metrics import build_plugin, error_rates, load_callable, normalize_text  # noqa: F401 (re-exported)
 
 ASR_SAMPLE_RATE = 16000
 
@@ -129,22 +129,8 @@ class CallableRecognizer:
 RECOGNIZERS = {"pocketsphinx": PocketsphinxRecognizer, "whisper": WhisperRecognizer}
 
 
-def build_recognizer(name: str, options: dict | None = None) -> Recognizer:
+def build_recognizer(name: str, options: dict | None = None, field: str = "evaluation.speech.asr") -> Recognizer:
     """``"pocketsphinx"``, ``"whisper"`` or ``"pkg.module:attr"`` (a function, a class or an object with
-    ``transcribe``); ``options`` are keyword arguments of the class."""
-    options = dict(options or {})
-    if name in RECOGNIZERS:
-        return RECOGNIZERS[name](**options)
-    if ":" not in str(name):
-        raise ValueError(f"evaluation.speech.asr={name!r} is unknown; expected one of {sorted(RECOGNIZERS)} or "
-                         "'package.module:function'")
-    obj = load_callable(name)
-    if isinstance(obj, type):
-        obj = obj(**options)
-    elif options:
-        raise ValueError(f"evaluation.speech.asr_options={options} given, but {name!r} is not a class")
-    if isinstance(obj, Recognizer):
-        return obj
-    if callable(obj):
-        return CallableRecognizer(obj)
-    raise ValueError(f"evaluation.speech.asr={name!r} is neither callable nor has a transcribe method")
+    ``transcribe``); ``options`` are keyword arguments of the class; errors name ``field``."""
+    return build_plugin(name, options, builtins=RECOGNIZERS, protocol=Recognizer, wrap=CallableRecognizer,
+                        field=field, method="transcribe")

@@ -51,6 +51,29 @@ def load_callable(path: str | None) -> Callable | None:
         raise ValueError(f"cannot load {path!r}: {err}") from err
 
 
+def build_plugin(name: str, options: dict | None, *, builtins: dict, protocol: type, wrap: Callable,
+                 field: str, method: str):
+    """One of ``builtins`` by name, or ``"pkg.module:attr"``: a class (built with ``options``), an object
+    that satisfies ``protocol`` (has ``method``), or a plain function wrapped by ``wrap``. Errors name
+    ``field`` (the config key the user typed) and its ``_options``."""
+    options = dict(options or {})
+    if name in builtins:
+        return builtins[name](**options)
+    if ":" not in str(name):
+        raise ValueError(f"{field}={name!r} is unknown; expected one of {sorted(builtins)} or "
+                         "'package.module:function'")
+    obj = load_callable(name)
+    if isinstance(obj, type):
+        obj = obj(**options)
+    elif options:
+        raise ValueError(f"{field}_options={options} given, but {name!r} is not a class")
+    if isinstance(obj, protocol):
+        return obj
+    if callable(obj):
+        return wrap(obj)
+    raise ValueError(f"{field}={name!r} is neither callable nor has a {method} method")
+
+
 def normalize_text(text: str) -> str:
     """Lower case, no punctuation, single spaces (jiwer's transforms)."""
     import jiwer

@@ -14,7 +14,7 @@ from typing import Protocol, runtime_checkable
 import torch
 
 from soundstorm.evaluation.asr import ASR_SAMPLE_RATE, to_mono_16k
-from soundstorm.evaluation.metrics import load_callable
+from soundstorm.evaluation.metrics import build_plugin
 
 
 @runtime_checkable
@@ -63,21 +63,8 @@ class CallableVerifier:
 VERIFIERS = {"resemblyzer": ResemblyzerVerifier}
 
 
-def build_verifier(name: str, options: dict | None = None) -> Verifier:
-    """``"resemblyzer"`` or ``"pkg.module:attr"`` (a function, a class or an object with ``embed``)."""
-    options = dict(options or {})
-    if name in VERIFIERS:
-        return VERIFIERS[name](**options)
-    if ":" not in str(name):
-        raise ValueError(f"evaluation.speech.verifier={name!r} is unknown; expected one of {sorted(VERIFIERS)} or "
-                         "'package.module:function'")
-    obj = load_callable(name)
-    if isinstance(obj, type):
-        obj = obj(**options)
-    elif options:
-        raise ValueError(f"evaluation.speech.verifier_options={options} given, but {name!r} is not a class")
-    if isinstance(obj, Verifier):
-        return obj
-    if callable(obj):
-        return CallableVerifier(obj)
-    raise ValueError(f"evaluation.speech.verifier={name!r} is neither callable nor has an embed method")
+def build_verifier(name: str, options: dict | None = None, field: str = "evaluation.speech.verifier") -> Verifier:
+    """``"resemblyzer"`` or ``"pkg.module:attr"`` (a function, a class or an object with ``embed``);
+    errors name ``field``."""
+    return build_plugin(name, options, builtins=VERIFIERS, protocol=Verifier, wrap=CallableVerifier, field=field,
+                        method="embed")

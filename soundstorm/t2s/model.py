@@ -17,7 +17,6 @@ Shape letters: see :mod:`soundstorm`.
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,7 +27,7 @@ from torch import nn
 
 from soundstorm._checks import check_positive_ints, frame_mask
 from soundstorm.conformer import Conformer
-from soundstorm.io import atomic_write_bytes, load_state_dict, read_json, save_state_dict
+from soundstorm.io import load_weights, read_model_dir, save_model_dir
 from soundstorm.t2s.batch import PAD, TARGET, TEXT
 from soundstorm.t2s.text import VOCAB_SIZE, check_frontend
 
@@ -174,25 +173,14 @@ class TextToSemantic(nn.Module):
 
     def save_pretrained(self, directory) -> None:
         """Write ``config.json`` and ``model.safetensors`` into ``directory`` (created if needed)."""
-        directory = Path(directory)
-        directory.mkdir(parents=True, exist_ok=True)
-        config = {"format": FORMAT, **self.config.to_dict()}
-        atomic_write_bytes(directory / CONFIG_NAME, json.dumps(config, indent=2).encode())
-        save_state_dict(self.state_dict(), directory / WEIGHTS_NAME, metadata={"format": FORMAT})
+        save_model_dir(directory, FORMAT, self.config.to_dict(), self.state_dict(), CONFIG_NAME, WEIGHTS_NAME)
 
     @classmethod
     def from_pretrained(cls, directory, map_location="cpu") -> "TextToSemantic":
         """Load a model written by :meth:`save_pretrained` (or a training checkpoint); never unpickles."""
-        directory = Path(directory)
-        config_path = directory / CONFIG_NAME
-        data = read_json(config_path, "a text-to-semantic directory written by save_pretrained() or soundstorm-train-t2s")
-        fmt = data.pop("format", None)
-        if fmt != FORMAT:
-            raise ValueError(f"{config_path} has format {fmt!r}, expected {FORMAT!r} (a text-to-semantic model)")
-        model = cls(T2SConfig.from_dict(data))
-        state = load_state_dict(directory / WEIGHTS_NAME, device=map_location)
-        missing, unexpected = model.load_state_dict(state, strict=False)
-        if missing or unexpected:
-            raise ValueError(f"{directory / WEIGHTS_NAME} does not match the config: missing {missing}, "
-                             f"unexpected {unexpected}")
+        config, state = read_model_dir(directory, FORMAT, T2SConfig, "text-to-semantic directory (written by "
+                                       "save_pretrained() or soundstorm-train-t2s)", map_location, CONFIG_NAME,
+                                       WEIGHTS_NAME)
+        model = cls(config)
+        load_weights(model, state, Path(directory) / WEIGHTS_NAME)
         return model.to(map_location)
