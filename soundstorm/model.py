@@ -125,8 +125,12 @@ class SoundStorm(nn.Module):
         self.head_norm = nn.LayerNorm(d)
         self.head_weight = nn.Parameter(torch.randn(q, d, v) * d**-0.5)  # Q dense heads, [Q, D, V]
         self.head_bias = nn.Parameter(torch.zeros(q, v))
-        nn.init.normal_(self.semantic_embed.weight, std=0.02)
-        nn.init.normal_(self.acoustic_embed.weight, std=0.02)
+        # Unit-variance token embeddings (nn.Embedding's default), not GPT's 0.02: the blocks are
+        # pre-LN, so a tiny input is swamped by the first blocks' O(1) outputs and the model sits on a
+        # plateau of near-uniform predictions before it uses the tokens at all (measured on the CPU
+        # quickstart: level-1 loss 6.3 after 300 steps with std 0.02, 4.4 with std 1).
+        nn.init.normal_(self.semantic_embed.weight, std=1.0)
+        nn.init.normal_(self.acoustic_embed.weight, std=1.0)
 
     # ------------------------------------------------------------------ inputs
     def check_inputs(self, codes, semantic, lengths=None):
