@@ -21,6 +21,7 @@ from omegaconf.errors import OmegaConfBaseException
 
 from soundstorm.codecs import EncodecCodec, MelRVQCodec, MelRVQConfig, load_codec
 from soundstorm.io import atomic_write_bytes, check_output_dir
+from soundstorm.masking import check_level_weights
 from soundstorm.semantic import (HubertKMeans, MFCCKMeans, MFCCKMeansConfig, PhoneTokenizer, PhoneTokenizerConfig,
                                  load_tokenizer)
 
@@ -276,7 +277,7 @@ def build_datasets(cfg, model_config=None, seed: int = 0, static_shapes: bool = 
     return s, train, heldout
 
 
-def build_batch_source(data: DataConfig, dataset, backend, seed: int, mask_id: int):
+def build_batch_source(data: DataConfig, dataset, backend, seed: int, mask_id: int, level_weights=None):
     """The trainer's ``batches(epoch, skip)`` over this rank's share of length-bucketed batches."""
     from soundstorm.data import LengthBucketSampler
     from soundstorm.train.data import make_batch_source
@@ -291,7 +292,7 @@ def build_batch_source(data: DataConfig, dataset, backend, seed: int, mask_id: i
         return list(sampler)
 
     return make_batch_source(dataset, batches_for_epoch, dataset.collate, seed, mask_id, data.num_workers,
-                             backend.wrap_dataloader, pin_memory=backend.pin_memory)
+                             backend.wrap_dataloader, pin_memory=backend.pin_memory, level_weights=level_weights)
 
 
 def build_evaluation(cfg):
@@ -333,6 +334,10 @@ def build_training(cfg: DictConfig, backend, run_id_file: str = "wandb_run_id.tx
     data, train_set, heldout_set = build_datasets(cfg.data, None, seed, backend.static_shapes)
     assets = build_assets(data.root, "data.root", cfg.get("codec"), cfg.get("semantic"))
     model_config = build_model_config(cfg.model, train_set.manifest)
+    level_weights = None
+    if trainer_config.level_weights is not None:
+        level_weights = check_level_weights(trainer_config.level_weights, model_config.num_levels,
+                                            "trainer.level_weights").float()
     torch.manual_seed(seed)
     model = SoundStorm(model_config).to(backend.device)
     optimizer, scheduler = build_optimizer(cfg.optim, model)
@@ -347,7 +352,7 @@ def build_training(cfg: DictConfig, backend, run_id_file: str = "wandb_run_id.tx
         atomic_write_bytes(out_dir / "config.yaml", OmegaConf.to_yaml(cfg).encode())
         if logger.run_id:
             atomic_write_bytes(run_id_path, logger.run_id.encode())
-    batches = build_batch_source(data, train_set, backend, seed, model_config.mask_id)
+    batches = build_batch_source(data, train_set, backend, seed, model_config.mask_id, level_weights)
     evaluate = None
     if heldout_set is not None:
         evaluate = TrainingEvaluator(backend, heldout_set, evaluation, data.batch_size, lambda: assets.codec,

@@ -6,7 +6,8 @@ Per example b, with T_b real frames and Q levels:
 
 1. a prompt delimiter ``t_b ~ U{0, T_b - 1}``: the first ``t_b`` frames stay visible at every level
    (``prompt_len``; 0 means no prompt);
-2. a level ``q_b ~ U{0, Q - 1}`` (0-based; the paper's 1..Q);
+2. a level ``q_b ~ U{0, Q - 1}`` (0-based; the paper's 1..Q), or, when ``level_weights`` is given,
+   ``P(q_b = q) ∝ level_weights[q]`` (a departure from the paper for short runs: see :func:`corrupt`);
 3. a mask ratio ``p_b = cos(u_b)``, ``u_b ~ U[0, π/2]``, and ``M_bt ~ Bernoulli(p_b)`` i.i.d. over frames;
 4. level ``q_b`` is masked where ``M_bt = 1`` and ``t >= t_b``; every level finer than ``q_b`` is
    masked at all frames ``t >= t_b``; coarser levels are left visible (they condition level q);
@@ -62,6 +63,7 @@ def corrupt(
     *,
     mask_id: int,
     validate: bool = True,
+    level_weights: torch.Tensor | None = None,
 ) -> Corruption:
     """Apply the paper's masking to ``codes`` ``[B, Q, T]``; see the module docstring.
 
@@ -70,6 +72,11 @@ def corrupt(
     Random draws come from ``generator`` (on the codes' device) so results are reproducible.
     ``validate=False`` skips the range checks of ``codes`` and ``lengths`` (they read values to the
     host) inside a compiled training step.
+
+    ``level_weights`` ``[Q]`` (None: uniform, the paper): relative probabilities of training each level.
+    Why: every level gets 1/Q of the examples under the paper's rule, so in a run of a few thousand
+    steps the coarse level, which carries most of what a listener hears and has the highest loss,
+    gets too few of them. The draw uses the same uniform number, so the other draws are unchanged.
     """
     check_mask_id(mask_id)
     codes_BQT = check_int_tensor("codes", codes, 3, "[B, Q, T]")
@@ -92,7 +99,11 @@ def corrupt(
     # 1. prompt delimiter t ~ U{0, T_b - 1}
     prompt_len_B = (uniform(batch_size) * lengths_B).long().clamp(max=lengths_B - 1)
     # 2. level q ~ U{0, Q - 1}
-    level_B = (uniform(batch_size) * num_levels).long().clamp(max=num_levels - 1)
+    if level_weights is None:
+        level_B = (uniform(batch_size) * num_levels).long().clamp(max=num_levels - 1)
+    else:
+        cdf_Q = torch.cumsum(check_level_weights(level_weights, num_levels).to(device), 0)
+        level_B = torch.searchsorted(cdf_Q, uniform(batch_size) * cdf_Q[-1], right=True).clamp(max=num_levels - 1)
     # 3. p = cos(u), u ~ U[0, pi/2]; M ~ Bernoulli(p) over frames
     mask_ratio_B = torch.cos(uniform(batch_size) * (math.pi / 2))
     bernoulli_BT = uniform(batch_size, num_frames) < mask_ratio_B[:, None]
@@ -123,9 +134,24 @@ def example_key(seed: int, epoch: int, index: int) -> int:
     return x & _MASK64
 
 
+def check_level_weights(level_weights, num_levels: int, field: str = "level_weights") -> torch.Tensor:
+    """``level_weights`` as a float64 ``[Q]`` tensor; a ValueError naming ``field`` unless it holds
+    ``num_levels`` finite, non-negative numbers with a positive sum."""
+    try:
+        weights_Q = torch.as_tensor(level_weights, dtype=torch.float64).flatten()
+    except (TypeError, ValueError) as err:
+        raise ValueError(f"{field}={level_weights!r} must be a list of {num_levels} numbers (one per level)") from err
+    if weights_Q.numel() != num_levels or not bool(torch.isfinite(weights_Q).all()) \
+            or bool((weights_Q < 0).any()) or not float(weights_Q.sum()) > 0:
+        raise ValueError(f"{field}={list(map(float, weights_Q.tolist()))} must hold {num_levels} finite, non-negative "
+                         f"numbers (one per level) with a positive sum")
+    return weights_Q
+
+
 def corrupt_batch(codes_BQT: torch.Tensor, lengths_B: torch.Tensor, indices_B: list[int], seed: int, epoch: int,
-                  mask_id: int) -> Corruption:
-    """Corrupt each example on its real frames with a generator keyed by ``(seed, epoch, index)``.
+                  mask_id: int, level_weights: torch.Tensor | None = None) -> Corruption:
+    """Corrupt each example on its real frames with a generator keyed by ``(seed, epoch, index)``;
+    ``level_weights`` as in :func:`corrupt`.
 
     Returns a CPU :class:`Corruption` of the padded batch; padding frames keep their values and are
     never in ``loss_mask``."""
@@ -138,7 +164,7 @@ def corrupt_batch(codes_BQT: torch.Tensor, lengths_B: torch.Tensor, indices_B: l
     for b in range(batch_size):
         length = int(lengths_B[b])
         generator = torch.Generator().manual_seed(example_key(seed, epoch, indices_B[b]))
-        c = corrupt(codes_BQT[b:b + 1, :, :length], None, generator, mask_id=mask_id)
+        c = corrupt(codes_BQT[b:b + 1, :, :length], None, generator, mask_id=mask_id, level_weights=level_weights)
         out.inputs[b, :, :length] = c.inputs[0]
         out.loss_mask[b, :, :length] = c.loss_mask[0]
         out.level[b], out.prompt_len[b], out.mask_ratio[b] = c.level[0], c.prompt_len[0], c.mask_ratio[0]

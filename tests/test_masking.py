@@ -23,6 +23,24 @@ def test_level_is_uniform_over_levels():
     assert torch.allclose(freq, torch.full((4,), 0.25), atol=0.015), freq
 
 
+def test_level_weights_set_how_often_each_level_is_trained():
+    weights = torch.tensor([6.0, 3.0, 0.0, 1.0])
+    out = corrupt(_codes(20000, 4, 8), generator=torch.Generator().manual_seed(1), mask_id=MASK,
+                  level_weights=weights)
+    freq = torch.bincount(out.level, minlength=4).float() / 20000
+    assert torch.allclose(freq, weights / weights.sum(), atol=0.015), freq
+    assert not bool((out.level == 2).any())  # a zero weight never trains that level
+    # Only the level draw changes: the prompt delimiters and mask ratios are the paper's, draw for draw.
+    uniform = corrupt(_codes(20000, 4, 8), generator=torch.Generator().manual_seed(1), mask_id=MASK)
+    assert torch.equal(out.prompt_len, uniform.prompt_len) and torch.equal(out.mask_ratio, uniform.mask_ratio)
+
+
+@pytest.mark.parametrize("weights", [[1.0, 1.0], [1.0, -1.0, 1.0], [0.0, 0.0, 0.0], [1.0, float("nan"), 1.0], "abc"])
+def test_bad_level_weights_are_named(weights):
+    with pytest.raises(ValueError, match="level_weights"):
+        corrupt(_codes(2, 3, 4), generator=torch.Generator().manual_seed(0), mask_id=MASK, level_weights=weights)
+
+
 def test_mask_ratio_follows_cosine_of_uniform():
     out = corrupt(_codes(20000, 3, 4), generator=torch.Generator().manual_seed(2), mask_id=MASK)
     p = out.mask_ratio

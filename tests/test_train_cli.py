@@ -166,6 +166,14 @@ def test_token_data_mismatch_is_an_error(espeak_tokens, tmp_path):
     assert "num_levels" in result.stderr
 
 
+def test_level_weights_must_match_the_levels(espeak_tokens, tmp_path):
+    result = run_cli("soundstorm.cli.train", f"data.root={espeak_tokens}", f"out_dir={tmp_path}", "logger=none",
+                     *TRAIN, "trainer.level_weights=[2,1]", "trainer.max_steps=1")
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert "trainer.level_weights=[2.0, 1.0] must hold 4" in result.stderr
+    assert not (tmp_path / "checkpoints").exists()
+
+
 def test_torchrun_two_processes_train_and_evaluate(espeak_tokens, tmp_path):
     """DDP through the real CLI: rank 0 logs and checkpoints, evaluation on rank 0 does not hang rank 1."""
     out = tmp_path / "ddp"

@@ -48,6 +48,19 @@ def test_loss_decreases(tmp_path):
     assert len(last["train/loss_per_level"]) == 4
 
 
+def test_level_weights_reach_the_training_batches():
+    """trainer.level_weights flows through the data path: weight only on the finest level → only it is trained."""
+    dataset = RandomTokens(num_items=24)
+    weights_Q = torch.tensor([0.0, 0.0, 0.0, 1.0])
+    batches = make_batch_source(dataset, sampler_for(len(dataset), 4, 0), collate, 0,
+                                SoundStormConfig.tiny().mask_id, level_weights=weights_Q)
+    levels = torch.cat([batch["level"] for batch in batches(0, 0)])
+    assert levels.numel() == 24 and bool((levels == 3).all())
+    uniform = torch.cat([batch["level"] for batch in make_batch_source(
+        dataset, sampler_for(len(dataset), 4, 0), collate, 0, SoundStormConfig.tiny().mask_id)(0, 0)])
+    assert len(set(uniform.tolist())) > 1
+
+
 def test_exact_resume(tmp_path):
     straight = make_trainer(tmp_path / "a", max_steps=9, ema_decay=0.9)  # 6 batches per epoch: crosses an epoch
     straight.fit()

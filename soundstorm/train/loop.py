@@ -27,7 +27,7 @@ import signal
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterable, Iterator
+from typing import Callable, Iterable, Iterator, List, Optional
 
 import torch
 from torch import nn
@@ -58,6 +58,8 @@ class TrainerConfig:
     max_minutes: float | None = None  # wall-clock budget of this session; checked at log steps
     max_graphs: int | None = None  # XLA: compiled training graphs allowed (None: from the batch shapes)
     activation_checkpointing: bool = False  # recompute each Conformer block in the backward (less memory)
+    # Relative probability of training each level (None: uniform, the paper's §3.2); see masking.corrupt.
+    level_weights: Optional[List[float]] = None
 
     def __post_init__(self):
         check_positive_ints("trainer", self, ("max_steps", "grad_accum", "log_every", "eval_every", "ckpt_every",
