@@ -110,8 +110,10 @@ class TextToSemantic(nn.Module):
         self.head_norm = nn.LayerNorm(d)
         self.head = nn.Linear(d, config.semantic_vocab_size)
         self.duration_head = nn.Linear(d, 1)
+        # Unit-variance tables (nn.Embedding's default), as in SoundStorm: with 0.02 the tokens are
+        # invisible next to the O(1) progress features and the pre-LN blocks' outputs.
         for table in (self.text_embed, self.semantic_embed, self.segment_embed):
-            nn.init.normal_(table.weight, std=0.02)
+            nn.init.normal_(table.weight, std=1.0)
 
     # ------------------------------------------------------------------ inputs
     def embed(self, tokens_BL, segment_BL, progress_BL) -> torch.Tensor:
