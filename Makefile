@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 # Speech synthesis for the test and quickstart corpora: espeak-ng, festival with two diphone voices
 # (text2wave), and sox (the festival corpus's speaker variants).
-APT_PACKAGES := espeak-ng festival festvox-kallpc16k festvox-kdlpc16k sox
+APT_PACKAGES := espeak-ng festival festvox-kallpc16k festvox-kdlpc16k festvox-us-slt-hts sox
 export WANDB_MODE ?= offline
 export PYTHONUNBUFFERED := 1
 

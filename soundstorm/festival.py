@@ -1,13 +1,17 @@
 """Festival speech with distinct speakers and phone alignments, for a corpus a recognizer can read.
 
-Why festival: its diphone voices (Debian ``festvox-kallpc16k``, ``festvox-kdlpc16k``) are read by an
-offline recognizer far better than espeak-ng, and festival knows where every phone starts and ends,
-which lets a content tokenizer learn phones from the corpus itself. Two base voices become
-:data:`SPEAKERS` by festival's own prosody settings (mean/std of F0, duration stretch) plus a sox
-``speed`` change, which moves the formants (a longer or shorter vocal tract) with the pitch; the F0
-setting is chosen so the net pitch stays in a natural range. Measured (README, "CPU quickstart"):
-speaker similarity between any two of them at most 0.79 (resemblyzer), recognizer WER 0.04–0.15 per
-speaker on 8 sentences (pocketsphinx; mean 0.095).
+Why festival: its voices are read by an offline recognizer far better than espeak-ng, and festival
+knows where every phone starts and ends, which lets a content tokenizer learn phones from the corpus
+itself. Three base voices (Debian ``festvox-kallpc16k``, ``festvox-kdlpc16k``: two male diphone
+voices; ``festvox-us-slt-hts``: CMU Arctic's female HTS voice) become :data:`SPEAKERS` by festival's
+prosody settings (diphone voices: mean/std of F0; the HTS voice has its own F0 model and ignores
+them) and two sox changes: ``speed``, which moves the formants (a longer or shorter vocal tract) with
+the pitch, and ``pitch``, which moves the pitch alone. Measured on 20 corpus sentences per speaker
+(pocketsphinx WER; resemblyzer similarity, mean over sentence pairs): WER kal 0.167, ked 0.192,
+kal_high 0.188, slt 0.078, slt_low 0.056, slt_deep 0.109 (mean 0.132); similarity between any two
+speakers at most 0.776 (slt / slt_low), within a speaker 0.87–0.90. Variants dropped for reading
+worse or sounding too alike: formant-raised diphone voices (WER 0.20–0.25 on held-out sentences),
+slt raised by 300 cents (WER 0.77), slt lowered by 300 cents (similarity 0.83 to slt_low).
 
 One festival process synthesises a whole batch through a generated Scheme script; phone end times
 come from the utterance's ``Segment`` relation and are rescaled by the sox speed factor.
@@ -23,27 +27,30 @@ from pathlib import Path
 
 import soundfile as sf
 
-INSTALL_HINT = "install it with: sudo apt-get install festival festvox-kallpc16k festvox-kdlpc16k sox"
+INSTALL_HINT = ("install it with: sudo apt-get install festival festvox-kallpc16k festvox-kdlpc16k festvox-us-slt-hts "
+                "sox")
 
 
 @dataclass(frozen=True)
 class Speaker:
-    """A festival voice and how it is changed: F0 target mean/std (Hz), duration stretch, sox speed."""
+    """A festival voice and how it is changed: F0 target mean/std (Hz; diphone voices only), duration
+    stretch, sox speed (pitch, formants and tempo together) and sox pitch shift in cents (pitch alone)."""
 
     voice: str
     f0_mean: float
     f0_std: float
     stretch: float = 1.0
     speed: float = 1.0
+    pitch_cents: float = 0.0
 
 
 SPEAKERS: dict[str, Speaker] = {
     "kal": Speaker("kal_diphone", 105, 14),
     "ked": Speaker("ked_diphone", 105, 15),
     "kal_high": Speaker("kal_diphone", 200, 30),
-    "kal_bright": Speaker("kal_diphone", 95, 14, stretch=1.1, speed=1.15),
-    "ked_bright": Speaker("ked_diphone", 150, 25, stretch=1.1, speed=1.15),
-    "kal_small": Speaker("kal_diphone", 170, 25, stretch=1.15, speed=1.22),
+    "slt": Speaker("cmu_us_slt_arctic_hts", 170, 34),
+    "slt_low": Speaker("cmu_us_slt_arctic_hts", 170, 34, speed=0.9),
+    "slt_deep": Speaker("cmu_us_slt_arctic_hts", 170, 34, pitch_cents=-500),
 }
 
 
@@ -106,14 +113,16 @@ def synthesize_batch(jobs: list[tuple[str, str, Path]]) -> dict[str, dict]:
         phones = _read_segments(tmp / "segs.txt") if (tmp / "segs.txt").is_file() else {}
         if result.returncode != 0 or len(phones) != len(jobs):
             raise RuntimeError(f"festival failed (exit {result.returncode}, {len(phones)} of {len(jobs)} utterances "
-                               f"synthesised): {result.stderr.strip()[-500:]}")
+                               f"synthesised; are the voices installed? {INSTALL_HINT}): {result.stderr.strip()[-500:]}")
         out = {}
         for (speaker_id, _, wav), (_, _, raw) in zip(jobs, raw_jobs):
-            speed = SPEAKERS[speaker_id].speed
+            speaker = SPEAKERS[speaker_id]
+            speed = speaker.speed
             part = wav.with_name(f".{wav.name}.tmp.wav")
-            # -G: guard against clipping; speed: formants and pitch move by `speed`, duration by 1/speed.
+            # -G: guard against clipping; speed: formants and pitch move by `speed`, duration by 1/speed;
+            # pitch: the pitch alone, duration kept (phone times unchanged).
             cmd = [sox, "-G", str(raw), "-b", "16", str(part), *(["speed", f"{speed}"] if speed != 1.0 else []),
-                   "rate", "16000"]
+                   *(["pitch", f"{speaker.pitch_cents}"] if speaker.pitch_cents else []), "rate", "16000"]
             done = subprocess.run(cmd, capture_output=True, text=True)
             if done.returncode != 0:
                 part.unlink(missing_ok=True)

@@ -25,7 +25,7 @@ SENTENCES = [f"The number {n} is written on the {w} door." for n, w in
 @pytest.fixture(scope="module")
 def festival_corpus(tmp_path_factory):
     if shutil.which("festival") is None or shutil.which("sox") is None:
-        pytest.skip("festival and sox are needed (apt-get install festival festvox-kallpc16k festvox-kdlpc16k sox)")
+        pytest.skip("festival and sox are needed (apt-get install festival festvox-kallpc16k festvox-kdlpc16k festvox-us-slt-hts sox)")
     out = tmp_path_factory.mktemp("festival_corpus")
     result = run_cli("soundstorm.cli.synth_corpus", "--out", str(out), "--engine", "festival", "--num-utterances", "12",
                      "--heldout-fraction", "0.3", "--sentences-per-utterance", "2")

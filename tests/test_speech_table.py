@@ -80,7 +80,7 @@ SENTENCES = ("The boy was there when the sun rose.", "It is easy to tell the dep
 def speaker_tokens(tmp_path_factory):
     """Two festival voices (speakers ``kal``, ``ked``) × four sentences, prepared with the small codec."""
     if shutil.which("text2wave") is None:
-        pytest.skip("festival is not installed (apt-get install festival festvox-kallpc16k festvox-kdlpc16k)")
+        pytest.skip("festival is not installed (apt-get install festival festvox-kallpc16k festvox-kdlpc16k festvox-us-slt-hts)")
     out = tmp_path_factory.mktemp("speakers")
     lines = []
     for speaker in ("kal", "ked"):
