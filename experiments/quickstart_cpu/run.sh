@@ -3,7 +3,7 @@
 #   1. synthesise a festival corpus: 1000 utterances, six speakers, 5% of the sentences held out
 #   2. prepare tokens: fit the offline MelRVQ codec (Q=8, 1024 codes) and the phone-classifier content
 #      tokenizer on the training sentences
-#   3. train a 7M-parameter model for up to 28 minutes (configs/experiment/quickstart_cpu.yaml)
+#   3. train a 7M-parameter model for up to 25 minutes (configs/experiment/quickstart_cpu.yaml)
 #   4. evaluate on held-out sentences: the speech table (WER, CER, speaker similarity of ground truth,
 #      resynthesis, unprompted, prompted, cross-speaker), metrics.json, a 30 s generated wav, spectrograms
 # Everything lands in outputs/quickstart/ (OUT=... to change); re-running resumes or skips done steps.
@@ -11,7 +11,7 @@ set -euo pipefail
 cd "$(dirname "$0")/../.."
 PY="${PYTHON:-python}"
 OUT="${OUT:-outputs/quickstart}"
-export WANDB_MODE="${WANDB_MODE:-offline}" PYTHONUNBUFFERED=1 OMP_NUM_THREADS="${OMP_NUM_THREADS:-1}"
+export WANDB_MODE="${WANDB_MODE:-offline}" PYTHONUNBUFFERED=1
 CODEC=(codec=melrvq codec.num_levels=8 codec.codebook_size=1024 semantic=phone_classifier semantic.frame_rate=50.0)
 t0=$(date +%s)
 
@@ -31,7 +31,7 @@ train_seconds=$(( $(date +%s) - start ))
 
 checkpoint=$(ls -d "$OUT"/train/checkpoints/step_* | tail -n 1)
 "$PY" -m soundstorm.cli.eval checkpoint="$checkpoint" data.root="$OUT/tokens" out_dir="$OUT" \
-  backend=cpu backend.options.num_threads=1 data.min_seconds=2.0 data.max_seconds=7.0 sampler=greedy \
+  backend=cpu data.min_seconds=2.0 data.max_seconds=7.0 sampler=greedy \
   evaluation.window_seconds=4.0 evaluation.max_utterances=8 evaluation.max_batches=4 evaluation.long_seconds=30 \
   evaluation.num_examples=2 evaluation.speech.enabled=true evaluation.speech.max_utterances=20 logger.dir="$OUT"
 
