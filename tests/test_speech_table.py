@@ -211,3 +211,60 @@ def test_prompted_rows_prepend_another_utterance_and_score_the_continuation(tmp_
     assert result["rows"]["prompted"]["sim_prompt_speaker"] == result["rows"]["prompted"]["sim_source_speaker"]
     cross_row = result["rows"]["cross_speaker"]
     assert cross_row["sim_prompt_speaker"] != cross_row["sim_source_speaker"]
+
+
+def test_text_to_semantic_row_speaks_the_text_with_the_prompted_rows_voice(tmp_path, monkeypatch):
+    """With a first stage, the table gains ``text_to_semantic``: the target's *text* → semantic tokens
+    (prompted with the ``prompted`` row's semantic prompt) → SoundStorm continuing the same acoustic prompt."""
+    import soundstorm.t2s
+    from soundstorm.evaluation.speech_plan import SpeechItem
+    from soundstorm.evaluation.speech_table import T2S_ROW, SpeechTable
+
+    utts = {}
+    for name, num_semantic, value in (("t", 10, 1), ("p", 200, 7), ("r", 20, 3), ("x", 200, 9), ("xr", 20, 5)):
+        sf.write(str(tmp_path / f"{name}.wav"), np.full(num_semantic * 320, 0.01 * value, dtype=np.float32), 8000)
+        utts[name] = {"utt_id": name, "codes": torch.full((1, 2 * num_semantic), 100 + value),
+                      "semantic": torch.full((num_semantic,), value), "text": f"the text of {name}",
+                      "path": str(tmp_path / f"{name}.wav")}
+    seen = []
+
+    def fake_generate_semantic(model, texts, prompts, generator=None):
+        seen.append((model, list(texts), [p.clone() for p in prompts]))
+        return [torch.full((12,), 42)]
+
+    monkeypatch.setattr(soundstorm.t2s, "generate_semantic", fake_generate_semantic)
+    recognizer = type("R", (), {"transcribe": lambda self, wav, sr: "the text of t"})()
+    verifier = type("V", (), {"embed": lambda self, wav, sr: torch.stack([wav.abs().mean(), wav.std() + 0.1])})()
+    evaluator, first_stage = _FakeEvaluator(), object()
+    table = SpeechTable(evaluator, recognizer, verifier, utts.__getitem__, prompt_seconds=3.0, t2s=first_stage)
+    item = SpeechItem(target="t", speaker="A", prompt="p", reference="r", other_speaker="B", cross_prompt="x",
+                      cross_reference="xr")
+    result = table.item(item, 0)
+    [(model, texts, prompts)] = seen
+    assert model is first_stage and texts == ["the text of t"] and torch.equal(prompts[0], utts["p"]["semantic"][:75])
+    semantic_S, prompt_QT = evaluator.calls[-1]
+    assert torch.equal(semantic_S, torch.cat([utts["p"]["semantic"][:75], torch.full((12,), 42)]))
+    assert torch.equal(prompt_QT, utts["p"]["codes"][:, :150])
+    assert result["waves"][T2S_ROW].shape[0] == 12 * 2 * 160  # the continuation only
+    row = result["rows"][T2S_ROW]
+    assert row["wer"] == 0.0 and row["sim_prompt_speaker"] == row["sim_source_speaker"]
+    summary = summarize([result])
+    assert summary[T2S_ROW]["wer"] == 0.0 and "| text_to_semantic | 0.000 |" in markdown(summary)
+    assert T2S_ROW not in summarize([{"rows": {r: v for r, v in result["rows"].items() if r != T2S_ROW}}])
+
+
+def test_text_to_semantic_checkpoint_errors_name_the_field(tmp_path):
+    from soundstorm import SoundStorm, SoundStormConfig
+    from soundstorm.evaluation.speech_table import load_t2s
+    from soundstorm.t2s import T2SConfig, TextToSemantic
+
+    model = SoundStorm(SoundStormConfig.tiny())
+    assert load_t2s(None, model) is None
+    with pytest.raises(FileNotFoundError, match="evaluation.speech.t2s_checkpoint="):
+        load_t2s(tmp_path / "missing", model)
+    t2s_dir = tmp_path / "t2s"
+    TextToSemantic(T2SConfig.tiny(semantic_vocab_size=model.config.semantic_vocab_size + 1)).save_pretrained(t2s_dir)
+    with pytest.raises(ValueError, match="evaluation.speech.t2s_checkpoint=.* not trained on the same tokenizer"):
+        load_t2s(t2s_dir, model)
+    TextToSemantic(T2SConfig.tiny(semantic_vocab_size=model.config.semantic_vocab_size)).save_pretrained(t2s_dir)
+    assert load_t2s(t2s_dir, model).config.semantic_vocab_size == model.config.semantic_vocab_size

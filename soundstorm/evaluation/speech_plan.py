@@ -16,7 +16,7 @@ choice is drawn from ``numpy.random.default_rng([seed, i])``, so a plan is repro
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Dict
+from typing import Any, Dict, Optional
 
 import numpy as np
 
@@ -35,6 +35,7 @@ class SpeechEvalConfig:
     verifier: str = "resemblyzer"
     verifier_options: Dict[str, Any] = field(default_factory=dict)
     seed: int = 0
+    t2s_checkpoint: Optional[str] = None  # a text-to-semantic checkpoint: adds the text_to_semantic row
 
     def __post_init__(self):
         if isinstance(self.max_utterances, bool) or not isinstance(self.max_utterances, int) or self.max_utterances < 1:

@@ -9,7 +9,11 @@ the prompt's and of the source speaker) and the mel distance to the ground-truth
 - ``unprompted``: SoundStorm from the semantic tokens alone;
 - ``prompted``: SoundStorm continuing 3 s of a *different* utterance of the same speaker (prompt
   semantic + acoustic tokens prepended; only the continuation is scored), the paper's setting;
-- ``cross_speaker``: the target's semantic tokens (speaker A) with a prompt from speaker B.
+- ``cross_speaker``: the target's semantic tokens (speaker A) with a prompt from speaker B;
+- ``text_to_semantic`` (with ``evaluation.speech.t2s_checkpoint``): the two-stage pipeline of the
+  paper's dialogue: the first stage (:mod:`soundstorm.t2s`) turns the target's *text* into semantic
+  tokens, prompted with the same speaker's semantic tokens as the ``prompted`` row, and SoundStorm
+  continues the same 3 s acoustic prompt. Its WER against ``prompted`` is what the first stage costs.
 
 ``sim_prompt_speaker`` is null where there is no prompt; ``cross_speaker_attribution`` is the fraction
 of cross-speaker outputs closer to B's reference than to A's: whether the prompt, not the semantic
@@ -35,6 +39,7 @@ from soundstorm.evaluation.speech_plan import SpeechItem, plan_speech_items
 from soundstorm.io import atomic_write_bytes
 
 ROWS = ("ground_truth", "resynthesis", "unprompted", "prompted", "cross_speaker")
+T2S_ROW = "text_to_semantic"
 COLUMNS = ("wer", "cer", "sim_prompt_speaker", "sim_source_speaker", "mel_distance")
 
 
@@ -42,8 +47,9 @@ class SpeechTable:
     """Scores :class:`SpeechItem` s with a ``GenerationEvaluator`` (generate / decode), a recognizer and a
     verifier. ``load(utt_id)`` returns a token-folder utterance (``codes``, ``semantic``, ``text``, ``path``)."""
 
-    def __init__(self, evaluator, recognizer, verifier, load, prompt_seconds: float = 3.0, seed: int = 0):
+    def __init__(self, evaluator, recognizer, verifier, load, prompt_seconds: float = 3.0, seed: int = 0, t2s=None):
         self.evaluator, self.recognizer, self.verifier, self.load = evaluator, recognizer, verifier, load
+        self.t2s = t2s  # a TextToSemantic model: adds the text_to_semantic row
         self.sample_rate = evaluator.codec.sample_rate
         up = evaluator.model.config.semantic_upsample
         self.prompt_frames = max(up, int(round(prompt_seconds * evaluator.codec.frame_rate / up)) * up)
@@ -65,11 +71,18 @@ class SpeechTable:
             self._embeddings[utt_id] = self.verifier.embed(self.recording(self.load(utt_id)), self.sample_rate)
         return self._embeddings[utt_id]
 
-    def continue_prompt(self, target: dict, prompt_utt: dict, seed: int) -> torch.Tensor:
-        """Waveform of the target's content continuing the first ``prompt_frames`` of ``prompt_utt``."""
+    def prompt_semantic(self, prompt_utt: dict) -> torch.Tensor:
+        """The prompt's semantic tokens ``[P]``: the first ``prompt_frames`` codec frames' worth."""
         up = self.evaluator.model.config.semantic_upsample
-        num_prompt = min(self.prompt_frames, prompt_utt["codes"].shape[1] // up * up)
-        semantic_S = torch.cat([prompt_utt["semantic"][:num_prompt // up], target["semantic"]])
+        return prompt_utt["semantic"][:min(self.prompt_frames, prompt_utt["codes"].shape[1] // up * up) // up]
+
+    def continue_prompt(self, target: dict, prompt_utt: dict, seed: int,
+                        semantic_S: torch.Tensor | None = None) -> torch.Tensor:
+        """Waveform of the target's content (its semantic tokens, or ``semantic_S``) continuing the first
+        ``prompt_frames`` of ``prompt_utt``."""
+        prompt_S = self.prompt_semantic(prompt_utt)
+        num_prompt = prompt_S.shape[0] * self.evaluator.model.config.semantic_upsample
+        semantic_S = torch.cat([prompt_S, target["semantic"] if semantic_S is None else semantic_S])
         codes_QT = self.evaluator.generate(semantic_S, prompt_utt["codes"][:, :num_prompt], seed=seed)
         return self.evaluator.decode(codes_QT[:, num_prompt:])
 
@@ -91,11 +104,20 @@ class SpeechTable:
                  "unprompted": self.evaluator.decode(self.evaluator.generate(target["semantic"], seed=seed)),
                  "prompted": self.continue_prompt(target, self.load(item.prompt), seed),
                  "cross_speaker": self.continue_prompt(target, self.load(item.cross_prompt), seed)}
+        if self.t2s is not None:
+            from soundstorm.t2s import generate_semantic
+
+            prompt_utt = self.load(item.prompt)
+            semantic_S = generate_semantic(self.t2s, [target["text"]], [self.prompt_semantic(prompt_utt)],
+                                           generator=torch.Generator().manual_seed(seed))[0]
+            waves[T2S_ROW] = self.continue_prompt(target, prompt_utt, seed, semantic_S)
         rows = {name: self.score(wav, target, truth_N, item.reference, None) for name, wav in waves.items()
                 if name in ("ground_truth", "resynthesis", "unprompted")}
         rows["prompted"] = self.score(waves["prompted"], target, truth_N, item.reference, item.reference)
         rows["cross_speaker"] = self.score(waves["cross_speaker"], target, truth_N, item.reference,
                                            item.cross_reference)
+        if T2S_ROW in waves:
+            rows[T2S_ROW] = self.score(waves[T2S_ROW], target, truth_N, item.reference, item.reference)
         return {"rows": rows, "waves": waves, "ids": {**vars(item), "text": target["text"]}}
 
     def run(self, items: list[SpeechItem]) -> tuple[dict, list[dict]]:
@@ -111,9 +133,16 @@ def _mean(values: list) -> float | None:
     return sum(values) / len(values) if values else None
 
 
+def rows_of(table_or_result: dict) -> tuple[str, ...]:
+    """The rows present, in table order (``text_to_semantic`` only when a first stage was given)."""
+    rows = table_or_result.get("rows", table_or_result)
+    return ROWS + ((T2S_ROW,) if T2S_ROW in rows else ())
+
+
 def summarize(results: list[dict]) -> dict:
     """Row means over items, ``cross_speaker_attribution`` and ``num_utterances``."""
-    table = {row: {col: _mean([r["rows"][row][col] for r in results]) for col in COLUMNS} for row in ROWS}
+    table = {row: {col: _mean([r["rows"][row][col] for r in results]) for col in COLUMNS}
+             for row in rows_of(results[0])}
     closer = [r["rows"]["cross_speaker"]["sim_prompt_speaker"] > r["rows"]["cross_speaker"]["sim_source_speaker"]
               for r in results]
     table["cross_speaker_attribution"] = sum(closer) / len(closer)
@@ -128,12 +157,29 @@ def markdown(table: dict, asr: str = "", verifier: str = "") -> str:
 
     lines = ["| audio | WER | CER | sim. to prompt's speaker | sim. to source speaker | mel distance |",
              "|---|---|---|---|---|---|"]
-    lines += [f"| {row} | " + " | ".join(cell(table[row][col]) for col in COLUMNS) + " |" for row in ROWS]
+    lines += [f"| {row} | " + " | ".join(cell(table[row][col]) for col in COLUMNS) + " |" for row in rows_of(table)]
     lines += ["", f"Cross-speaker attribution (output closer to the prompt's speaker than to the source speaker): "
                   f"{table['cross_speaker_attribution']:.2f} of {table['num_utterances']} pairs."]
     if asr or verifier:
         lines.append(f"Recognizer: {asr}; speaker verifier: {verifier}.")
     return "\n".join(lines) + "\n"
+
+
+def load_t2s(checkpoint, model):
+    """The first stage from ``evaluation.speech.t2s_checkpoint`` (None: no row), on the model's device;
+    its semantic vocabulary must be SoundStorm's (the same tokenizer)."""
+    if checkpoint is None:
+        return None
+    from soundstorm.t2s import TextToSemantic
+
+    if not Path(checkpoint).is_dir():
+        raise FileNotFoundError(f"evaluation.speech.t2s_checkpoint={str(checkpoint)!r}: directory not found")
+    t2s = TextToSemantic.from_pretrained(checkpoint, map_location=next(model.parameters()).device)
+    if t2s.config.semantic_vocab_size != model.config.semantic_vocab_size:
+        raise ValueError(f"evaluation.speech.t2s_checkpoint={str(checkpoint)!r} predicts "
+                         f"{t2s.config.semantic_vocab_size} semantic ids, the SoundStorm checkpoint reads "
+                         f"{model.config.semantic_vocab_size}: they were not trained on the same tokenizer")
+    return t2s.eval()
 
 
 def evaluate_speech(config, evaluator, heldout, others, out_dir, num_examples: int = 0) -> dict:
@@ -153,18 +199,19 @@ def evaluate_speech(config, evaluator, heldout, others, out_dir, num_examples: i
 
     scorer = SpeechTable(evaluator, build_recognizer(config.asr, config.asr_options),
                          build_verifier(config.verifier, config.verifier_options), load, config.prompt_seconds,
-                         config.seed)
+                         config.seed, load_t2s(config.t2s_checkpoint, evaluator.model))
     table, results = scorer.run(items)
     out_dir = Path(out_dir)
     for result in results[:num_examples]:
         for row, wav_N in result["waves"].items():
             write_wav(out_dir / "speech_examples" / f"{result['ids']['target']}_{row}.wav", wav_N, scorer.sample_rate)
-    table["items"] = [{**r["ids"], "rows": {row: {k: r["rows"][row][k] for k in ("wer", "transcript")} for row in ROWS}}
+    rows = rows_of(table)
+    table["items"] = [{**r["ids"], "rows": {row: {k: r["rows"][row][k] for k in ("wer", "transcript")} for row in rows}}
                       for r in results]
     table["asr"], table["verifier"] = config.asr, config.verifier
     out_dir.mkdir(parents=True, exist_ok=True)
     atomic_write_bytes(out_dir / "speech_table.md", markdown(table, config.asr, config.verifier).encode())
-    save_speech_bars(out_dir / "speech_table.png", table, ROWS,
+    save_speech_bars(out_dir / "speech_table.png", table, rows,
                      title=f"{table['num_utterances']} held-out utterances; ASR {config.asr}, "
                            f"verifier {config.verifier}")
     return table
