@@ -4,7 +4,10 @@
 #   2. pick two training voices and six held-out sentences (pick_script.py)
 #   3. speak them with soundstorm-dialogue, scored per turn (WER, speaker attribution, pause boundaries)
 #      against SoundStorm on the same sentences' true semantic tokens (evaluation.reference=true)
-# Outputs in $OUT/dialogue/: dialogue.{wav,json,png}, reference.{wav,json,png}, script.txt, voices.json.
+#   4. the first stage in the speech table: soundstorm-eval with evaluation.speech.t2s_checkpoint adds the
+#      text_to_semantic row (held-out text → semantic tokens → SoundStorm) beside the prompted row
+# Outputs in $OUT/dialogue/: dialogue.{wav,json,png}, reference.{wav,json,png}, script.txt, voices.json;
+# $OUT/t2s_eval/: metrics.json (speech), speech_table.{md,png}.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 PY="${PYTHON:-python}"
@@ -46,3 +49,9 @@ for name, ok in checks.items():
     print(f"  {name}: {'met' if ok else 'NOT met'}")
 print("dialogue:", result["files"]["wav"])
 PYEOF
+
+"$PY" -m soundstorm.cli.eval checkpoint="$soundstorm_ckpt" data.root="$OUT/tokens" out_dir="$OUT/t2s_eval" \
+  backend=cpu data.min_seconds=2.0 data.max_seconds=7.0 sampler=greedy evaluation.max_utterances=2 \
+  evaluation.max_batches=1 evaluation.mask_ratios=[1.0] evaluation.num_examples=2 evaluation.speech.enabled=true \
+  evaluation.long_seconds=0 evaluation.speech.max_utterances=20 evaluation.speech.t2s_checkpoint="$t2s_ckpt" logger.dir="$OUT/t2s_eval"
+
