@@ -1,7 +1,9 @@
 """What every backend-using CLI does around its work: build the backend, report input errors, shut down.
 
 Input errors (``ValueError`` / ``FileNotFoundError``, whose messages name the field and value) end the
-program with ``prog: error: ...`` on stderr and exit status 2 instead of a traceback.
+program with ``prog: error: ...`` on stderr and exit status 2 instead of a traceback. Training CLIs
+(:func:`run_training`) share the rest of their exit codes: 3 non-finite steps, 4 too many compiled
+graphs (XLA), 1 an OS error such as a full disk (every checkpoint already written is intact).
 """
 
 from __future__ import annotations
@@ -10,6 +12,8 @@ import sys
 from typing import Callable
 
 from soundstorm import builders
+from soundstorm.train.graphs import GraphBudgetExceeded
+from soundstorm.train.loop import NonFiniteLossError
 
 
 def run_with_backend(prog: str, backend_cfg, work: Callable) -> None:
@@ -25,3 +29,32 @@ def run_with_backend(prog: str, backend_cfg, work: Callable) -> None:
         if backend is not None:
             backend.shutdown()
 
+
+
+def run_training(prog: str, cfg, build: Callable) -> int:
+    """Build ``(trainer, resume_from) = build(cfg, backend)`` and fit; return the exit code (see the module
+    docstring). The logger is finished and the backend shut down whatever happens."""
+    backend, trainer, code = None, None, 0
+    try:
+        backend = builders.build_backend(cfg.backend)
+        trainer, resume_from = build(cfg, backend)
+        trainer.fit(resume_from)
+    except (ValueError, FileNotFoundError) as err:
+        print(f"{prog}: error: {err}", file=sys.stderr)
+        code = 2
+    except NonFiniteLossError as err:
+        print(f"{prog}: error: {err}", file=sys.stderr)
+        code = 3
+    except GraphBudgetExceeded as err:
+        print(f"{prog}: error: {err}", file=sys.stderr)
+        code = 4
+    except OSError as err:  # e.g. a full disk while checkpointing: what was written before is intact
+        print(f"{prog}: error: {err}; every checkpoint already under {cfg.out_dir}/checkpoints is complete "
+              "(resume=auto continues from the newest once this is fixed)", file=sys.stderr)
+        code = 1
+    finally:
+        if trainer is not None and trainer.logger is not None:
+            trainer.logger.finish()
+        if backend is not None:
+            backend.shutdown()
+    return code

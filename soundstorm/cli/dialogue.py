@@ -14,7 +14,6 @@ import json
 import hydra
 from omegaconf import DictConfig
 
-from soundstorm import builders
 from soundstorm.cli._common import run_with_backend
 from soundstorm.dialogue import builders as dialogue_builders
 

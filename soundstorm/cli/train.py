@@ -23,39 +23,15 @@ import hydra
 from omegaconf import DictConfig, OmegaConf
 
 from soundstorm import builders
-from soundstorm.train.graphs import GraphBudgetExceeded
+from soundstorm.cli._common import run_training
 from soundstorm.train.launch import ReplicaFailed, processes_per_host, run_replicas
-from soundstorm.train.loop import NonFiniteLossError
 from soundstorm.train.memory_plan import format_plan, memory_plan
 
 
 def train_process(index: int, config) -> int:
     """One training process (the only one, or replica ``index`` of a launch); returns its exit code."""
     cfg = config if isinstance(config, DictConfig) else OmegaConf.create(config)
-    backend, trainer, code = None, None, 0
-    try:
-        backend = builders.build_backend(cfg.backend)
-        trainer, resume_from = builders.build_training(cfg, backend)
-        trainer.fit(resume_from)
-    except (ValueError, FileNotFoundError) as err:
-        print(f"soundstorm-train: error: {err}", file=sys.stderr)
-        code = 2
-    except NonFiniteLossError as err:
-        print(f"soundstorm-train: error: {err}", file=sys.stderr)
-        code = 3
-    except GraphBudgetExceeded as err:
-        print(f"soundstorm-train: error: {err}", file=sys.stderr)
-        code = 4
-    except OSError as err:  # e.g. a full disk while checkpointing: what was written before is intact
-        print(f"soundstorm-train: error: {err}; every checkpoint already under {cfg.out_dir}/checkpoints is complete "
-              "(resume=auto continues from the newest once this is fixed)", file=sys.stderr)
-        code = 1
-    finally:
-        if trainer is not None and trainer.logger is not None:
-            trainer.logger.finish()
-        if backend is not None:
-            backend.shutdown()
-    return code
+    return run_training("soundstorm-train", cfg, builders.build_training)
 
 
 def dry_run(cfg: DictConfig) -> int:

@@ -3,7 +3,9 @@
 It shares SoundStorm's machinery: the data, optim, trainer, logger and backend config groups, the
 :class:`~soundstorm.train.loop.Trainer` (accumulation, clipping, guarded steps, wandb, atomic
 safetensors checkpoints, exact ``resume=auto``, SIGTERM/SIGINT → checkpoint and exit 0, DDP under
-torchrun). Exit codes: 0 done or stopped by a signal, 2 bad configuration or data, 3 non-finite steps.
+torchrun). Exit codes (shared with ``soundstorm-train``, :func:`soundstorm.cli._common.run_training`): 0 done or
+stopped by a signal, 1 an operating-system error such as a full disk, 2 bad configuration or data, 3
+non-finite steps, 4 too many compiled graphs (XLA).
 """
 
 from __future__ import annotations
@@ -16,12 +18,13 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from soundstorm import builders
+from soundstorm.cli._common import run_training
 from soundstorm.data import TokenManifest
 from soundstorm.t2s import builders as t2s_builders
 from soundstorm.t2s.model import TextToSemantic
 from soundstorm.t2s.train import T2SEvaluator, T2SLoss
 from soundstorm.train.checkpoint import resolve_resume
-from soundstorm.train.loop import NonFiniteLossError, Trainer
+from soundstorm.train.loop import Trainer
 
 RUN_ID_FILE = "wandb_run_id.txt"
 
@@ -64,24 +67,7 @@ def build_t2s_training(cfg: DictConfig, backend) -> tuple[Trainer, Path | None]:
 
 @hydra.main(config_path="pkg://soundstorm.configs", config_name="train_t2s", version_base="1.3")
 def main(cfg: DictConfig) -> None:
-    backend, trainer, code = None, None, 0
-    try:
-        backend = builders.build_backend(cfg.backend)
-        trainer, resume_from = build_t2s_training(cfg, backend)
-        if resume_from is not None and backend.dist.is_main:
-            print(f"resuming from {resume_from}", flush=True)
-        trainer.fit(resume_from)
-    except (ValueError, FileNotFoundError) as err:
-        print(f"soundstorm-train-t2s: error: {err}", file=sys.stderr)
-        code = 2
-    except NonFiniteLossError as err:
-        print(f"soundstorm-train-t2s: error: {err}", file=sys.stderr)
-        code = 3
-    finally:
-        if trainer is not None and trainer.logger is not None:
-            trainer.logger.finish()
-        if backend is not None:
-            backend.shutdown()
+    code = run_training("soundstorm-train-t2s", cfg, build_t2s_training)
     if code:
         sys.exit(code)
 
