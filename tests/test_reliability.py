@@ -287,6 +287,26 @@ def test_row10_masking_forward_sampler_and_nan_weights_are_checked(tmp_path):
         SoundStorm.from_pretrained(tmp_path)
 
 
+def test_generate_scans_the_weights_once_until_they_change(monkeypatch):
+    """The NaN scan syncs the device, so unchanged weights are scanned once; any in-place change rescans."""
+    import soundstorm.io
+    from soundstorm import generate
+
+    scans = []
+    real = soundstorm.io.nonfinite_tensors
+    monkeypatch.setattr(soundstorm.io, "nonfinite_tensors", lambda tensors: scans.append(1) or real(tensors))
+    model = SoundStorm(SoundStormConfig.tiny()).eval()
+    semantic = torch.randint(0, 16, (1, 4))
+    generate(model, semantic)
+    generate(model, semantic)
+    assert len(scans) == 1
+    with torch.no_grad():
+        model.head_bias.fill_(float("nan"))  # in place: the version counter moves
+    with pytest.raises(ValueError, match="non-finite"):
+        generate(model, semantic)
+    assert len(scans) == 2
+
+
 # ------------------------------------------------------------------ guarantees: full disk, SIGKILL
 def test_full_disk_while_checkpointing_keeps_the_previous_checkpoint(tmp_path, monkeypatch, capsys):
     trainer = make_trainer(tmp_path, max_steps=4, ckpt_every=2)
