@@ -79,13 +79,15 @@ def _units(sentences: list[str], order, held: set[str], per_utterance: int) -> l
 
 
 def plan_utterances(num_utterances: int, seed: int, sentences: list[str], engine: str = "espeak",
-                    heldout_fraction: float = 0.0, sentences_per_utterance: int = 1) -> list[dict]:
+                    heldout_fraction: float = 0.0, sentences_per_utterance: int = 1,
+                    speakers="diphone") -> list[dict]:
     """Deterministic per-utterance choices: text, speaker (and espeak voice settings), split.
 
     Held-out sentences (:func:`heldout_sentences`) are spoken alone; training utterances join
     ``sentences_per_utterance`` sentences, so a model trained on them has heard sequences as long as
     a 3 s voice prompt followed by a held-out sentence. Texts are used in a seeded order, each once
-    before any repeats; festival speakers rotate so that a repeated text gets another speaker.
+    before any repeats; festival speakers (``speakers``: a set of :mod:`soundstorm.festival`, ``diphone`` or
+    ``mixed``, or a list of its speaker names) rotate so that a repeated text gets another speaker.
     Espeak: genders alternate, accents rotate.
     """
     if engine not in ENGINES:
@@ -101,7 +103,7 @@ def plan_utterances(num_utterances: int, seed: int, sentences: list[str], engine
     order = rng.permutation(len(sentences))
     held = heldout_sentences(sentences, heldout_fraction, seed)
     units = _units(sentences, order, held, sentences_per_utterance)
-    speakers = list(festival.SPEAKERS)
+    speakers = list(festival.resolve_speakers(speakers)) if engine == "festival" else []
     plans = []
     for i in range(num_utterances):
         unit = units[i % len(units)]
@@ -160,7 +162,8 @@ def _synth_festival(plans: list[dict], wav_dir: Path, batch_size: int = 100) -> 
 
 
 def synth_corpus(out_dir, num_utterances: int = 20, seed: int = 0, sentences: list[str] | None = None,
-                 engine: str = "espeak", heldout_fraction: float = 0.0, sentences_per_utterance: int = 1) -> Path:
+                 engine: str = "espeak", heldout_fraction: float = 0.0, sentences_per_utterance: int = 1,
+                 speakers="diphone") -> Path:
     """Write ``out_dir/wavs/*.wav`` and ``out_dir/manifest.jsonl``; return the manifest path.
 
     Espeak: a rerun reuses existing wav files of the same plan, so it finishes an interrupted run;
@@ -168,7 +171,7 @@ def synth_corpus(out_dir, num_utterances: int = 20, seed: int = 0, sentences: li
     """
     out_dir = Path(out_dir)
     plans = plan_utterances(num_utterances, seed, sentences or bundled_sentences(), engine, heldout_fraction,
-                            sentences_per_utterance)
+                            sentences_per_utterance, speakers)
     (out_dir / "wavs").mkdir(parents=True, exist_ok=True)
     manifest = out_dir / "manifest.jsonl"
     if engine == "festival":

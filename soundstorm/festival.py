@@ -2,16 +2,25 @@
 
 Why festival: its voices are read by an offline recognizer far better than espeak-ng, and festival
 knows where every phone starts and ends, which lets a content tokenizer learn phones from the corpus
-itself. Three base voices (Debian ``festvox-kallpc16k``, ``festvox-kdlpc16k``: two male diphone
-voices; ``festvox-us-slt-hts``: CMU Arctic's female HTS voice) become :data:`SPEAKERS` by festival's
-prosody settings (diphone voices: mean/std of F0; the HTS voice has its own F0 model and ignores
-them) and two sox changes: ``speed``, which moves the formants (a longer or shorter vocal tract) with
-the pitch, and ``pitch``, which moves the pitch alone. Measured on 20 corpus sentences per speaker
-(pocketsphinx WER; resemblyzer similarity, mean over sentence pairs): WER kal 0.167, ked 0.192,
-kal_high 0.188, slt 0.078, slt_low 0.056, slt_deep 0.109 (mean 0.132); similarity between any two
-speakers at most 0.776 (slt / slt_low), within a speaker 0.87–0.90. Variants dropped for reading
-worse or sounding too alike: formant-raised diphone voices (WER 0.20–0.25 on held-out sentences),
-slt raised by 300 cents (WER 0.77), slt lowered by 300 cents (similarity 0.83 to slt_low).
+itself. Base voices: two male diphone voices (Debian ``festvox-kallpc16k``, ``festvox-kdlpc16k``) and
+CMU Arctic's female HTS voice (``festvox-us-slt-hts``). :data:`SPEAKERS` changes them with festival's
+prosody settings (diphone voices: mean/std of F0; the HTS voice has its own F0 model and ignores them)
+and two sox effects: ``speed``, which moves the formants (a longer or shorter vocal tract) with the
+pitch, and ``pitch``, which moves the pitch alone.
+
+Two speaker sets (``soundstorm-synth-corpus --speakers``), each of six speakers whose similarity to each
+other stays below 0.8 (resemblyzer, mean over sentence pairs):
+
+* :data:`DIPHONE_SPEAKERS` (the default): variants of the two diphone voices. Recognizer WER per
+  speaker 0.12–0.25 on the quickstart's held-out sentences (mean 0.18; the formant-raised variants read
+  worst). Their content tokens (``semantic=phone_classifier``) do not tell the speakers apart (speaker
+  identification from token histograms 0.31, chance 0.17), so a voice prompt sets the voice.
+* :data:`MIXED_SPEAKERS`: kal, ked, kal_high and three slt variants. Read far better (WER 0.06–0.19 per
+  speaker on 20 sentences, 0.077 on the quickstart's held-out sentences), but the phone classifier's
+  tokens reveal which base voice spoke (its durations and phone realisations: family identified from
+  token histograms 0.99), so a model conditioned on them keeps the source family's voice and a prompt
+  from the other family does not carry over (cross-speaker attribution 0.50 vs 0.90; README, "CPU
+  quickstart").
 
 One festival process synthesises a whole batch through a generated Scheme script; phone end times
 come from the utterance's ``Segment`` relation and are rescaled by the sox speed factor.
@@ -48,10 +57,30 @@ SPEAKERS: dict[str, Speaker] = {
     "kal": Speaker("kal_diphone", 105, 14),
     "ked": Speaker("ked_diphone", 105, 15),
     "kal_high": Speaker("kal_diphone", 200, 30),
+    "kal_bright": Speaker("kal_diphone", 95, 14, stretch=1.1, speed=1.15),
+    "ked_bright": Speaker("ked_diphone", 150, 25, stretch=1.1, speed=1.15),
+    "kal_small": Speaker("kal_diphone", 170, 25, stretch=1.15, speed=1.22),
     "slt": Speaker("cmu_us_slt_arctic_hts", 170, 34),
     "slt_low": Speaker("cmu_us_slt_arctic_hts", 170, 34, speed=0.9),
     "slt_deep": Speaker("cmu_us_slt_arctic_hts", 170, 34, pitch_cents=-500),
 }
+DIPHONE_SPEAKERS = ("kal", "ked", "kal_high", "kal_bright", "ked_bright", "kal_small")
+MIXED_SPEAKERS = ("kal", "ked", "kal_high", "slt", "slt_low", "slt_deep")
+SPEAKER_SETS = {"diphone": DIPHONE_SPEAKERS, "mixed": MIXED_SPEAKERS}
+
+
+def resolve_speakers(speakers) -> tuple[str, ...]:
+    """A speaker set's name (``diphone``, ``mixed``) or a list/comma-separated string of :data:`SPEAKERS`
+    names → the names; a ValueError naming ``speakers`` otherwise."""
+    if isinstance(speakers, str):
+        names = SPEAKER_SETS.get(speakers, tuple(n.strip() for n in speakers.split(",") if n.strip()))
+    else:
+        names = tuple(speakers)
+    unknown = [n for n in names if n not in SPEAKERS]
+    if not names or unknown:
+        raise ValueError(f"speakers={speakers!r}: expected {' or '.join(SPEAKER_SETS)}, or festival speaker names "
+                         f"from {sorted(SPEAKERS)}" + (f" (unknown: {unknown})" if unknown else ""))
+    return names
 
 
 def find_tools() -> tuple[str, str]:

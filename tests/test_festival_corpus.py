@@ -13,7 +13,7 @@ from _cli import run_cli
 from soundstorm.corpus import plan_utterances
 from soundstorm.data import TokenManifest
 from soundstorm.data.split import split_utterances
-from soundstorm.festival import SPEAKERS
+from soundstorm.festival import DIPHONE_SPEAKERS, MIXED_SPEAKERS, resolve_speakers
 
 slow = pytest.mark.slow  # the tests that synthesise and prepare run CLIs in child processes
 
@@ -36,7 +36,7 @@ def festival_corpus(tmp_path_factory):
 @slow
 def test_festival_corpus_speakers_transcripts_and_phones(festival_corpus):
     entries = [json.loads(line) for line in festival_corpus.read_text().splitlines()]
-    assert len(entries) == 12 and {e["speaker"] for e in entries} == set(SPEAKERS)
+    assert len(entries) == 12 and {e["speaker"] for e in entries} == set(DIPHONE_SPEAKERS)
     for entry in entries:
         info = sf.info(str(festival_corpus.parent / entry["path"]))
         duration = info.frames / info.samplerate
@@ -62,7 +62,17 @@ def test_heldout_sentences_never_reach_training(festival_corpus, tmp_path):
     manifest = TokenManifest.load(tmp_path / "tokens")
     train_ids, heldout_ids = split_utterances(manifest.utterances, heldout_fraction=0.5, seed=0)
     assert sorted(heldout_ids) == sorted(e["utt_id"] for e in heldout)  # the corpus's split wins over the fraction
-    assert {u["speaker"] for u in manifest.utterances} == set(SPEAKERS)
+    assert {u["speaker"] for u in manifest.utterances} == set(DIPHONE_SPEAKERS)
+
+
+def test_speaker_sets_and_bad_speaker_names():
+    plans = plan_utterances(12, 0, SENTENCES, engine="festival", speakers="mixed")
+    assert {p["speaker"] for p in plans} == set(MIXED_SPEAKERS)
+    assert {p["speaker"] for p in plan_utterances(4, 0, SENTENCES, engine="festival", speakers="kal,slt")} == {"kal", "slt"}
+    assert resolve_speakers(["ked"]) == ("ked",)
+    for bad in ("kal,nobody", "", []):
+        with pytest.raises(ValueError, match="speakers="):
+            resolve_speakers(bad)
 
 
 def test_plan_keeps_heldout_sentences_alone_and_rotates_speakers():

@@ -24,11 +24,15 @@ def main(argv: list[str] | None = None) -> None:
                         help="fraction of the sentences whose every utterance is marked split=heldout (default 0)")
     parser.add_argument("--sentences-per-utterance", type=int, default=1,
                         help="sentences joined in each training utterance (held-out ones are always alone)")
+    parser.add_argument("--speakers", default="diphone",
+                        help="festival: 'diphone' (default: variants of two diphone voices; tokens do not tell them "
+                             "apart), 'mixed' (three diphone, three slt HTS variants; read better) or "
+                             "comma-separated names (soundstorm.festival.SPEAKERS)")
     args = parser.parse_args(argv)
     try:
         manifest = synth_corpus(args.out, args.num_utterances, args.seed, engine=args.engine,
                                 heldout_fraction=args.heldout_fraction,
-                                sentences_per_utterance=args.sentences_per_utterance)
+                                sentences_per_utterance=args.sentences_per_utterance, speakers=args.speakers)
     except (FileNotFoundError, ValueError, RuntimeError) as err:
         print(f"soundstorm-synth-corpus: error: {err}", file=sys.stderr)
         raise SystemExit(2) from err
