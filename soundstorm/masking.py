@@ -102,7 +102,9 @@ def corrupt(
     if level_weights is None:
         level_B = (uniform(batch_size) * num_levels).long().clamp(max=num_levels - 1)
     else:
-        cdf_Q = torch.cumsum(check_level_weights(level_weights, num_levels).to(device), 0)
+        # validate=False (inside a compiled step): no host reads; the builder checked the weights already
+        weights_Q = check_level_weights(level_weights, num_levels) if validate else torch.as_tensor(level_weights)
+        cdf_Q = torch.cumsum(weights_Q.to(device=device, dtype=torch.float32), 0)  # float32: TPUs have no float64
         level_B = torch.searchsorted(cdf_Q, uniform(batch_size) * cdf_Q[-1], right=True).clamp(max=num_levels - 1)
     # 3. p = cos(u), u ~ U[0, pi/2]; M ~ Bernoulli(p) over frames
     mask_ratio_B = torch.cos(uniform(batch_size) * (math.pi / 2))
