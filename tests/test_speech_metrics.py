@@ -60,6 +60,25 @@ def test_pocketsphinx_reads_clean_speech_not_noise(clips):
     assert resampled["wer"] < 0.5  # other sample rates are resampled to 16 kHz
 
 
+def test_pocketsphinx_transcript_does_not_depend_on_what_it_heard_before(clips):
+    """Live cepstral mean normalisation carried one utterance's mean into the next: the same audio got
+    different transcripts in a different order. Every call now starts from the initial mean."""
+    asr = PocketsphinxRecognizer()
+    initial = asr.decoder.get_cmn()
+    seen = []
+    start_utt = asr.decoder.start_utt
+    asr.decoder = types.SimpleNamespace(**{name: getattr(asr.decoder, name) for name in dir(asr.decoder)
+                                           if not name.startswith("_")})
+    asr.decoder.start_utt = lambda: (seen.append(asr.decoder.get_cmn()), start_utt())
+    loud = torch.randn(32000, generator=torch.Generator().manual_seed(1)) * 0.5
+    first = asr.transcribe(clips["kal0"], 16000)
+    asr.transcribe(loud, 16000)
+    asr.transcribe(clips["female1"], 16000)
+    assert asr.decoder.get_cmn() != initial, "decoding moves the live mean (what used to leak)"
+    assert asr.transcribe(clips["kal0"], 16000) == first
+    assert seen == [initial] * 4
+
+
 def test_resemblyzer_same_voice_is_closer_than_another_voice(clips):
     verifier = ResemblyzerVerifier()
     emb = {k: verifier.embed(v, 16000) for k, v in clips.items()}

@@ -44,7 +44,14 @@ def to_mono_16k(wav_N: torch.Tensor, sample_rate: int) -> torch.Tensor:
 
 
 class PocketsphinxRecognizer:
-    """CMU pocketsphinx with the en-US model of its wheel; 16-bit PCM at 16 kHz."""
+    """CMU pocketsphinx with the en-US model of its wheel; 16-bit PCM at 16 kHz.
+
+    Every call starts from the decoder's initial feature state: pocketsphinx's live cepstral mean
+    normalisation otherwise carries the previous utterance's mean into the next one, so a transcript
+    depended on what was recognised before it (measured: 7 of 72 transcripts changed with the order of
+    the same utterances, WER 0.185 against 0.173 from a fresh decoder each time). ``reinit_feat`` gives
+    exactly the fresh decoder's transcripts and costs nothing.
+    """
 
     def __init__(self, **decoder_options):
         try:
@@ -56,6 +63,7 @@ class PocketsphinxRecognizer:
 
     def transcribe(self, wav_N: torch.Tensor, sample_rate: int) -> str:
         pcm = (to_mono_16k(wav_N, sample_rate).clamp(-1, 1) * 32767).round().to(torch.int16).numpy().tobytes()
+        self.decoder.reinit_feat()  # forget the previous utterance's cepstral mean (see the class docstring)
         self.decoder.start_utt()
         self.decoder.process_raw(pcm, full_utt=True)
         self.decoder.end_utt()
