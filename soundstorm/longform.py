@@ -21,7 +21,8 @@ from soundstorm.sampler import SamplerConfig, generate
 
 def generate_windowed(model, semantic_S: torch.Tensor, *, window_frames: int, prompt_frames: int,
                       prompt_QT: torch.Tensor | None = None, config: SamplerConfig | None = None,
-                      generator: torch.Generator | None = None, mark_step=None) -> torch.Tensor:
+                      generator: torch.Generator | None = None, mark_step=None,
+                      codebooks: torch.Tensor | None = None) -> torch.Tensor:
     """Codes ``[Q, T]`` for ``semantic_S [S]`` (``T = S × upsample``), decoded window by window.
 
     window_frames: codec frames per window (at most what the model was trained on).
@@ -29,6 +30,7 @@ def generate_windowed(model, semantic_S: torch.Tensor, *, window_frames: int, pr
     prompt_QT: optional user prompt ``[Qp, Tp]`` for the start of the output.
     mark_step: ``backend.mark_step``, called after every decoding iteration (one XLA graph per
     iteration, reused by every window of the same length).
+    codebooks: the codec's code vectors, for ``config.mbr_from_level`` (see :func:`soundstorm.sampler.generate`).
     """
     up = model.config.semantic_upsample
     if semantic_S.ndim != 1:
@@ -51,7 +53,7 @@ def generate_windowed(model, semantic_S: torch.Tensor, *, window_frames: int, pr
     while True:
         end = min(start + window_frames, total)
         window_QT = generate(model, semantic_S[None, start // up:end // up], prompt=codes_QT[None, :, start:end],
-                             config=config, generator=generator, mark_step=mark_step)[0].cpu()
+                             config=config, generator=generator, mark_step=mark_step, codebooks=codebooks)[0].cpu()
         codes_QT[:, start:end] = window_QT
         if end == total:
             return codes_QT

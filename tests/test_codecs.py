@@ -78,8 +78,16 @@ def test_encodec_untrained_needs_fit_then_uses_many_codes(wavs_24k, tmp_path):
     assert int(raw_codes.abs().sum()) == 0
     with pytest.raises(ValueError, match="all-zero codebooks"):
         codec.encode(wav_BN)
+    with pytest.raises(ValueError, match="all-zero codebooks"):
+        codec.codebook_vectors()
     codec.fit(wavs_24k[:5])
     codes_BQT = codec.encode(wav_BN)
+    # The sampler's minimum-Bayes-risk choice measures distances between these vectors: their sum over
+    # levels must be the latent frame the decoder turns into audio.
+    vectors_QKD = codec.codebook_vectors()
+    assert vectors_QKD.shape == (codec.num_levels, codec.codebook_size, 128)
+    latent_DT = sum(vectors_QKD[q][codes_BQT[0, q]] for q in range(codec.num_levels)).t()
+    torch.testing.assert_close(latent_DT, codec.model.quantizer.decode(codes_BQT.transpose(0, 1))[0])
     assert codes_BQT.shape == (1, 2, codec.num_frames(wav_BN.shape[1]))
     for level in range(2):
         assert codes_BQT[0, level].unique().numel() >= 50, level
@@ -105,3 +113,14 @@ def test_mel_distance():
     assert mel_distance(wav_N[None], torch.cat([wav_N, torch.zeros(100)])[None], 24_000) == 0.0
     with pytest.raises(ValueError, match="batch"):
         mel_distance(torch.zeros(2, 100), torch.zeros(3, 100), 24_000)
+
+
+def test_melrvq_codebook_vectors_add_up_to_the_decoded_log_mel(melrvq, wavs_24k):
+    """The sampler's minimum-Bayes-risk choice measures distances between these vectors: they must be
+    the ones whose sum over levels is the frame the codec decodes."""
+    codes_BQT = melrvq.encode(wavs_24k[3][None])
+    vectors_QKF = melrvq.codebook_vectors()
+    assert vectors_QKF.shape == (melrvq.num_levels, melrvq.codebook_size, melrvq.config.n_mels)
+    summed_TF = sum(vectors_QKF[q][codes_BQT[0, q]] for q in range(melrvq.num_levels))
+    torch.testing.assert_close(summed_TF.t(), melrvq.decode_mel(codes_BQT)[0])
+

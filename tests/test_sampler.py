@@ -215,3 +215,97 @@ def test_thirty_seconds_from_750_semantic_ids_in_27_passes_with_a_3s_prompt():
     assert len(calls) == 27
     assert torch.equal(codes[:, :, :150], prompt)
     assert ((codes >= 0) & (codes < cfg.codebook_size)).all()
+
+
+# ---------------------------------------------------------------------- minimum-Bayes-risk choice
+def _codebooks(levels=4, vocab=16, dim=3, seed=0):
+    return torch.randn(levels, vocab, dim, generator=_seeded(seed))
+
+
+def test_mbr_code_is_the_argmax_when_sure_and_the_nearest_to_the_mean_when_not():
+    from soundstorm.sampler import mbr_codes
+
+    book_VD = torch.tensor([[2.0, 0.0], [-2.0, 0.0], [0.0, 2.0], [0.0, -2.0], [0.1, 0.1]])
+    sure_BTV = torch.full((1, 1, 5), -30.0)
+    sure_BTV[0, 0, 2] = 30.0
+    assert mbr_codes(sure_BTV, book_VD).item() == 2
+    # Nearly uniform, the argmax is an arbitrary outer code (index 0 by a hair): the expected vector
+    # is near the origin, so the MBR code is the small one.
+    unsure_BTV = torch.tensor([[[0.01, 0.0, 0.0, 0.0, 0.0]]])
+    assert unsure_BTV.argmax(-1).item() == 0 and mbr_codes(unsure_BTV, book_VD).item() == 4
+    # Two likely codes on opposite sides: their average is the origin, not either of them.
+    split_BTV = torch.tensor([[[5.0, 5.0, -9.0, -9.0, -9.0]]])
+    assert mbr_codes(split_BTV, book_VD).item() == 4
+    # It is the minimiser of the expected squared error over the codes, checked exhaustively.
+    logits_BTV = torch.randn(2, 7, 16, generator=_seeded(3)) * 2
+    book_VD = torch.randn(16, 5, generator=_seeded(4))
+    p_BTV = logits_BTV.softmax(-1)
+    risk_BTC = torch.einsum("btv,cv->btc", p_BTV, torch.cdist(book_VD, book_VD) ** 2)
+    assert torch.equal(mbr_codes(logits_BTV, book_VD), risk_BTC.argmin(-1))
+
+
+def test_mbr_from_level_changes_only_the_greedy_iterations_of_those_levels():
+    from soundstorm.sampler import mbr_codes
+
+    levels, vocab, mask_id = 4, 16, 16
+    books_QVD = _codebooks(levels, vocab)
+    fake = Recorder(2, levels, 32, vocab, mask_id)
+    fake.logits_BQTV[:, 2:] *= 0.05  # fine levels: the model is unsure
+    codes = torch.full((2, levels, 32), mask_id)
+    valid_BT = torch.ones(2, 32, dtype=torch.bool)
+    plain = decode(fake, codes, valid_BT, SamplerConfig(steps=(6, 1, 1, 1)).resolve(levels), torch.tensor(7), mask_id)
+    mbr = decode(fake, codes, valid_BT, SamplerConfig(steps=(6, 1, 1, 1), mbr_from_level=3).resolve(levels),
+                 torch.tensor(7), mask_id, codebooks_QVD=books_QVD)
+    assert torch.equal(mbr[:, :2], plain[:, :2]), "levels 1-2 (MaskGIT level 1 included) are untouched"
+    assert torch.equal(plain[:, 2:], fake.logits_BQTV[:, 2:].argmax(-1))
+    for q in (2, 3):
+        assert torch.equal(mbr[:, q], mbr_codes(fake.logits_BQTV[:, q], books_QVD[q])), q
+    assert not torch.equal(mbr[:, 2:], plain[:, 2:]), "unsure fine levels: MBR and argmax differ"
+    # The level's temperature sharpens the distribution the expectation is taken under: near 0, the argmax.
+    cold = decode(fake, codes, valid_BT, SamplerConfig(steps=(6, 1, 1, 1), mbr_from_level=3,
+                                                       temperature=(1.0, 1.0, 1e-4, 1e-4)).resolve(levels),
+                  torch.tensor(7), mask_id, codebooks_QVD=books_QVD)
+    assert torch.equal(cold, plain)
+
+
+def test_generate_with_mbr_keeps_passes_prompt_and_padding():
+    model = _model()
+    cfg = model.config
+    calls = []
+    model.register_forward_hook(lambda *_: calls.append(1))
+    semantic = _semantic(cfg, 2, 30)
+    prompt = torch.randint(0, cfg.codebook_size, (2, cfg.num_levels, 8), generator=_seeded(4))
+    books = _codebooks(cfg.num_levels, cfg.codebook_size, 6)
+    config = SamplerConfig(mbr_from_level=2)
+    out = generate(model, semantic, prompt=prompt, lengths=torch.tensor([30, 22]), config=config,
+                   generator=_seeded(1), codebooks=books)
+    assert len(calls) == 16 + cfg.num_levels - 1
+    assert torch.equal(out[:, :, :8], prompt)
+    assert (out[1, :, 22:] == cfg.mask_id).all() and (out[:, :, :22] != cfg.mask_id).all()
+    again = generate(model, semantic, prompt=prompt, lengths=torch.tensor([30, 22]), config=config,
+                     generator=_seeded(1), codebooks=books)
+    assert torch.equal(out, again)
+
+
+def test_mbr_settings_and_codebooks_are_validated_naming_them():
+    model = _model()
+    cfg = model.config
+    semantic = _semantic(cfg, 1, 8)
+    for bad in (0, cfg.num_levels + 1, True, 1.5):
+        with pytest.raises(ValueError, match="mbr_from_level"):
+            SamplerConfig(mbr_from_level=bad).resolve(cfg.num_levels)
+    with pytest.raises(ValueError, match="greedy_last"):
+        SamplerConfig(mbr_from_level=2, greedy_last=False).resolve(cfg.num_levels)
+    config = SamplerConfig(mbr_from_level=2)
+    with pytest.raises(ValueError, match="needs codebooks"):
+        generate(model, semantic, config=config)
+    with pytest.raises(ValueError, match=r"codebooks has shape \(4, 8, 3\)"):
+        generate(model, semantic, config=config, codebooks=_codebooks(cfg.num_levels, 8))
+    with pytest.raises(ValueError, match="float tensor"):
+        generate(model, semantic, config=config, codebooks=torch.zeros(cfg.num_levels, cfg.codebook_size, 2).long())
+    books = _codebooks(cfg.num_levels, cfg.codebook_size)
+    books[1, 3, 0] = float("nan")
+    with pytest.raises(ValueError, match="non-finite"):
+        generate(model, semantic, config=config, codebooks=books)
+    # Without the option the codebooks are not needed (the paper's sampler ignores them).
+    generate(model, semantic, config=SamplerConfig(), codebooks=None)

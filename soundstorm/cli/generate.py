@@ -31,6 +31,7 @@ from soundstorm.cli._common import run_with_backend
 from soundstorm.data.audio import BadAudio, read_audio, resample
 from soundstorm.evaluation.generation import frames_for
 from soundstorm.longform import generate_windowed
+from soundstorm.sampler import codebooks_for
 from soundstorm.io import atomic_file, check_output_dir
 from soundstorm.model import SoundStorm
 
@@ -140,7 +141,7 @@ def run(cfg: DictConfig, backend) -> list[Path]:
                                      prompt_frames=frames_for(cfg.window_prompt_seconds, codec.frame_rate, up),
                                      prompt_QT=prompt_QT, config=sampler,
                                      generator=torch.Generator().manual_seed(int(cfg.seed) + i),
-                                     mark_step=backend.mark_step)[:, skip:]
+                                     mark_step=backend.mark_step, codebooks=codebooks_for(sampler, codec))[:, skip:]
         with atomic_file(Path(f"{base}.codes.npy")) as tmp, open(tmp, "wb") as f:
             np.save(f, codes_QT.numpy().astype(np.int64))
         with atomic_file(Path(f"{base}.wav")) as tmp:

@@ -2,7 +2,9 @@
 
 Every codec has ``name``, ``sample_rate`` (Hz), ``frame_rate`` (frames/s, float), ``num_levels``
 (Q), ``codebook_size``, ``encode(wav) -> codes [B, Q, T]``, ``decode(codes) -> wav [B, N]``,
-``num_frames(num_samples)``, ``describe()`` (what a token manifest records) and ``save(dir)``.
+``num_frames(num_samples)``, ``describe()`` (what a token manifest records), ``save(dir)`` and
+``codebook_vectors() -> [Q, K, D]``: each level's code vectors in the space where the levels add up
+(what the sampler's minimum-Bayes-risk choice measures distances in).
 
 Shape letters: see :mod:`soundstorm`.
 """
@@ -32,6 +34,8 @@ class Codec(Protocol):
     def describe(self) -> dict: ...
 
     def save(self, directory) -> None: ...
+
+    def codebook_vectors(self) -> torch.Tensor: ...
 
 
 def check_wav(wav, what: str = "wav") -> torch.Tensor:

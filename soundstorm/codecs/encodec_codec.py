@@ -89,6 +89,14 @@ class EncodecCodec:
             book.inited.data.fill_(1.0)
         return self
 
+    @torch.no_grad()
+    def codebook_vectors(self) -> torch.Tensor:
+        """``[Q, K, D]`` quantised latent vectors (after each level's output projection): a frame's latent,
+        which the decoder turns into audio, is the sum of its codes' vectors."""
+        self._require_fitted()
+        layers = self.model.quantizer.vq.layers[: self.num_levels]
+        return torch.stack([layer.project_out(layer.codebook) for layer in layers]).float()
+
     def _require_fitted(self) -> None:
         if not self.is_fitted:
             raise ValueError("EncodecCodec(pretrained=False) has all-zero codebooks (every frame would be token 0); "

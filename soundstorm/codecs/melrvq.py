@@ -92,6 +92,10 @@ class MelRVQCodec:
             raise ValueError("MelRVQCodec is not fitted: call fit(wavs) or MelRVQCodec.load(directory) first")
         return self.codebooks_QKF
 
+    def codebook_vectors(self) -> torch.Tensor:
+        """``[Q, K, F]`` log-mel residual vectors: a frame's log-mel is the sum of its codes' vectors."""
+        return self._require_fitted()
+
     # ------------------------------------------------------------------ features
     def log_mel(self, wav_BN: torch.Tensor) -> torch.Tensor:
         """``[B, F, T]`` natural-log mel magnitudes, ``T = num_frames(N)``."""

@@ -29,7 +29,7 @@ from pathlib import Path
 import torch
 
 from soundstorm.dialogue.script import Turn, parse_script
-from soundstorm.sampler import SamplerConfig, generate
+from soundstorm.sampler import SamplerConfig, codebooks_for, generate
 
 
 @dataclass
@@ -218,7 +218,8 @@ class DialoguePipeline:
         lengths_B = torch.tensor([s.shape[0] * up for s in sequences])
         codes_BQT = generate(self.soundstorm, semantic_BS.to(device), prompt=prompt_BQT.to(device),
                              lengths=lengths_B.to(device), config=self.sampler,
-                             generator=torch.Generator().manual_seed(seed + 1))
+                             generator=torch.Generator().manual_seed(seed + 1),
+                             codebooks=codebooks_for(self.sampler, self.codec))
         return [codes_BQT[b, :, prompts[t.speaker].codes_QT.shape[1]: lengths_B[b]].cpu()
                 for b, t in enumerate(turns)]
 

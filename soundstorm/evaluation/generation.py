@@ -23,6 +23,7 @@ from soundstorm.evaluation.config import EvaluationConfig
 from soundstorm.evaluation.metrics import token_accuracy_per_level
 from soundstorm.evaluation.plots import save_spectrograms
 from soundstorm.longform import generate_windowed
+from soundstorm.sampler import codebooks_for
 
 
 class _Totals:
@@ -68,12 +69,14 @@ class GenerationEvaluator:
         self.window = frames_for(config.window_seconds, codec.frame_rate, up)
         self.window_prompt = frames_for(config.window_prompt_seconds, codec.frame_rate, up)
         self.prompt = frames_for(config.prompt_seconds, codec.frame_rate, up)
+        self.codebooks = codebooks_for(sampler_config, codec)  # sampler.mbr_from_level's code vectors
 
     def generate(self, semantic_S, prompt_QT=None, seed=0):
         """Codes ``[Q, T]`` for ``semantic_S`` (optionally continuing ``prompt_QT``), window by window."""
         return generate_windowed(self.model, semantic_S, window_frames=self.window, prompt_frames=self.window_prompt,
                                  prompt_QT=prompt_QT, config=self.sampler_config,
-                                 generator=torch.Generator().manual_seed(seed), mark_step=self.mark_step)
+                                 generator=torch.Generator().manual_seed(seed), mark_step=self.mark_step,
+                                 codebooks=self.codebooks)
 
     def decode(self, codes_QT):
         """The codec's waveform ``[N]`` (CPU) of ``codes_QT``."""

@@ -22,6 +22,7 @@ import torch
 from soundstorm.codecs.base import mel_distance
 from soundstorm.evaluation.metrics import token_accuracy_per_level
 from soundstorm.longform import generate_windowed
+from soundstorm.sampler import codebooks_for
 from soundstorm.quantize import quantize_int8
 
 DTYPES = ("float32", "int8")
@@ -46,6 +47,7 @@ def compare_int8(model, codec, sampler_config, utterances: list[dict], *, window
     models = {"float32": model.eval(), "int8": quantize_int8(copy.deepcopy(model))}
     sr = codec.sample_rate
     agreement, frames = [], []
+    codebooks = codebooks_for(sampler_config, codec)
     per_dtype = {name: {"accuracy": [], "mel_distance": [], **{m.name: [] for m in extra_metrics}} for name in DTYPES}
     for index, utt in enumerate(utterances[:max_utterances]):
         ref_QT = utt["codes"]
@@ -54,7 +56,8 @@ def compare_int8(model, codec, sampler_config, utterances: list[dict], *, window
         for name, member in models.items():
             codes[name] = generate_windowed(member, utt["semantic"], window_frames=window_frames,
                                             prompt_frames=prompt_frames, prompt_QT=None, config=sampler_config,
-                                            generator=torch.Generator().manual_seed(seed + index))
+                                            generator=torch.Generator().manual_seed(seed + index),
+                                            codebooks=codebooks)
             wav = codec.decode(codes[name][None].long())[0].detach().cpu()
             scores = per_dtype[name]
             scores["accuracy"].append(token_accuracy_per_level(codes[name], ref_QT))
