@@ -215,8 +215,21 @@ def test_row12_generate_and_eval_take_codec_settings_from_the_token_folder(capsy
                               "data.heldout_fraction=0.1", "evaluation.max_utterances=1", "evaluation.max_batches=1",
                               "evaluation.mask_ratios=[1.0]", "evaluation.long_seconds=0", "evaluation.num_examples=0")
     assert code == 0, err
-    metrics = json.loads((tmp_path / "eval" / "metrics.json").read_text())
+    metrics_file = tmp_path / "eval" / "metrics.json"
+    metrics = json.loads(metrics_file.read_text())
     assert metrics["codec"]["num_levels"] == 4 and metrics["codec"]["codebook_size"] == 64
+    # A second evaluation into the same folder is refused before any work; the first one's results stay.
+    again = ("soundstorm.cli.eval", f"checkpoint={checkpoint}", f"data.root={espeak_tokens}", f"out_dir={tmp_path / 'eval'}",
+             "backend=cpu", "sampler=greedy", "data.max_seconds=2", "data.heldout_fraction=0.1",
+             "evaluation.max_utterances=1", "evaluation.max_batches=1", "evaluation.mask_ratios=[1.0]",
+             "evaluation.long_seconds=0", "evaluation.num_examples=0", "seed=1")
+    before = metrics_file.read_bytes()
+    code, out, err = run_main(capsys, *again)
+    assert code == 2 and "already holds metrics.json" in err and "overwrite=true" in err, err
+    assert metrics_file.read_bytes() == before
+    code, out, err = run_main(capsys, *again, "overwrite=true")
+    assert code == 0, err
+    assert json.loads(metrics_file.read_text())["checkpoint"] == str(checkpoint)
 
 
 # ------------------------------------------------------------------ 11: misleading messages and tracebacks

@@ -8,7 +8,7 @@ cd "$(dirname "$0")/../.."
 PY="${PYTHON:-python}"
 OUT="${OUT:-outputs/quickstart}"
 checkpoint=$(ls -d "$OUT"/train/checkpoints/step_* | tail -n 1)
-"$PY" -m soundstorm.cli.eval checkpoint="$checkpoint" data.root="$OUT/tokens" out_dir="$OUT/int8_eval" \
+"$PY" -m soundstorm.cli.eval overwrite=true checkpoint="$checkpoint" data.root="$OUT/tokens" out_dir="$OUT/int8_eval" \
   codec=melrvq codec.num_levels=4 codec.codebook_size=64 semantic=mfcc_kmeans semantic.vocab_size=1024 \
   backend=cpu backend.options.num_threads=1 backend.options.dtype=int8 evaluation.compare_int8=true \
   data.min_seconds=2.0 data.max_seconds=4.0 sampler=greedy evaluation.window_seconds=4.0 \

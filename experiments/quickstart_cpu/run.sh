@@ -30,7 +30,7 @@ start=$(date +%s)
 train_seconds=$(( $(date +%s) - start ))
 
 checkpoint=$(ls -d "$OUT"/train/checkpoints/step_* | tail -n 1)
-"$PY" -m soundstorm.cli.eval checkpoint="$checkpoint" data.root="$OUT/tokens" out_dir="$OUT" \
+"$PY" -m soundstorm.cli.eval overwrite=true checkpoint="$checkpoint" data.root="$OUT/tokens" out_dir="$OUT" \
   backend=cpu data.min_seconds=2.0 data.max_seconds=7.0 sampler=greedy \
   evaluation.window_seconds=4.0 evaluation.max_utterances=8 evaluation.max_batches=4 evaluation.long_seconds=30 \
   evaluation.num_examples=2 evaluation.speech.enabled=true evaluation.speech.max_utterances=20 logger.dir="$OUT"

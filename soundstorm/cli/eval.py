@@ -11,7 +11,9 @@ to ``metrics.json`` under ``speech``, ``speech_table.md``, ``speech_table.png``,
 The codec is the one saved in ``data.root``, checked against what the checkpoint was
 trained on (:mod:`soundstorm.assets`). ``backend=cpu backend.options.dtype=int8`` evaluates the int8
 model; ``evaluation.compare_int8=true`` adds int8 against float32 on the same utterances
-(:mod:`soundstorm.evaluation.int8`). Exit code 2 on bad inputs.
+(:mod:`soundstorm.evaluation.int8`). An ``out_dir`` that already holds a ``metrics.json`` is refused
+before any work unless ``overwrite=true`` (an earlier evaluation is never replaced silently).
+Exit code 2 on bad inputs.
 """
 
 from __future__ import annotations
@@ -39,7 +41,13 @@ def evaluate(cfg: DictConfig, backend) -> dict:
     if OmegaConf.is_missing(cfg, "checkpoint") or not cfg.checkpoint:
         raise ValueError("checkpoint is not set; expected checkpoint=CHECKPOINT_DIR")
     evaluation = builders.build_evaluation(cfg.evaluation)
-    check_output_dir(cfg.out_dir, "out_dir")
+    out_dir = check_output_dir(cfg.out_dir, "out_dir")
+    overwrite = cfg.get("overwrite", False)
+    if not isinstance(overwrite, bool):
+        raise ValueError(f"overwrite must be true or false, got {overwrite!r}")
+    if (out_dir / "metrics.json").exists() and not overwrite:
+        raise ValueError(f"out_dir={str(out_dir)!r} already holds metrics.json from an earlier evaluation; expected "
+                         "a fresh out_dir, or overwrite=true to replace its results")
     model, used_ema = SoundStorm.from_checkpoint(cfg.checkpoint, evaluation.use_ema, backend.device)
     backend.configure_model(model)  # attention kernel: Pallas flash on TPU, SDPA elsewhere
     data, train_set, heldout = builders.build_datasets(cfg.data, model.config, int(cfg.seed), backend.static_shapes)
