@@ -175,7 +175,12 @@ def test_prepare_cli_killed_midway_then_resumed(espeak_corpus, tmp_path):
 
     out = tmp_path / "tokens"
     args = [f"input={espeak_corpus}", f"output={out}", *PREPARE_SMALL, "shard_size=1"]
-    proc = start_python(["-m", "soundstorm.cli.prepare", *args], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    # The child sleeps 0.3 s after each shard, so the kill lands mid-run: unslowed, the 20 small shards
+    # could all be written between two polls (seen in CI), and there was nothing left to resume.
+    slowed = ("import sys, time; import soundstorm.data.prepare as p; write = p._write_shard; "
+              "p._write_shard = lambda *a, **k: (write(*a, **k), time.sleep(0.3))[0]; "
+              "sys.argv = ['soundstorm-prepare', *sys.argv[1:]]; from soundstorm.cli.prepare import main; main()")
+    proc = start_python(["-c", slowed, *args], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         for _ in range(1200):  # wait for the first finished shard, then kill -9 mid-run
             if (out / "shard-00000.json").exists() or proc.poll() is not None:
