@@ -278,6 +278,8 @@ def decode(
     frames_T = torch.arange(num_frames, device=device, dtype=torch.long)
     initial_unknown_B = torch.zeros(batch_size, dtype=torch.long, device=device)
     iterations = _iterations(schedule, device)
+    if codebooks_QVD is None and any(it.mbr for it in iterations):
+        raise ValueError("the schedule's mbr_from_level needs codebooks_QVD (the codec's code vectors); got None")
     if mark_step is not None:
         mark_step()  # materialise the set-up (XLA keeps small host copies as pending constants)
 

@@ -266,6 +266,9 @@ def test_mbr_from_level_changes_only_the_greedy_iterations_of_those_levels():
                                                        temperature=(1.0, 1.0, 1e-4, 1e-4)).resolve(levels),
                   torch.tensor(7), mask_id, codebooks_QVD=books_QVD)
     assert torch.equal(cold, plain)
+    with pytest.raises(ValueError, match="needs codebooks_QVD"):
+        decode(fake, codes, valid_BT, SamplerConfig(steps=(6, 1, 1, 1), mbr_from_level=3).resolve(levels),
+               torch.tensor(7), mask_id)
 
 
 def test_generate_with_mbr_keeps_passes_prompt_and_padding():
