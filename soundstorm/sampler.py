@@ -337,6 +337,10 @@ def codebooks_for(config: SamplerConfig | None, codec) -> torch.Tensor | None:
     what every caller of :func:`generate` with a codec at hand passes as ``codebooks``."""
     if config is None or config.mbr_from_level is None:
         return None
+    if not callable(getattr(codec, "codebook_vectors", None)):
+        raise ValueError(f"SamplerConfig.mbr_from_level={config.mbr_from_level} needs the codec's code vectors, and "
+                         f"codec {getattr(codec, 'name', type(codec).__name__)!r} has no codebook_vectors() "
+                         "([Q, K, D], see soundstorm.codecs.base); set mbr_from_level=null")
     return codec.codebook_vectors()
 
 

@@ -310,5 +310,10 @@ def test_mbr_settings_and_codebooks_are_validated_naming_them():
     books[1, 3, 0] = float("nan")
     with pytest.raises(ValueError, match="non-finite"):
         generate(model, semantic, config=config, codebooks=books)
+    from soundstorm.sampler import codebooks_for
+
+    with pytest.raises(ValueError, match="has no codebook_vectors"):
+        codebooks_for(config, object())
+    assert codebooks_for(SamplerConfig(), object()) is None
     # Without the option the codebooks are not needed (the paper's sampler ignores them).
     generate(model, semantic, config=SamplerConfig(), codebooks=None)
