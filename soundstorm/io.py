@@ -129,10 +129,12 @@ def save_model_dir(directory, fmt: str, config: dict, state_dict: dict[str, torc
 
 
 def read_model_dir(directory, fmt: str, config_cls, what: str, device="cpu", config_name: str = "config.json",
-                   weights_name: str = "model.safetensors", ignore: tuple[str, ...] = ()):
+                   weights_name: str = "model.safetensors", ignore: tuple[str, ...] = (),
+                   older_formats: dict[str, dict] | None = None):
     """``(config, state_dict)`` of a directory written by :func:`save_model_dir`, refused unless its format
     is ``fmt``, its config names every field of the dataclass ``config_cls`` (none is guessed) and every
-    weight is finite. ``ignore``: config keys that are records, not fields. ``what`` names the directory."""
+    weight is finite. ``ignore``: config keys that are records, not fields. ``what`` names the directory.
+    ``older_formats``: earlier formats still read, each with the values of the fields it predates."""
     import dataclasses
 
     directory = Path(directory)
@@ -140,7 +142,10 @@ def read_model_dir(directory, fmt: str, config_cls, what: str, device="cpu", con
     for key in ignore:
         data.pop(key, None)
     found = data.pop("format", None)
-    if found != fmt:
+    older_formats = older_formats or {}
+    if found in older_formats:
+        data = {**older_formats[found], **data}
+    elif found != fmt:
         raise ValueError(f"{directory / config_name} has format {found!r}, expected {fmt!r} ({what})")
     fields = [f.name for f in dataclasses.fields(config_cls)]
     missing = [name for name in fields if name not in data]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 
 import pytest
@@ -9,6 +10,7 @@ import torch
 
 from soundstorm.sampler import SamplerConfig
 from soundstorm.t2s import T2SConfig, TextToSemantic, generate_semantic, predict_num_frames
+from soundstorm.t2s.align import uniform_durations, with_boundaries
 from soundstorm.t2s.batch import PAD, PROMPT, TARGET, TEXT, mask_targets, pack
 from soundstorm.t2s.text import encode
 
@@ -36,14 +38,19 @@ def test_pack_lays_out_text_prompt_target_and_masks_only_targets():
 TEXTS = ["the cat sat on the mat", "a dog ran far away"]
 
 
-def _overfit(steps: int = 250):
+def _overfit(aligned: bool, steps: int = 250):
     torch.manual_seed(0)
-    config = T2SConfig.tiny(frontend="chars", dim=64, heads=4, ff_dim=128)
+    config = T2SConfig.tiny(frontend="chars", dim=64, heads=4, ff_dim=128, aligned=aligned)
     model = TextToSemantic(config)
     generator = torch.Generator().manual_seed(0)
     targets = [torch.randint(0, 16, (20,), generator=generator), torch.randint(0, 16, (14,), generator=generator)]
     prompts = [torch.tensor([1, 2, 3]), None]
-    batch = pack([encode(t, "chars") for t in TEXTS], prompts, targets, config.mask_id)
+    ids = [encode(t, "chars") for t in TEXTS]
+    durations = None
+    if aligned:  # as T2SDataset(aligned=True) gives them: boundary spaces, one duration per symbol
+        ids = [with_boundaries(x) for x in ids]
+        durations = [uniform_durations(len(x), t.numel()) for x, t in zip(ids, targets)]
+    batch = pack(ids, prompts, targets, config.mask_id, durations)
     optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3)
     first = None
     for step in range(steps):
@@ -56,11 +63,11 @@ def _overfit(steps: int = 250):
     return model, targets, prompts, first, metrics
 
 
-@pytest.fixture(scope="module")
-def overfit():  # 250 optimizer steps of a tiny model: the tests that use it are marked slow
+@pytest.fixture(scope="module", params=[False, True], ids=["unaligned", "aligned"])
+def overfit(request):  # 250 optimizer steps of a tiny model: the tests that use it are marked slow
     with torch.random.fork_rng():
         torch.set_num_threads(1)
-        return _overfit()
+        return _overfit(request.param)
 
 
 @pytest.mark.slow
@@ -70,6 +77,8 @@ def test_overfits_two_utterances_and_regenerates_them(overfit):
     assert first > 0.8 * uniform
     assert metrics["token_loss"].item() < 0.2 * uniform
     assert metrics["length_abs_rel_error"].item() < 0.2
+    if model.config.aligned:
+        assert metrics["duration_loss"].item() < 0.05
     # the length predictor has learnt both lengths, and decoding from all-masked recovers the tokens
     assert [abs(n - t.numel()) <= 2 for n, t in zip(predict_num_frames(model, TEXTS, prompts), targets)] == [True, True]
     out = generate_semantic(model, TEXTS, prompts, num_frames=[t.numel() for t in targets],
@@ -87,12 +96,25 @@ def test_checkpoint_round_trips(tmp_path):
     batch = pack([encode(TEXTS[0], "chars")], [None], [5], model.config.mask_id)
     model.eval()
     args = (batch["tokens"], batch["segment"], batch["progress"], batch["lengths"])
-    assert torch.equal(model(*args), loaded(*args))
+    assert torch.equal(model(*args, batch["aligned"]), loaded(*args, batch["aligned"]))
+    with pytest.raises(ValueError, match="aligned_BL"):
+        model(*args)  # an aligned model must be told each target position's symbol
+    # a checkpoint written before the aligned option (format v1, no 'aligned') is the unaligned model
+    old = T2SConfig.tiny(frontend="chars", aligned=False, duration_loss_weight=0.0)
+    TextToSemantic(old).save_pretrained(tmp_path / "old")
+    config_path = tmp_path / "old" / "config.json"
+    saved = json.loads(config_path.read_text())
+    del saved["aligned"], saved["duration_loss_weight"]
+    config_path.write_text(json.dumps(dict(saved, format="soundstorm-t2s/v1")))
+    assert TextToSemantic.from_pretrained(tmp_path / "old").config == old
+    config_path.write_text(json.dumps(dict(saved, format="soundstorm-t2s/v2")))  # v2 must name every field
+    with pytest.raises(ValueError, match="lacks aligned, duration_loss_weight"):
+        TextToSemantic.from_pretrained(tmp_path / "old")
     with pytest.raises(FileNotFoundError, match="config.json"):
         TextToSemantic.from_pretrained(tmp_path / "missing")
     (tmp_path / "bad").mkdir()
     (tmp_path / "bad" / "config.json").write_text('{"format": "soundstorm/v1"}')
-    with pytest.raises(ValueError, match="soundstorm-t2s/v1"):
+    with pytest.raises(ValueError, match="soundstorm-t2s/v2"):
         TextToSemantic.from_pretrained(tmp_path / "bad")
 
 

@@ -59,8 +59,9 @@ def build_t2s_datasets(cfg, model_config, prompt_probability: float, seed: int =
     common = dict(frontend=model_config.frontend, seed=seed, prompt_probability=prompt_probability,
                   max_prompt_frames=model_config.max_prompt_frames, max_seconds=s.max_seconds,
                   semantic_vocab_size=model_config.semantic_vocab_size)
-    train = T2SDataset(s.root, utt_ids=train_ids, **common)
-    heldout = T2SDataset(s.root, utt_ids=heldout_ids, **common) if heldout_ids else None
+    train = T2SDataset(s.root, utt_ids=train_ids, aligned=model_config.aligned, **common)
+    heldout = T2SDataset(s.root, utt_ids=heldout_ids, aligned=model_config.aligned, emission=train.emission,
+                         **common) if heldout_ids else None
     return s, train, heldout
 
 

@@ -8,6 +8,12 @@ content, as at inference, where the prompt is a different recording. Utterances 
 or whose speaker has no other utterance, get no prompt. Every random choice, and the masking of the
 targets, is a pure function of ``(seed, epoch, index)``, so resumes reproduce the data exactly.
 
+``aligned=True`` (the default, for an aligned model, ``T2SConfig.aligned``): each text is framed by a
+space at both ends (where the leading and trailing silence align) and each item carries its symbols'
+durations in frames, found
+once per dataset by :func:`soundstorm.t2s.align.fit_durations` (a few seconds for 1000 utterances);
+a held-out set reuses the training set's emission table (``emission=``) instead of fitting its own.
+
 Shape letters: see :mod:`soundstorm`.
 """
 
@@ -20,8 +26,9 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from soundstorm.data import TokenDataset
+from soundstorm.t2s.align import align_durations, fit_durations, with_boundaries
 from soundstorm.t2s.batch import mask_targets, pack
-from soundstorm.t2s.text import encode
+from soundstorm.t2s.text import VOCAB_SIZE, encode
 from soundstorm.train.data import IndexedDataset
 
 
@@ -36,7 +43,7 @@ class T2SDataset(Dataset):
 
     def __init__(self, root, utt_ids: list[str] | None = None, frontend: str = "phonemes", seed: int = 0,
                  prompt_probability: float = 0.8, max_prompt_frames: int = 75, max_seconds: float | None = None,
-                 semantic_vocab_size: int | None = None):
+                 semantic_vocab_size: int | None = None, aligned: bool = True, emission=None):
         if not 0.0 <= prompt_probability <= 1.0:
             raise ValueError(f"prompt_probability must be in [0, 1], got {prompt_probability!r}")
         self.tokens = TokenDataset(root, utt_ids=utt_ids)
@@ -57,6 +64,15 @@ class T2SDataset(Dataset):
         self.indices = keep
         self.records = [self.tokens.utterances[i] for i in keep]
         self.text_ids = [encode(utt["text"], frontend) for utt in self.records]
+        self.aligned, self.durations, self.emission = bool(aligned), None, None
+        if self.aligned:
+            self.text_ids = [with_boundaries(ids) for ids in self.text_ids]
+            semantic = [self.semantic(j).numpy() for j in range(len(self.records))]
+            if emission is None:
+                self.durations, self.emission = fit_durations(self.text_ids, semantic, VOCAB_SIZE, vocab)
+            else:
+                self.emission = emission
+                self.durations = align_durations(self.text_ids, semantic, emission)
         by_speaker = defaultdict(list)
         for j, utt in enumerate(self.records):
             if speaker_of(utt) is not None:
@@ -100,6 +116,7 @@ class T2SDataset(Dataset):
         choice = self.prompt_choice(index)
         prompt = None if choice is None else self.semantic(choice[0])[choice[1]: choice[1] + choice[2]]
         return {"text_ids": self.text_ids[index], "semantic": self.semantic(index), "prompt": prompt,
+                "durations": None if self.durations is None else self.durations[index],
                 "index": index, "utt_id": self.records[index]["utt_id"]}
 
 
@@ -112,7 +129,7 @@ class T2SCollate:
     def __call__(self, indexed_items) -> dict:
         items = [item for _, item in indexed_items]
         batch = pack([it["text_ids"] for it in items], [it["prompt"] for it in items],
-                     [it["semantic"] for it in items], self.mask_id)
+                     [it["semantic"] for it in items], self.mask_id, [it.get("durations") for it in items])
         keys = [(self.seed, self.epoch, int(i)) for i, _ in indexed_items]
         batch.update(mask_targets(batch, keys, self.mask_id))
         batch["num_loss_tokens"] = int(batch["loss_mask"].sum())

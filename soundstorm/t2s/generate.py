@@ -6,6 +6,11 @@ the most confident by the cosine schedule, the last iteration is greedy. Text an
 are outside the decoded region and never change. ``SamplerConfig(steps=(n,))`` sets the number of
 iterations (default 16) and the same temperature / top-k / top-p / confidence-noise knobs.
 
+An aligned model (``T2SConfig.aligned``) reads its texts framed by boundary spaces, as in training;
+its duration predictor gives each symbol's frames (divided by ``speed``; scaled to ``num_frames``
+when that is given), rounded so that they sum to the length, and each target position is told the
+symbol it is aligned to.
+
 Shape letters: see :mod:`soundstorm`.
 """
 
@@ -17,8 +22,40 @@ import torch
 
 from soundstorm._checks import check_int_tensor, check_range
 from soundstorm.sampler import SamplerConfig, decode
+from soundstorm.t2s.align import with_boundaries
 from soundstorm.t2s.batch import TARGET, pack
 from soundstorm.t2s.text import encode
+
+
+def _text_ids(model, texts: Sequence[str]) -> list[list[int]]:
+    ids = [encode(text, model.config.frontend) for text in texts]
+    return [with_boundaries(x) for x in ids] if model.config.aligned else ids
+
+
+def _check_speed(speed: float) -> None:
+    if not speed > 0:
+        raise ValueError(f"speed must be > 0, got {speed!r}")
+
+
+def round_durations(durations_N: torch.Tensor, num_frames: int) -> list[int]:
+    """Non-negative integer frames per symbol summing to ``num_frames``, proportional to ``durations_N``
+    (rounded on the cumulative sum, so rounding errors do not pile up)."""
+    total = float(durations_N.sum())
+    weights_N = durations_N.double() if total > 0 else torch.ones_like(durations_N, dtype=torch.float64)
+    edges_N = torch.round(weights_N.cumsum(0) / weights_N.sum() * num_frames).long()
+    return torch.diff(edges_N, prepend=edges_N.new_zeros(1)).tolist()
+
+
+@torch.no_grad()
+def _predicted_durations(model, ids, prompts, device) -> list[torch.Tensor]:
+    ctx = {k: v.to(device) for k, v in pack(ids, prompts, [0] * len(ids), model.config.mask_id).items()}
+    was_training = model.training
+    model.eval()
+    try:
+        duration_BL = model.symbol_durations(ctx["tokens"], ctx["segment"], ctx["progress"], ctx["context"])
+    finally:
+        model.train(was_training)
+    return [duration_BL[b, : len(x)].float().cpu() for b, x in enumerate(ids)]
 
 
 def _check_prompts(model, prompts, batch_size: int) -> list[torch.Tensor | None]:
@@ -40,19 +77,11 @@ def _check_prompts(model, prompts, batch_size: int) -> list[torch.Tensor | None]
 @torch.no_grad()
 def predict_num_frames(model, texts: Sequence[str], prompts=None, speed: float = 1.0) -> list[int]:
     """The length predictor's number of semantic frames per text (divided by ``speed``, at least 1)."""
-    if not speed > 0:
-        raise ValueError(f"speed must be > 0, got {speed!r}")
-    ids = [encode(text, model.config.frontend) for text in texts]
+    _check_speed(speed)
+    ids = _text_ids(model, texts)
     prompts = _check_prompts(model, prompts, len(ids))
-    device = next(model.parameters()).device
-    ctx = {k: v.to(device) for k, v in pack(ids, prompts, [0] * len(ids), model.config.mask_id).items()}
-    was_training = model.training
-    model.eval()
-    try:
-        log_frames_B = model.log_num_frames(ctx["tokens"], ctx["segment"], ctx["progress"], ctx["context"])
-    finally:
-        model.train(was_training)
-    return [max(1, round(float(f) / speed)) for f in log_frames_B.exp().cpu()]
+    durations = _predicted_durations(model, ids, prompts, next(model.parameters()).device)
+    return [max(1, round(float(d.sum()) / speed)) for d in durations]
 
 
 @torch.no_grad()
@@ -67,20 +96,24 @@ def generate_semantic(model, texts: Sequence[str], prompts: Sequence[torch.Tenso
     """
     if isinstance(texts, str) or not texts:
         raise ValueError(f"texts must be a non-empty list of strings, got {texts!r}")
-    ids = [encode(text, model.config.frontend) for text in texts]
+    _check_speed(speed)
+    ids = _text_ids(model, texts)
     prompts = _check_prompts(model, prompts, len(ids))
+    device = next(model.parameters()).device
+    predicted = _predicted_durations(model, ids, prompts, device)
     if num_frames is None:
-        num_frames = predict_num_frames(model, texts, prompts, speed)
+        num_frames = [max(1, round(float(d.sum()) / speed)) for d in predicted]
     if len(num_frames) != len(ids) or any(isinstance(n, bool) or int(n) != n or n < 1 for n in num_frames):
         raise ValueError(f"num_frames must hold one positive integer per text, got {list(num_frames)!r}")
+    durations = [round_durations(d, int(n)) for d, n in zip(predicted, num_frames)] if model.config.aligned else None
     schedule = (config or SamplerConfig(steps=(16,))).resolve(1)
-    device = next(model.parameters()).device
-    batch = {k: v.to(device) for k, v in pack(ids, prompts, [int(n) for n in num_frames], model.config.mask_id).items()}
+    batch = {k: v.to(device) for k, v in pack(ids, prompts, [int(n) for n in num_frames], model.config.mask_id,
+                                              durations).items()}
     valid_BL = batch["segment"] == TARGET
     seed = torch.randint(0, 2**31 - 1, (1,), generator=generator).to(device).view(())
 
     def logits_fn(codes_B1L, _level):
-        return model(codes_B1L[:, 0], batch["segment"], batch["progress"], batch["lengths"])
+        return model(codes_B1L[:, 0], batch["segment"], batch["progress"], batch["lengths"], batch["aligned"])
 
     was_training = model.training
     model.eval()

@@ -7,7 +7,15 @@ SoundStorm's sampler (:func:`soundstorm.sampler.decode`, one level). The number 
 comes from a small length predictor: a Conformer over the text and prompt whose per-symbol
 durations add up to the predicted (log) number of semantic frames. It predicts a count only, and
 the generator learns the tokens by cross-entropy, so any semantic token type works (phone-like or
-HuBERT k-means alike); nothing expands text to frames.
+HuBERT k-means alike).
+
+``aligned=True`` (the default of new models) lets a duration model serve the generator: the length
+predictor's per-symbol durations are trained on durations found without labels
+(:mod:`soundstorm.t2s.align`), and every target position also reads the embedding of the text symbol
+it is aligned to. The generator still predicts the tokens by cross-entropy (it is not a length
+regulator that copies phones into frames), but it no longer has to discover the alignment itself,
+which is what made the unaligned model need hundreds of CPU-minutes. Checkpoints written before the
+option (format ``soundstorm-t2s/v1``) load as ``aligned=False``.
 
 Weights are saved as safetensors plus a JSON config, as :meth:`SoundStorm.save_pretrained` does.
 
@@ -31,7 +39,9 @@ from soundstorm.io import load_weights, read_model_dir, save_model_dir
 from soundstorm.t2s.batch import PAD, TARGET, TEXT
 from soundstorm.t2s.text import VOCAB_SIZE, check_frontend
 
-FORMAT = "soundstorm-t2s/v1"
+FORMAT = "soundstorm-t2s/v2"
+# v1 (before the aligned option) is the unaligned model
+OLDER_FORMATS = {"soundstorm-t2s/v1": {"aligned": False, "duration_loss_weight": 0.0}}
 CONFIG_NAME, WEIGHTS_NAME = "config.json", "model.safetensors"
 
 
@@ -52,6 +62,8 @@ class T2SConfig:
     max_prompt_frames: int = 75
     length_loss_weight: float = 1.0
     dropout: float = 0.0
+    aligned: bool = True
+    duration_loss_weight: float = 1.0
 
     def __post_init__(self):
         check_positive_ints("T2SConfig", self, ("semantic_vocab_size", "dim", "depth", "heads", "ff_dim",
@@ -64,8 +76,11 @@ class T2SConfig:
             raise ValueError(f"T2SConfig.conv_kernel must be odd, got {self.conv_kernel}")
         if not 0.0 <= self.dropout < 1.0:
             raise ValueError(f"T2SConfig.dropout must be in [0, 1), got {self.dropout!r}")
-        if not self.length_loss_weight >= 0:
-            raise ValueError(f"T2SConfig.length_loss_weight must be >= 0, got {self.length_loss_weight!r}")
+        for name in ("length_loss_weight", "duration_loss_weight"):
+            if not getattr(self, name) >= 0:
+                raise ValueError(f"T2SConfig.{name} must be >= 0, got {getattr(self, name)!r}")
+        if not isinstance(self.aligned, bool):
+            raise ValueError(f"T2SConfig.aligned must be true or false, got {self.aligned!r}")
 
     @property
     def mask_id(self) -> int:
@@ -110,48 +125,71 @@ class TextToSemantic(nn.Module):
         self.head_norm = nn.LayerNorm(d)
         self.head = nn.Linear(d, config.semantic_vocab_size)
         self.duration_head = nn.Linear(d, 1)
+        tables = [self.text_embed, self.semantic_embed, self.segment_embed]
+        if config.aligned:  # the aligned text symbol of each target position
+            self.aligned_embed = nn.Embedding(VOCAB_SIZE, d)
+            tables.append(self.aligned_embed)
         # Unit-variance tables (nn.Embedding's default), as in SoundStorm: with 0.02 the tokens are
         # invisible next to the O(1) progress features and the pre-LN blocks' outputs.
-        for table in (self.text_embed, self.semantic_embed, self.segment_embed):
+        for table in tables:
             nn.init.normal_(table.weight, std=1.0)
 
     # ------------------------------------------------------------------ inputs
-    def embed(self, tokens_BL, segment_BL, progress_BL) -> torch.Tensor:
-        """Per position: the token's embedding (text or semantic table), its segment, its progress."""
+    def embed(self, tokens_BL, segment_BL, progress_BL, aligned_BL=None) -> torch.Tensor:
+        """Per position: the token's embedding (text or semantic table), its segment, its progress, and
+        for an aligned model's target positions the embedding of their aligned text symbol."""
         is_text_BL = segment_BL == TEXT
         text_BLD = self.text_embed(torch.where(is_text_BL, tokens_BL, 0).clamp(max=VOCAB_SIZE - 1))
         semantic_BLD = self.semantic_embed(torch.where(is_text_BL, 0, tokens_BL).clamp(max=self.config.mask_id))
         angles_BLF = progress_BL[..., None] * self.freqs
         progress_BLD = self.progress_proj(torch.cat([angles_BLF.sin(), angles_BLF.cos()], dim=-1))
         has_progress_BL1 = ((segment_BL == TEXT) | (segment_BL == TARGET))[..., None].to(progress_BLD.dtype)
-        return torch.where(is_text_BL[..., None], text_BLD, semantic_BLD) + self.segment_embed(segment_BL) \
+        out_BLD = torch.where(is_text_BL[..., None], text_BLD, semantic_BLD) + self.segment_embed(segment_BL) \
             + progress_BLD * has_progress_BL1
+        if self.config.aligned and aligned_BL is not None:
+            is_target_BL1 = (segment_BL == TARGET)[..., None].to(out_BLD.dtype)
+            out_BLD = out_BLD + self.aligned_embed(aligned_BL.clamp(0, VOCAB_SIZE - 1)) * is_target_BL1
+        return out_BLD
 
     # ------------------------------------------------------------------ forward
-    def forward(self, tokens_BL, segment_BL, progress_BL, lengths_B) -> torch.Tensor:
-        """Logits ``[B, L, V]`` over the semantic vocabulary at every position (targets are read)."""
+    def forward(self, tokens_BL, segment_BL, progress_BL, lengths_B, aligned_BL=None) -> torch.Tensor:
+        """Logits ``[B, L, V]`` over the semantic vocabulary at every position (targets are read).
+
+        An aligned model needs ``aligned_BL`` (see :func:`soundstorm.t2s.batch.pack`)."""
+        if self.config.aligned and aligned_BL is None:
+            raise ValueError("this text-to-semantic model is aligned (T2SConfig.aligned=true): forward() needs "
+                             "aligned_BL, the text symbol of each target position (pack(..., durations=...))")
         batch_size, num_positions = tokens_BL.shape
         valid_BL = frame_mask(lengths_B, batch_size, num_positions, tokens_BL.device)
-        hidden_BLD = self.backbone(self.embed(tokens_BL, segment_BL, progress_BL), valid_BL)
+        hidden_BLD = self.backbone(self.embed(tokens_BL, segment_BL, progress_BL, aligned_BL), valid_BL)
         return self.head(self.head_norm(hidden_BLD))
 
-    def log_num_frames(self, tokens_BL, segment_BL, progress_BL, context_B) -> torch.Tensor:
-        """Predicted ``log`` number of target frames ``[B]`` from the text and prompt positions only."""
+    def symbol_durations(self, tokens_BL, segment_BL, progress_BL, context_B) -> torch.Tensor:
+        """Predicted frames per text symbol ``[B, L]`` (0 off the text), from the text and prompt only."""
         batch_size, num_positions = tokens_BL.shape
         valid_BL = frame_mask(context_B, batch_size, num_positions, tokens_BL.device)
         hidden_BLD = self.length_backbone(self.embed(tokens_BL, segment_BL, progress_BL), valid_BL)
         duration_BL = F.softplus(self.duration_head(hidden_BLD).squeeze(-1))
-        text_BL = ((segment_BL == TEXT) & valid_BL).to(duration_BL.dtype)
-        return torch.log((duration_BL * text_BL).sum(dim=-1) + 1e-3)
+        return duration_BL * ((segment_BL == TEXT) & valid_BL).to(duration_BL.dtype)
+
+    def log_num_frames(self, tokens_BL, segment_BL, progress_BL, context_B) -> torch.Tensor:
+        """Predicted ``log`` number of target frames ``[B]``: the log of the summed symbol durations."""
+        return torch.log(self.symbol_durations(tokens_BL, segment_BL, progress_BL, context_B).sum(dim=-1) + 1e-3)
 
     # ------------------------------------------------------------------ training
-    def loss(self, tokens, segment, progress, lengths, context, target_frames, inputs, loss_mask):
-        """Masked cross-entropy on the masked target tokens + weighted log-length squared error.
+    def loss(self, tokens, segment, progress, lengths, context, target_frames, inputs, loss_mask, aligned=None,
+             durations=None, has_durations=None):
+        """Masked cross-entropy on the masked target tokens + weighted log-length squared error (+ for an
+        aligned model the weighted squared error of ``log(1 + frames)`` per text symbol).
 
         Returns ``(loss, metrics)``; metrics hold tensors (no host sync): ``token_loss``,
-        ``token_accuracy``, ``num_tokens``, ``length_loss`` and ``length_abs_rel_error``.
+        ``token_accuracy``, ``num_tokens``, ``length_loss``, ``length_abs_rel_error`` and
+        ``duration_loss`` (0 for an unaligned model).
         """
-        logits_BLV = self(inputs, segment, progress, lengths).float()
+        if self.config.aligned and (aligned is None or durations is None or has_durations is None):
+            raise ValueError("an aligned text-to-semantic model trains on aligned batches: they need aligned, "
+                             "durations and has_durations (T2SDataset(aligned=True) computes them)")
+        logits_BLV = self(inputs, segment, progress, lengths, aligned).float()
         weight_BL = loss_mask.to(logits_BLV.dtype)
         ce_BL = F.cross_entropy(logits_BLV.transpose(1, 2), tokens.clamp(max=self.config.semantic_vocab_size - 1),
                                 reduction="none")
@@ -159,13 +197,21 @@ class TextToSemantic(nn.Module):
         token_loss = (ce_BL * weight_BL).sum() / num_tokens.clamp(min=1.0)
         correct_BL = (logits_BLV.argmax(dim=-1) == tokens).to(weight_BL.dtype)
         # the length predictor sees the text and prompt only: target positions act as padding
-        log_frames_B = self.log_num_frames(tokens, segment, progress, context)
+        duration_BL = self.symbol_durations(tokens, segment, progress, context)
+        log_frames_B = torch.log(duration_BL.sum(dim=-1) + 1e-3)
         log_target_B = target_frames.to(log_frames_B.dtype).clamp(min=1.0).log()
         length_loss = (log_frames_B - log_target_B).pow(2).mean()
         loss = token_loss + self.config.length_loss_weight * length_loss
+        duration_loss = torch.zeros((), device=loss.device)
+        if self.config.aligned:
+            # examples without durations (none in an aligned dataset) add nothing; no host sync to check
+            text_BL = ((segment == TEXT) & has_durations[:, None]).to(duration_BL.dtype)
+            error_BL = (torch.log1p(duration_BL) - torch.log1p(durations.to(duration_BL.dtype))).pow(2)
+            duration_loss = (error_BL * text_BL).sum() / text_BL.sum().clamp(min=1.0)
+            loss = loss + self.config.duration_loss_weight * duration_loss
         accuracy = (correct_BL * weight_BL).sum() / num_tokens.clamp(min=1.0)
         metrics = {"token_loss": token_loss, "token_accuracy": accuracy,
-                   "num_tokens": num_tokens, "length_loss": length_loss,
+                   "num_tokens": num_tokens, "length_loss": length_loss, "duration_loss": duration_loss,
                    "length_abs_rel_error": (log_frames_B.exp() / log_target_B.exp() - 1).abs().mean()}
         return loss, metrics
 
@@ -182,7 +228,7 @@ class TextToSemantic(nn.Module):
         """Load a model written by :meth:`save_pretrained` (or a training checkpoint); never unpickles."""
         config, state = read_model_dir(directory, FORMAT, T2SConfig, "text-to-semantic directory (written by "
                                        "save_pretrained() or soundstorm-train-t2s)", map_location, CONFIG_NAME,
-                                       WEIGHTS_NAME)
+                                       WEIGHTS_NAME, older_formats=OLDER_FORMATS)
         model = cls(config)
         load_weights(model, state, Path(directory) / WEIGHTS_NAME)
         return model.to(map_location)

@@ -16,7 +16,8 @@ from torch import nn
 from soundstorm.t2s.batch import TARGET
 from soundstorm.t2s.data import T2SCollate
 
-BATCH_KEYS = ("tokens", "segment", "progress", "lengths", "context", "target_frames", "inputs", "loss_mask")
+BATCH_KEYS = ("tokens", "segment", "progress", "lengths", "context", "target_frames", "inputs", "loss_mask",
+              "aligned", "durations", "has_durations")
 
 
 class T2SLoss(nn.Module):
