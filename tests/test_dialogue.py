@@ -173,3 +173,14 @@ def test_dialogue_cli_writes_outputs_scores_a_reference_and_rejects_bad_input(pi
     unknown_asr = run_cli("soundstorm.cli.dialogue", "script='hello'", *common, "evaluation.asr=nonesuch")
     assert unknown_asr.returncode == 2 and "evaluation.asr='nonesuch'" in unknown_asr.stderr
     assert missing.returncode == 2 and "t2s_checkpoint=" in missing.stderr and "Traceback" not in missing.stderr
+
+
+def test_least_alike_pair_picks_the_two_most_different_voices():
+    from soundstorm.dialogue.voices import least_alike_pair
+
+    embeddings = {"a": torch.tensor([1.0, 0.0, 0.0]), "a2": torch.tensor([0.9, 0.1, 0.0]),
+                  "b": torch.tensor([0.0, 1.0, 0.0]), "c": torch.tensor([0.7, 0.7, 0.1])}
+    a, b, similarity = least_alike_pair(embeddings)
+    assert (a, b) == ("a", "b") and similarity == pytest.approx(0.0, abs=1e-6)
+    with pytest.raises(ValueError, match="at least two voices"):
+        least_alike_pair({"a": torch.ones(3)})

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The dialogue on top of the CPU quickstart (what `make demo` runs after experiments/quickstart_cpu/run.sh):
 #   1. train the text-to-semantic stage on the quickstart's token folder (~12 min, t2s_experiment=quickstart_cpu)
-#   2. pick two training voices and six held-out sentences (pick_script.py)
+#   2. pick the two training voices least alike (speaker verifier) and six held-out sentences (pick_script.py)
 #   3. speak them with soundstorm-dialogue, scored per turn (WER, speaker attribution, pause boundaries)
 #      against SoundStorm on the same sentences' true semantic tokens (evaluation.reference=true)
 #   4. the first stage in the speech table: soundstorm-eval with evaluation.speech.t2s_checkpoint adds the
@@ -24,7 +24,7 @@ fi
   logger.dir="$OUT" trainer.progress=false "$@"
 t2s_ckpt=$(ls -d "$OUT"/t2s/checkpoints/step_* | tail -n 1)
 
-"$PY" experiments/dialogue_cpu/pick_script.py "$OUT/tokens" "$OUT/dialogue" "${NUM_TURNS:-6}"
+"$PY" experiments/dialogue_cpu/pick_script.py "$OUT/tokens" "$OUT/dialogue" "${NUM_TURNS:-6}" "$VERIFIER"
 voice() { "$PY" -c "import json,sys; print(json.load(open(sys.argv[1]))[sys.argv[2]])" "$OUT/dialogue/voices.json" "$1"; }
 "$PY" -m soundstorm.cli.dialogue t2s_checkpoint="$t2s_ckpt" soundstorm_checkpoint="$soundstorm_ckpt" \
   assets="$OUT/tokens" script="@$OUT/dialogue/script.txt" voices.A="$(voice A)" voices.B="$(voice B)" \
