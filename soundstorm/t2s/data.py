@@ -10,9 +10,9 @@ targets, is a pure function of ``(seed, epoch, index)``, so resumes reproduce th
 
 ``aligned=True`` (the default, for an aligned model, ``T2SConfig.aligned``): each text is framed by a
 space at both ends (where the leading and trailing silence align) and each item carries its symbols'
-durations in frames, found
-once per dataset by :func:`soundstorm.t2s.align.fit_durations` (a few seconds for 1000 utterances);
-a held-out set reuses the training set's emission table (``emission=``) instead of fitting its own.
+durations in frames, found once per dataset by :func:`soundstorm.t2s.align.fit_durations` (a few
+seconds for 1000 utterances); a held-out set reuses the training set's emission table
+(``emission=``) instead of fitting its own.
 
 Shape letters: see :mod:`soundstorm`.
 """
