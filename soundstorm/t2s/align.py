@@ -91,9 +91,9 @@ def fit_durations(text_ids: Sequence[Sequence[int]], semantic: Sequence[np.ndarr
             raise ValueError(f"semantic tokens {i} are outside [0, {semantic_vocab})")
     durations = [uniform_durations(ids.size, toks.size) for ids, toks in zip(texts, tokens)]
     log_emit_YV = _emission_table(texts, tokens, durations, symbol_vocab, semantic_vocab, smoothing)
-    for _ in range(iterations):
+    for round_index in range(iterations):
         durations = [viterbi_durations(log_emit_YV[ids][:, toks]) for ids, toks in zip(texts, tokens)]
-        if _ < iterations - 1:
+        if round_index < iterations - 1:  # the last alignment keeps the table it was found under
             log_emit_YV = _emission_table(texts, tokens, durations, symbol_vocab, semantic_vocab, smoothing)
     return durations, log_emit_YV
 

@@ -100,7 +100,9 @@ def generate_semantic(model, texts: Sequence[str], prompts: Sequence[torch.Tenso
     ids = _text_ids(model, texts)
     prompts = _check_prompts(model, prompts, len(ids))
     device = next(model.parameters()).device
-    predicted = _predicted_durations(model, ids, prompts, device)
+    # the duration predictor runs when it gives the length or (aligned model) the alignment
+    predicted = _predicted_durations(model, ids, prompts, device) \
+        if num_frames is None or model.config.aligned else None
     if num_frames is None:
         num_frames = [max(1, round(float(d.sum()) / speed)) for d in predicted]
     if len(num_frames) != len(ids) or any(isinstance(n, bool) or int(n) != n or n < 1 for n in num_frames):
