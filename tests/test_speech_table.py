@@ -122,11 +122,13 @@ def test_eval_cli_writes_the_speech_table(speaker_tokens, tmp_path):
     model_dir = _random_model(speaker_tokens, tmp_path / "model")
     out = tmp_path / "eval"
     result = run_cli("soundstorm.cli.eval", f"checkpoint={model_dir}", f"data.root={speaker_tokens}", f"out_dir={out}",
-                     *EVAL, "evaluation.speech.enabled=true", "evaluation.speech.max_utterances=2")
+                     *EVAL, "evaluation.speech.enabled=true", "evaluation.speech.max_utterances=2",
+                     "evaluation.speech.level_prefixes=[2]")
     assert result.returncode == 0, result.stderr[-3000:]
     speech = json.loads((out / "metrics.json").read_text())["speech"]
     assert speech["num_utterances"] == 2 and len(speech["items"]) == 2
-    for row in ROWS:
+    rows = ROWS + ("resynthesis_levels2", "prompted_levels2")
+    for row in rows:
         assert set(speech[row]) == {"wer", "cer", "sim_prompt_speaker", "sim_source_speaker", "mel_distance"}
         assert 0.0 <= speech[row]["cer"] and -1.0 <= speech[row]["sim_source_speaker"] <= 1.0
     for row in ("ground_truth", "resynthesis", "unprompted"):
@@ -135,7 +137,7 @@ def test_eval_cli_writes_the_speech_table(speaker_tokens, tmp_path):
     for item in speech["items"]:
         assert item["speaker"] == item["target"][:3] == item["prompt"][:3] and item["prompt"] != item["target"]
         assert item["other_speaker"] == item["cross_prompt"][:3] != item["speaker"]
-        assert item["text"] in SENTENCES and set(item["rows"]) == set(ROWS)
+        assert item["text"] in SENTENCES and set(item["rows"]) == set(rows)
     assert 0.0 <= speech["cross_speaker_attribution"] <= 1.0
     assert speech["ground_truth"]["mel_distance"] == pytest.approx(0.0, abs=1e-6)
     # an untrained model makes noise: the recognizer reads the real recordings better
@@ -143,7 +145,10 @@ def test_eval_cli_writes_the_speech_table(speaker_tokens, tmp_path):
     assert speech["ground_truth"]["cer"] < speech["unprompted"]["cer"]
     assert "| ground_truth |" in (out / "speech_table.md").read_text() and "| cross_speaker |" in result.stdout
     assert (out / "speech_table.png").stat().st_size > 0 and list((out / "wandb").glob("offline-run-*"))
-    assert len(list((out / "speech_examples").glob("*.wav"))) == len(ROWS)
+    assert len(list((out / "speech_examples").glob("*.wav"))) == len(rows)
+    assert speech["resynthesis_levels2"]["sim_prompt_speaker"] is None
+    assert speech["prompted_levels2"]["sim_prompt_speaker"] is not None
+    assert "| prompted_levels2 |" in (out / "speech_table.md").read_text()
 
 
 def test_eval_cli_speech_table_needs_two_speakers(speaker_tokens, tmp_path):
@@ -268,3 +273,67 @@ def test_text_to_semantic_checkpoint_errors_name_the_field(tmp_path):
         load_t2s(t2s_dir, model)
     TextToSemantic(T2SConfig.tiny(semantic_vocab_size=model.config.semantic_vocab_size)).save_pretrained(t2s_dir)
     assert load_t2s(t2s_dir, model).config.semantic_vocab_size == model.config.semantic_vocab_size
+
+
+class _LevelsEvaluator(_FakeEvaluator):
+    """Three levels; generate returns codes 10 + level on the continuation; decode records what it got."""
+
+    def __init__(self):
+        super().__init__()
+        self.model.config.num_levels = 3
+        self.decoded = []
+
+    def generate(self, semantic_S, prompt_QT=None, seed=0):
+        self.calls.append((semantic_S.clone(), None if prompt_QT is None else prompt_QT.clone()))
+        codes_QT = (10 + torch.arange(3))[:, None].repeat(1, 2 * semantic_S.shape[0])
+        if prompt_QT is not None:
+            codes_QT[:, :prompt_QT.shape[1]] = prompt_QT
+        return codes_QT
+
+    def decode(self, codes_QT):
+        self.decoded.append(codes_QT.clone())
+        return super().decode(codes_QT)
+
+
+def test_level_prefix_rows_decode_the_first_levels_of_the_same_codes(tmp_path):
+    """``level_prefixes=[1, 2]``: rows decoding the first k levels of the reference codes and of the *prompted
+    row's* generated codes (no extra generation), scored like their full rows, in table order."""
+    from soundstorm.evaluation.speech_plan import SpeechItem
+    from soundstorm.evaluation.speech_table import SpeechTable, rows_of
+
+    utts = {}
+    for name, num_semantic, value in (("t", 10, 1), ("p", 200, 7), ("r", 20, 3), ("x", 200, 9), ("xr", 20, 5)):
+        sf.write(str(tmp_path / f"{name}.wav"), np.full(num_semantic * 320, 0.01 * value, dtype=np.float32), 8000)
+        utts[name] = {"utt_id": name, "codes": (100 * value + torch.arange(3))[:, None].repeat(1, 2 * num_semantic),
+                      "semantic": torch.full((num_semantic,), value), "text": "hello world",
+                      "path": str(tmp_path / f"{name}.wav")}
+    recognizer = type("R", (), {"transcribe": lambda self, wav, sr: "hello world"})()
+    verifier = type("V", (), {"embed": lambda self, wav, sr: torch.stack([wav.abs().mean(), wav.std() + 0.1])})()
+    evaluator = _LevelsEvaluator()
+    table = SpeechTable(evaluator, recognizer, verifier, utts.__getitem__, prompt_seconds=3.0, level_prefixes=(1, 2))
+    item = SpeechItem(target="t", speaker="A", prompt="p", reference="r", other_speaker="B", cross_prompt="x",
+                      cross_reference="xr")
+    result = table.item(item, 0)
+    assert len(evaluator.calls) == 3  # unprompted, prompted, cross_speaker: the prefixes reuse the prompted codes
+    decoded = [c for c in evaluator.decoded if c.shape[0] < 3]
+    true_codes, generated_codes = utts["t"]["codes"], (10 + torch.arange(3))[:, None].repeat(1, 20)
+    assert [c.shape[0] for c in decoded] == [1, 1, 2, 2]
+    assert torch.equal(decoded[0], true_codes[:1]) and torch.equal(decoded[1], generated_codes[:1])
+    assert torch.equal(decoded[2], true_codes[:2]) and torch.equal(decoded[3], generated_codes[:2])
+    rows = result["rows"]
+    assert rows["resynthesis_levels2"]["sim_prompt_speaker"] is None
+    assert rows["prompted_levels1"]["sim_prompt_speaker"] == rows["prompted_levels1"]["sim_source_speaker"]
+    assert rows["prompted_levels2"]["wer"] == 0.0 and rows["resynthesis_levels1"]["mel_distance"] > 0
+    summary = summarize([result])
+    assert rows_of(summary) == ROWS + ("resynthesis_levels1", "prompted_levels1", "resynthesis_levels2",
+                                       "prompted_levels2")
+    assert "| prompted_levels2 | 0.000 |" in markdown(summary)
+
+
+@pytest.mark.parametrize("prefixes", [[0], [3], [1, 1], [True], ["2"]])
+def test_level_prefixes_outside_the_model_levels_are_refused(prefixes):
+    from soundstorm.evaluation.speech_table import SpeechTable
+
+    with pytest.raises(ValueError, match="evaluation.speech.level_prefixes"):
+        SpeechTable(_LevelsEvaluator(), None, None, None, level_prefixes=SpeechEvalConfig(
+            max_utterances=1, level_prefixes=prefixes).level_prefixes)

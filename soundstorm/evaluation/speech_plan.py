@@ -16,7 +16,7 @@ choice is drawn from ``numpy.random.default_rng([seed, i])``, so a plan is repro
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Dict, Optional
+from typing import Any, Dict, List, Optional
 
 import numpy as np
 
@@ -36,12 +36,19 @@ class SpeechEvalConfig:
     verifier_options: Dict[str, Any] = field(default_factory=dict)
     seed: int = 0
     t2s_checkpoint: Optional[str] = None  # a text-to-semantic checkpoint: adds the text_to_semantic row
+    level_prefixes: List[int] = field(default_factory=list)  # k: rows decoding only the first k levels
 
     def __post_init__(self):
         if isinstance(self.max_utterances, bool) or not isinstance(self.max_utterances, int) or self.max_utterances < 1:
             raise ValueError(f"evaluation.speech.max_utterances must be an integer >= 1, got {self.max_utterances!r}")
         if not float(self.prompt_seconds) > 0:
             raise ValueError(f"evaluation.speech.prompt_seconds must be > 0 seconds, got {self.prompt_seconds!r}")
+        prefixes = list(self.level_prefixes or [])
+        if any(isinstance(k, bool) or not isinstance(k, int) or k < 1 for k in prefixes) or \
+                len(set(prefixes)) != len(prefixes):
+            raise ValueError("evaluation.speech.level_prefixes must be distinct integers >= 1 (numbers of coarse "
+                             f"levels to decode), got {self.level_prefixes!r}")
+        self.level_prefixes = sorted(prefixes)
         for name in ("asr", "verifier"):
             if not isinstance(getattr(self, name), str) or not getattr(self, name):
                 raise ValueError(f"evaluation.speech.{name} must be a name or 'package.module:attr', "

@@ -15,6 +15,11 @@ the prompt's and of the source speaker) and the mel distance to the ground-truth
   tokens, prompted with the same speaker's semantic tokens as the ``prompted`` row, and SoundStorm
   continues the same 3 s acoustic prompt. Its WER against ``prompted`` is what the first stage costs.
 
+- ``resynthesis_levels{k}`` / ``prompted_levels{k}`` (with ``evaluation.speech.level_prefixes``): the
+  reference codes / the ``prompted`` row's generated codes decoded from their first ``k`` levels only
+  (no extra forward pass). Where the generated row falls behind its true-code twin says which levels
+  the model gets wrong; where adding levels makes the generated row *worse*, those levels add noise.
+
 ``sim_prompt_speaker`` is null where there is no prompt; ``cross_speaker_attribution`` is the fraction
 of cross-speaker outputs closer to B's reference than to A's: whether the prompt, not the semantic
 tokens, sets the voice.
@@ -23,6 +28,7 @@ tokens, sets the voice.
 from __future__ import annotations
 
 import math
+import re
 from pathlib import Path
 
 import soundfile as sf
@@ -41,15 +47,29 @@ from soundstorm.io import atomic_write_bytes
 ROWS = ("ground_truth", "resynthesis", "unprompted", "prompted", "cross_speaker")
 T2S_ROW = "text_to_semantic"
 COLUMNS = ("wer", "cer", "sim_prompt_speaker", "sim_source_speaker", "mel_distance")
+_LEVEL_ROW = re.compile(r"^(resynthesis|prompted)_levels(\d+)$")
+
+
+def level_rows(k: int) -> tuple[str, str]:
+    """The two rows of a level prefix ``k``: true and generated codes decoded from their first ``k`` levels."""
+    return f"resynthesis_levels{k}", f"prompted_levels{k}"
 
 
 class SpeechTable:
     """Scores :class:`SpeechItem` s with a ``GenerationEvaluator`` (generate / decode), a recognizer and a
     verifier. ``load(utt_id)`` returns a token-folder utterance (``codes``, ``semantic``, ``text``, ``path``)."""
 
-    def __init__(self, evaluator, recognizer, verifier, load, prompt_seconds: float = 3.0, seed: int = 0, t2s=None):
+    def __init__(self, evaluator, recognizer, verifier, load, prompt_seconds: float = 3.0, seed: int = 0, t2s=None,
+                 level_prefixes=()):
         self.evaluator, self.recognizer, self.verifier, self.load = evaluator, recognizer, verifier, load
         self.t2s = t2s  # a TextToSemantic model: adds the text_to_semantic row
+        num_levels = evaluator.model.config.num_levels if level_prefixes else 0
+        bad = [k for k in level_prefixes if not 1 <= k < num_levels]
+        if bad:
+            raise ValueError(f"evaluation.speech.level_prefixes={list(level_prefixes)}: {bad} outside "
+                             f"1..{num_levels - 1} (a prefix of the model's {num_levels} levels; all "
+                             f"{num_levels} are the full rows)")
+        self.level_prefixes = tuple(level_prefixes)
         self.sample_rate = evaluator.codec.sample_rate
         up = evaluator.model.config.semantic_upsample
         self.prompt_frames = max(up, int(round(prompt_seconds * evaluator.codec.frame_rate / up)) * up)
@@ -78,13 +98,13 @@ class SpeechTable:
 
     def continue_prompt(self, target: dict, prompt_utt: dict, seed: int,
                         semantic_S: torch.Tensor | None = None) -> torch.Tensor:
-        """Waveform of the target's content (its semantic tokens, or ``semantic_S``) continuing the first
-        ``prompt_frames`` of ``prompt_utt``."""
+        """Codes ``[Q, T]`` of the target's content (its semantic tokens, or ``semantic_S``) continuing the
+        first ``prompt_frames`` of ``prompt_utt``: the continuation only."""
         prompt_S = self.prompt_semantic(prompt_utt)
         num_prompt = prompt_S.shape[0] * self.evaluator.model.config.semantic_upsample
         semantic_S = torch.cat([prompt_S, target["semantic"] if semantic_S is None else semantic_S])
         codes_QT = self.evaluator.generate(semantic_S, prompt_utt["codes"][:, :num_prompt], seed=seed)
-        return self.evaluator.decode(codes_QT[:, num_prompt:])
+        return codes_QT[:, num_prompt:]
 
     def score(self, wav_N, target: dict, truth_N, source_ref: str, prompt_ref: str | None) -> dict:
         transcript = self.recognizer.transcribe(wav_N, self.sample_rate)
@@ -99,25 +119,26 @@ class SpeechTable:
     def item(self, item: SpeechItem, index: int) -> dict:
         """Every row of one target: ``{row: {column: value}}`` plus the ids it used."""
         target, seed = self.load(item.target), self.seed + index
-        truth_N = self.recording(target)
-        waves = {"ground_truth": truth_N, "resynthesis": self.evaluator.decode(target["codes"]),
-                 "unprompted": self.evaluator.decode(self.evaluator.generate(target["semantic"], seed=seed)),
-                 "prompted": self.continue_prompt(target, self.load(item.prompt), seed),
-                 "cross_speaker": self.continue_prompt(target, self.load(item.cross_prompt), seed)}
+        truth_N, decode = self.recording(target), self.evaluator.decode
+        waves = {"ground_truth": truth_N, "resynthesis": decode(target["codes"]),
+                 "unprompted": decode(self.evaluator.generate(target["semantic"], seed=seed))}
+        prompted_QT = self.continue_prompt(target, self.load(item.prompt), seed)
+        waves["prompted"] = decode(prompted_QT)
+        waves["cross_speaker"] = decode(self.continue_prompt(target, self.load(item.cross_prompt), seed))
+        for k in self.level_prefixes:
+            true_row, generated_row = level_rows(k)
+            waves[true_row], waves[generated_row] = decode(target["codes"][:k]), decode(prompted_QT[:k])
         if self.t2s is not None:
             from soundstorm.t2s import generate_semantic
 
             prompt_utt = self.load(item.prompt)
             semantic_S = generate_semantic(self.t2s, [target["text"]], [self.prompt_semantic(prompt_utt)],
                                            generator=torch.Generator().manual_seed(seed))[0]
-            waves[T2S_ROW] = self.continue_prompt(target, prompt_utt, seed, semantic_S)
-        rows = {name: self.score(wav, target, truth_N, item.reference, None) for name, wav in waves.items()
-                if name in ("ground_truth", "resynthesis", "unprompted")}
-        rows["prompted"] = self.score(waves["prompted"], target, truth_N, item.reference, item.reference)
-        rows["cross_speaker"] = self.score(waves["cross_speaker"], target, truth_N, item.reference,
-                                           item.cross_reference)
-        if T2S_ROW in waves:
-            rows[T2S_ROW] = self.score(waves[T2S_ROW], target, truth_N, item.reference, item.reference)
+            waves[T2S_ROW] = decode(self.continue_prompt(target, prompt_utt, seed, semantic_S))
+        prompt_refs = {"prompted": item.reference, "cross_speaker": item.cross_reference, T2S_ROW: item.reference}
+        prompt_refs.update({level_rows(k)[1]: item.reference for k in self.level_prefixes})
+        rows = {name: self.score(wav, target, truth_N, item.reference, prompt_refs.get(name))
+                for name, wav in waves.items()}
         return {"rows": rows, "waves": waves, "ids": {**vars(item), "text": target["text"]}}
 
     def run(self, items: list[SpeechItem]) -> tuple[dict, list[dict]]:
@@ -134,9 +155,11 @@ def _mean(values: list) -> float | None:
 
 
 def rows_of(table_or_result: dict) -> tuple[str, ...]:
-    """The rows present, in table order (``text_to_semantic`` only when a first stage was given)."""
+    """The rows present, in table order: :data:`ROWS`, then ``text_to_semantic`` (when a first stage was
+    given), then the level-prefix rows by ``k``, true codes before generated."""
     rows = table_or_result.get("rows", table_or_result)
-    return ROWS + ((T2S_ROW,) if T2S_ROW in rows else ())
+    prefixes = sorted({int(m.group(2)) for m in map(_LEVEL_ROW.match, rows) if m})
+    return ROWS + ((T2S_ROW,) if T2S_ROW in rows else ()) + tuple(r for k in prefixes for r in level_rows(k))
 
 
 def summarize(results: list[dict]) -> dict:
@@ -199,7 +222,7 @@ def evaluate_speech(config, evaluator, heldout, others, out_dir, num_examples: i
 
     scorer = SpeechTable(evaluator, build_recognizer(config.asr, config.asr_options),
                          build_verifier(config.verifier, config.verifier_options), load, config.prompt_seconds,
-                         config.seed, load_t2s(config.t2s_checkpoint, evaluator.model))
+                         config.seed, load_t2s(config.t2s_checkpoint, evaluator.model), config.level_prefixes)
     table, results = scorer.run(items)
     out_dir = Path(out_dir)
     for result in results[:num_examples]:
