@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 
 import pytest
 import torch
@@ -147,6 +148,9 @@ def test_train_t2s_cli_on_a_token_folder(espeak_tokens, tmp_path):
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
     assert "step 4 loss=" in result.stdout and "eval/mask_1/token_accuracy=" in result.stdout
     assert "eval/length_abs_rel_error=" in result.stdout
+    # the length and duration terms of the loss are logged beside the token loss (means over the window)
+    logged = dict(re.findall(r"\b(length_loss|duration_loss)=(\S+)", result.stdout))
+    assert set(logged) == {"length_loss", "duration_loss"} and 0 < float(logged["duration_loss"]) < 100
     model = TextToSemantic.from_pretrained(out / "checkpoints" / "step_00000004")
     assert model.config.semantic_vocab_size == 32 and model.config.frontend == "phonemes"
     resumed = run_cli("soundstorm.cli.train_t2s", *args[:-6], "trainer.max_steps=6", "trainer.log_every=2",

@@ -25,6 +25,7 @@ class T2SLoss(nn.Module):
 
     batch_keys = BATCH_KEYS
     num_levels = 1
+    extra_metrics = ("length_loss", "duration_loss")  # logged as train/length_loss, train/duration_loss
 
     def __init__(self, model: nn.Module):
         super().__init__()
@@ -34,7 +35,8 @@ class T2SLoss(nn.Module):
         loss, m = self.model.loss(**dict(zip(BATCH_KEYS, tensors)))
         metrics = {"loss_per_level": m["token_loss"].detach()[None],
                    "accuracy_per_level": m["token_accuracy"].detach()[None],
-                   "tokens_per_level": m["num_tokens"][None], "num_tokens": m["num_tokens"]}
+                   "tokens_per_level": m["num_tokens"][None], "num_tokens": m["num_tokens"],
+                   "extra": torch.stack([m[name].detach().float() for name in self.extra_metrics])}
         return loss * m["num_tokens"], metrics
 
 

@@ -112,7 +112,9 @@ class Trainer:
                  graph_budget: GraphBudget | None = None, tokens: dict | None = None):
         """``loss``: the module a step calls with the batch tensors named by its ``batch_keys``,
         returning ``(summed loss, metrics)`` with per-level sums over its ``num_levels`` levels
-        (default: SoundStorm's masked loss, :class:`MaskedLoss`)."""
+        (default: SoundStorm's masked loss, :class:`MaskedLoss`). A loss with ``extra_metrics`` (names)
+        also returns ``metrics["extra"]``, one 0-d value per name and micro-batch; the log reports
+        their mean over the window as ``train/<name>``."""
         backend.check_trainable()
         if is_quantized(model):
             raise ValueError("the model has int8 quantised layers (inference only); train the float32 model")
@@ -130,6 +132,7 @@ class Trainer:
         loss = MaskedLoss(model) if loss is None else loss
         self.batch_keys = tuple(loss.batch_keys)
         self.num_levels = int(getattr(loss, "num_levels", None) or model.config.num_levels)
+        self.extra_metrics = tuple(getattr(loss, "extra_metrics", ()))
         self.loss_module = backend.wrap_model(loss)
         self.ema = EMA(model, config.ema_decay) if config.ema_decay else None
         self.step, self.epoch, self.batch_in_epoch = 0, 0, 0
@@ -204,7 +207,8 @@ class Trainer:
     def _zero_sums(self) -> None:
         q = self.num_levels
         self._sums = {k: torch.zeros(n, device=self.backend.device)
-                      for k, n in (("ce", q), ("correct", q), ("tokens", q), ("scalars", 4))}
+                      for k, n in (("ce", q), ("correct", q), ("tokens", q), ("scalars", 4),
+                                   ("extra", len(self.extra_metrics) + 1))}  # + a micro-batch count
         self._tokens_window, self._window_start, self._steps_window = 0, time.perf_counter(), 0
         self._eval_seconds = 0.0  # evaluation time inside the window, left out of the throughput
         self.backend.mark_step()  # XLA: the sums become device data, so every step of a window traces alike
@@ -214,6 +218,9 @@ class Trainer:
         self._sums["ce"] += metrics["loss_per_level"].detach().float() * tokens_Q
         self._sums["correct"] += metrics["accuracy_per_level"].detach().float() * tokens_Q
         self._sums["tokens"] += tokens_Q
+        if self.extra_metrics:
+            extra = metrics["extra"].detach().float().reshape(-1)
+            self._sums["extra"] += torch.cat([extra, torch.ones(1, device=extra.device)])
 
     def _accumulate_step(self, loss_total, grad_norm, finite, acoustic_tokens: int) -> None:
         # scalars: summed finite loss, finite grad norm, non-finite step count, steps
@@ -226,12 +233,13 @@ class Trainer:
     def _read_metrics(self) -> dict:
         """All-reduce and read the window's sums (the one host sync per log interval)."""
         s = self._sums
-        packed = torch.cat([s["ce"], s["correct"], s["tokens"], s["scalars"],
+        packed = torch.cat([s["ce"], s["correct"], s["tokens"], s["scalars"], s["extra"],
                             torch.tensor([float(self._tokens_window)], device=self.backend.device)])
         values = self.backend.all_reduce_sum(packed).tolist()
         q, ws = self.num_levels, self.dist.world_size
         ce, correct, tokens = values[:q], values[q:2 * q], values[2 * q:3 * q]
         loss_sum, norm_sum, nonfinite, steps = values[3 * q:3 * q + 4]
+        *extra, micro_batches = values[3 * q + 4:-1]
         steps, finite_steps = steps / ws, max(steps / ws - nonfinite / ws, 1.0)
         elapsed = max(time.perf_counter() - self._window_start - self._eval_seconds, 1e-9)
         self.nonfinite_total += int(round(nonfinite / ws))
@@ -248,6 +256,7 @@ class Trainer:
             "train/steps_per_s": steps / elapsed,
             "train/nonfinite_skipped": self.nonfinite_total,
             "train/epoch": self.epoch,
+            **{f"train/{name}": v / max(micro_batches, 1.0) for name, v in zip(self.extra_metrics, extra)},
             **({} if graphs is None else {"train/compiled_graphs": graphs,
                                           "train/batch_shapes_seen": len(self.batch_shapes_seen)}),
         }
