@@ -139,7 +139,7 @@ class ResolvedSchedule:
     top_p: float | None
     greedy_last: bool
     choice_noise: float
-    mbr_from_level: int | None = None  # 0-based first level of the minimum-Bayes-risk choice; None: argmax
+    mbr_first_index: int | None = None  # 0-based index of the first minimum-Bayes-risk level; None: argmax
 
     @property
     def num_passes(self) -> int:
@@ -174,7 +174,7 @@ def _iterations(schedule: ResolvedSchedule, device) -> list[_Iteration]:
             # copied as [1] and viewed as 0-d on the device: torch_xla bakes some 0-d host values
             # (0, 1, ...) into the graph as constants, which would give iterations distinct graphs
             greedy = is_last and schedule.greedy_last
-            mbr = greedy and schedule.mbr_from_level is not None and level >= schedule.mbr_from_level
+            mbr = greedy and schedule.mbr_first_index is not None and level >= schedule.mbr_first_index
             out.append(_Iteration(is_last, greedy, mbr,
                                   {k: v.view(1).to(device).view(()) for k, v in values.items()}))
             counter += 1
@@ -270,7 +270,7 @@ def decode(
     ``mark_step()`` (the XLA backend's) runs once after the set-up and after every iteration, so
     that each iteration is one graph and every sampling iteration, like every greedy one, reuses it.
     ``codebooks_QVD``: the codec's code vectors, for the minimum-Bayes-risk iterations
-    (``schedule.mbr_from_level``).
+    (``schedule.mbr_first_index``).
     """
     batch_size, num_levels, num_frames = codes_BQT.shape
     device = codes_BQT.device
@@ -279,7 +279,7 @@ def decode(
     initial_unknown_B = torch.zeros(batch_size, dtype=torch.long, device=device)
     iterations = _iterations(schedule, device)
     if codebooks_QVD is None and any(it.mbr for it in iterations):
-        raise ValueError("the schedule's mbr_from_level needs codebooks_QVD (the codec's code vectors); got None")
+        raise ValueError("the schedule's mbr_first_index needs codebooks_QVD (the codec's code vectors); got None")
     if mark_step is not None:
         mark_step()  # materialise the set-up (XLA keeps small host copies as pending constants)
 
@@ -398,7 +398,7 @@ def generate(
     if schedule.top_k is not None and schedule.top_k > cfg.codebook_size:
         raise ValueError(f"SamplerConfig.top_k={schedule.top_k} exceeds codebook_size={cfg.codebook_size}")
     device = next(model.parameters()).device
-    codebooks_QVD = None if schedule.mbr_from_level is None else check_codebooks(codebooks, cfg).to(device)
+    codebooks_QVD = None if schedule.mbr_first_index is None else check_codebooks(codebooks, cfg).to(device)
     if device.type != "xla":  # on XLA the check would compile one more graph; from_pretrained checks loaded weights
         check_finite_weights(model, "the model given to generate()")
     lengths_B = None if lengths is None else check_lengths(lengths, batch_size, num_frames).to(device)
