@@ -4,8 +4,9 @@
 #   2. prepare tokens: fit the offline MelRVQ codec (Q=8, 1024 codes) and the phone-classifier content
 #      tokenizer on the training sentences
 #   3. train a 7M-parameter model for up to 25 minutes (configs/experiment/quickstart_cpu.yaml)
-#   4. evaluate on held-out sentences: the speech table (WER, CER, speaker similarity of ground truth,
-#      resynthesis, unprompted, prompted, cross-speaker), metrics.json, a 30 s generated wav, spectrograms
+#   4. evaluate on 40 held-out sentences: the speech table (WER, CER, speaker similarity of ground truth,
+#      resynthesis, unprompted, prompted, cross-speaker, and the first 1 and 4 levels of the reference and
+#      the prompted codes), metrics.json, a 30 s generated wav, spectrograms
 # Everything lands in outputs/quickstart/ (OUT=... to change); re-running resumes or skips done steps.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -33,7 +34,8 @@ checkpoint=$(ls -d "$OUT"/train/checkpoints/step_* | tail -n 1)
 "$PY" -m soundstorm.cli.eval overwrite=true checkpoint="$checkpoint" data.root="$OUT/tokens" out_dir="$OUT" \
   backend=cpu data.min_seconds=2.0 data.max_seconds=7.0 sampler=greedy \
   evaluation.window_seconds=4.0 evaluation.max_utterances=8 evaluation.max_batches=4 evaluation.long_seconds=30 \
-  evaluation.num_examples=2 evaluation.speech.enabled=true evaluation.speech.max_utterances=20 logger.dir="$OUT"
+  evaluation.num_examples=2 evaluation.speech.enabled=true evaluation.speech.max_utterances=40 \
+  "evaluation.speech.level_prefixes=[1,4]" logger.dir="$OUT"
 
 "$PY" - "$OUT" "$train_seconds" "$(( $(date +%s) - t0 ))" "$checkpoint" <<'PYEOF'
 import json, os, platform, sys
