@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -74,6 +75,24 @@ def test_prepare_cli_end_to_end(espeak_corpus, espeak_tokens):
     assert torch.cat(level1).unique().numel() >= 48  # level 1 uses most of its 64 codes
     codec = load_codec(espeak_tokens / "codec")  # the fitted codec was saved with the tokens and decodes them
     assert codec.decode(level1[0][None, None]).shape[1] > 0
+
+
+def test_token_folder_and_corpus_move_together(espeak_corpus, espeak_tokens, tmp_path):
+    """Source paths are stored relative to the token folder, so a copy of both trees finds its own audio;
+    a manifest with absolute paths (written before) loads unchanged."""
+    raw = json.loads((espeak_tokens / "manifest.json").read_text())
+    assert all(not Path(u["path"]).is_absolute() for u in raw["utterances"])
+    corpus_dir, tokens_parent = espeak_corpus.parent, espeak_tokens.parent
+    shutil.copytree(corpus_dir, tmp_path / corpus_dir.name)
+    shutil.copytree(tokens_parent, tmp_path / tokens_parent.name)
+    moved = tmp_path / tokens_parent.name / espeak_tokens.name
+    for utt in TokenManifest.load(moved).utterances:
+        path = Path(utt["path"])
+        assert path.is_file() and path.resolve().is_relative_to((tmp_path / corpus_dir.name).resolve()), path
+    raw["utterances"][0]["path"] = str((corpus_dir / "somewhere.wav").resolve())
+    (tmp_path / "old").mkdir()
+    (tmp_path / "old" / "manifest.json").write_text(json.dumps(raw))
+    assert TokenManifest.load(tmp_path / "old").utterances[0]["path"] == raw["utterances"][0]["path"]
 
 
 def test_prepare_resumes_after_interruption(espeak_corpus, tmp_path):

@@ -4,6 +4,9 @@
 the semantic tokenizer (name, rate, vocabulary), the sha256 fingerprints of the fitted ``codec/`` and
 ``semantic/`` folders, the upsample ratio, the shard format, every stored utterance (id, shard,
 lengths, duration, text, speaker id, train/held-out split, source path) and the skipped inputs.
+Source paths are written relative to the token folder (``../corpus/wavs/x.wav``) and resolved against
+it by :meth:`TokenManifest.load`, so a corpus and its token folder can be moved or copied together;
+absolute paths (token folders written before, or audio on another drive) are kept as they are.
 :meth:`TokenManifest.check_compatible` compares it with a ``SoundStormConfig`` before training.
 """
 
@@ -11,6 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -110,4 +114,16 @@ class TokenManifest:
         unknown = sorted(set(data) - known)
         if unknown:
             raise ValueError(f"{path} has unknown fields {unknown}")
+        for utt in data.get("utterances", []):
+            if isinstance(utt, dict) and utt.get("path"):
+                utt["path"] = str(path.parent / utt["path"])  # a relative path is relative to the token folder
         return cls(**data)
+
+
+def relative_source_path(audio_path, token_folder) -> str:
+    """``audio_path`` as the manifest stores it: relative to ``token_folder`` (absolute where no relative
+    path exists, e.g. another drive)."""
+    try:
+        return os.path.relpath(os.path.abspath(audio_path), os.path.abspath(token_folder))
+    except ValueError:
+        return os.path.abspath(audio_path)

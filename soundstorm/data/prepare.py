@@ -28,7 +28,7 @@ from tqdm import tqdm
 
 from soundstorm.codecs import load_codec
 from soundstorm.data.audio import BadAudio, list_folder, read_audio, resample
-from soundstorm.data.manifest import TokenManifest
+from soundstorm.data.manifest import TokenManifest, relative_source_path
 from soundstorm.data.reader import tensor_ranges
 from soundstorm.data.segment import SegmentConfig, segment_bounds
 from soundstorm.data.shards import shard_path, write_shard
@@ -237,7 +237,8 @@ def _write_shard(out: Path, name: str, inputs, stored, skipped, settings, shard_
         utterances.append({"utt_id": item["utt_id"], "shard": name, "index": j, "num_frames": int(codes_QT.shape[1]),
                            "num_semantic_frames": int(semantic_S.shape[0]), "duration": round(duration, 4),
                            "text": item["text"], "speaker": item.get("speaker", ""), "split": item.get("split", ""),
-                           "path": item["path"], **({"segment": item["segment"]} if "segment" in item else {})})
+                           "path": relative_source_path(item["path"], out),
+                           **({"segment": item["segment"]} if "segment" in item else {})})
     path = shard_path(out, name, shard_format)
     write_shard(path, [s[2] for s in stored], [s[3] for s in stored])
     if shard_format == "safetensors":  # byte ranges: a reader fetches one utterance without the header
