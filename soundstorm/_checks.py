@@ -54,6 +54,17 @@ def frame_mask(lengths_B: torch.Tensor | None, batch_size: int, num_frames: int,
     return frames_T[None, :] < lengths_B.to(device)[:, None]
 
 
+def dataclass_from_dict(cls, data: dict, what: str | None = None):
+    """``cls(**data)`` for a dataclass, refusing unknown keys by name (a typo is an error, not a default)."""
+    import dataclasses
+
+    known = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - known)
+    if unknown:
+        raise ValueError(f"unknown {what or cls.__name__ + ' fields'} {unknown}; expected a subset of {sorted(known)}")
+    return cls(**data)
+
+
 def check_positive_ints(owner: str, config: object, names: tuple[str, ...]) -> None:
     """Config validation: each named field of ``config`` must be an int >= 1 (``bool`` is refused)."""
     for name in names:

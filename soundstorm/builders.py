@@ -19,6 +19,7 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
+from soundstorm._checks import dataclass_from_dict
 from soundstorm.codecs import EncodecCodec, MelRVQCodec, MelRVQConfig, load_codec
 from soundstorm.io import atomic_write_bytes, check_output_dir
 from soundstorm.masking import check_level_weights
@@ -386,11 +387,7 @@ def build_bench_config(cfg):
     if "name" in backend:
         data["backend"] = backend["name"]
         data["backend_options"] = dict(backend.get("options") or {})
-    known = {f.name for f in dataclasses.fields(BenchConfig)}
-    unknown = sorted(set(data) - known)
-    if unknown:
-        raise ValueError(f"unknown bench options {unknown}; expected a subset of {sorted(known)}")
-    return BenchConfig(**data)
+    return dataclass_from_dict(BenchConfig, data, "bench options")
 
 
 def build_dry_run(cfg) -> dict:

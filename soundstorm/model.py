@@ -22,7 +22,7 @@ import torch
 from torch import nn
 
 from soundstorm._checks import (check_int_tensor, check_lengths, check_level, check_positive_ints, check_range,
-                                frame_mask)
+                                dataclass_from_dict, frame_mask)
 from soundstorm.conformer import Conformer
 from soundstorm.io import load_state_dict, load_weights, read_model_dir, save_model_dir
 from soundstorm.masking import corrupt, masked_loss
@@ -100,11 +100,7 @@ class SoundStormConfig:
 
     @classmethod
     def from_dict(cls, data: dict) -> "SoundStormConfig":
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ValueError(f"unknown SoundStormConfig fields {unknown}; expected a subset of {sorted(known)}")
-        return cls(**data)
+        return dataclass_from_dict(cls, data)
 
 
 class SoundStorm(nn.Module):

@@ -111,3 +111,13 @@ def test_forward_rejects_bad_inputs_naming_them():
         model(codes, semantic[:1])
     with pytest.raises(ValueError, match="clean"):
         model.loss(torch.full_like(codes, cfg.mask_id), semantic)
+
+
+def test_config_from_dict_names_unknown_fields():
+    from soundstorm.t2s import T2SConfig
+
+    with pytest.raises(ValueError, match=r"unknown SoundStormConfig fields \['dimm'\]"):
+        SoundStormConfig.from_dict({**SoundStormConfig.tiny().to_dict(), "dimm": 3})
+    with pytest.raises(ValueError, match=r"unknown T2SConfig fields \['depht'\]"):
+        T2SConfig.from_dict({"depht": 2})
+    assert SoundStormConfig.from_dict(SoundStormConfig.tiny().to_dict()) == SoundStormConfig.tiny()

@@ -33,7 +33,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from soundstorm._checks import check_positive_ints, frame_mask
+from soundstorm._checks import check_positive_ints, dataclass_from_dict, frame_mask
 from soundstorm.conformer import Conformer
 from soundstorm.io import load_weights, read_model_dir, save_model_dir
 from soundstorm.t2s.batch import PAD, TARGET, TEXT
@@ -96,11 +96,7 @@ class T2SConfig:
 
     @classmethod
     def from_dict(cls, data: dict) -> "T2SConfig":
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ValueError(f"unknown T2SConfig fields {unknown}; expected a subset of {sorted(known)}")
-        return cls(**data)
+        return dataclass_from_dict(cls, data)
 
 
 class TextToSemantic(nn.Module):
