@@ -9,6 +9,8 @@ Shape letters: see :mod:`soundstorm`.
 
 from __future__ import annotations
 
+import dataclasses
+
 import torch
 
 _INTEGER_DTYPES = (torch.int8, torch.int16, torch.int32, torch.int64, torch.uint8)
@@ -56,8 +58,6 @@ def frame_mask(lengths_B: torch.Tensor | None, batch_size: int, num_frames: int,
 
 def dataclass_from_dict(cls, data: dict, what: str | None = None):
     """``cls(**data)`` for a dataclass, refusing unknown keys by name (a typo is an error, not a default)."""
-    import dataclasses
-
     known = {f.name for f in dataclasses.fields(cls)}
     unknown = sorted(set(data) - known)
     if unknown:
