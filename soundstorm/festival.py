@@ -150,9 +150,11 @@ def synthesize_batch(jobs: list[tuple[str, str, Path]]) -> dict[str, dict]:
             speaker = SPEAKERS[speaker_id]
             speed = speaker.speed
             part = wav.with_name(f".{wav.name}.tmp.wav")
-            # -G: guard against clipping; speed: formants and pitch move by `speed`, duration by 1/speed;
+            # -G: guard against clipping; -D: no dither when going back to 16 bits (sox dithers with random
+            # noise by default, so the same corpus came out different on every run and so did everything
+            # fitted or scored on it); speed: formants and pitch move by `speed`, duration by 1/speed;
             # pitch: the pitch alone, duration kept (phone times unchanged).
-            cmd = [sox, "-G", str(raw), "-b", "16", str(part), *(["speed", f"{speed}"] if speed != 1.0 else []),
+            cmd = [sox, "-G", "-D", str(raw), "-b", "16", str(part), *(["speed", f"{speed}"] if speed != 1.0 else []),
                    *(["pitch", f"{speaker.pitch_cents}"] if speaker.pitch_cents else []), "rate", "16000"]
             done = subprocess.run(cmd, capture_output=True, text=True)
             if done.returncode != 0:
