@@ -116,7 +116,8 @@ class TokenManifest:
             raise ValueError(f"{path} has unknown fields {unknown}")
         for utt in data.get("utterances", []):
             if isinstance(utt, dict) and utt.get("path"):
-                utt["path"] = str(path.parent / utt["path"])  # a relative path is relative to the token folder
+                # a relative path is relative to the token folder (lexically normalised: tokens/../corpus → corpus)
+                utt["path"] = os.path.normpath(path.parent / utt["path"])
         return cls(**data)
 
 
