@@ -19,10 +19,10 @@ the code whose codec vector is nearest the model's *expected* vector ``sum_k p_k
 that minimises the expected squared error in the codec's space: the argmax when the model is sure, a
 small, average residual when it is not. It needs the codec's codebooks (``Codec.codebook_vectors()``).
 Measured on the CPU quickstart's checkpoint, 60 held-out sentences (README, "CPU quickstart"): from
-level 2 on, prompted WER 0.348 against 0.410 with the argmax, but the voice fades with the fine detail
-(cross-speaker attribution 0.63 against 0.82); from level 3, 4 or 5, or from level 2 at temperature
-0.5, the same trade (40 sentences: 0.34-0.37 against 0.404, attribution 0.65-0.68 against 0.80). So it
-stays off by default and in the quickstart.
+level 2 on, prompted WER 0.348 against 0.410 with the argmax, but cross-speaker attribution 0.63
+against 0.82 (the output moves towards the source speaker); from level 3, 4 or 5, or from level 2 at
+temperature 0.5, the same trade (40 sentences: 0.34-0.37 against 0.404, attribution 0.65-0.68 against
+0.80). So it stays off by default and in the quickstart.
 
 Shapes are fixed for the whole decode and every per-iteration quantity (level, temperature,
 schedule fraction, noise scale) is a 0-d tensor prepared before the loop, so one compiled graph
