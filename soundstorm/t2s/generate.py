@@ -37,6 +37,11 @@ def _check_speed(speed: float) -> None:
         raise ValueError(f"speed must be > 0, got {speed!r}")
 
 
+def _num_frames(durations: list[torch.Tensor], speed: float) -> list[int]:
+    """Target lengths from predicted symbol durations: their sum divided by ``speed``, at least 1."""
+    return [max(1, round(float(d.sum()) / speed)) for d in durations]
+
+
 def round_durations(durations_N: torch.Tensor, num_frames: int) -> list[int]:
     """Non-negative integer frames per symbol summing to ``num_frames``, proportional to ``durations_N``
     (rounded on the cumulative sum, so rounding errors do not pile up)."""
@@ -80,8 +85,7 @@ def predict_num_frames(model, texts: Sequence[str], prompts=None, speed: float =
     _check_speed(speed)
     ids = _text_ids(model, texts)
     prompts = _check_prompts(model, prompts, len(ids))
-    durations = _predicted_durations(model, ids, prompts, next(model.parameters()).device)
-    return [max(1, round(float(d.sum()) / speed)) for d in durations]
+    return _num_frames(_predicted_durations(model, ids, prompts, next(model.parameters()).device), speed)
 
 
 @torch.no_grad()
@@ -104,7 +108,7 @@ def generate_semantic(model, texts: Sequence[str], prompts: Sequence[torch.Tenso
     predicted = _predicted_durations(model, ids, prompts, device) \
         if num_frames is None or model.config.aligned else None
     if num_frames is None:
-        num_frames = [max(1, round(float(d.sum()) / speed)) for d in predicted]
+        num_frames = _num_frames(predicted, speed)
     if len(num_frames) != len(ids) or any(isinstance(n, bool) or int(n) != n or n < 1 for n in num_frames):
         raise ValueError(f"num_frames must hold one positive integer per text, got {list(num_frames)!r}")
     durations = [round_durations(d, int(n)) for d, n in zip(predicted, num_frames)] if model.config.aligned else None

@@ -99,6 +99,11 @@ class T2SConfig:
         return dataclass_from_dict(cls, data)
 
 
+def _log_total(duration_BL: torch.Tensor) -> torch.Tensor:
+    """``log`` of the summed symbol durations ``[B]`` (the predicted number of target frames)."""
+    return torch.log(duration_BL.sum(dim=-1) + 1e-3)
+
+
 class TextToSemantic(nn.Module):
     """Masked generator of semantic tokens from text (+ a voice prompt), with a length predictor."""
 
@@ -170,7 +175,7 @@ class TextToSemantic(nn.Module):
 
     def log_num_frames(self, tokens_BL, segment_BL, progress_BL, context_B) -> torch.Tensor:
         """Predicted ``log`` number of target frames ``[B]``: the log of the summed symbol durations."""
-        return torch.log(self.symbol_durations(tokens_BL, segment_BL, progress_BL, context_B).sum(dim=-1) + 1e-3)
+        return _log_total(self.symbol_durations(tokens_BL, segment_BL, progress_BL, context_B))
 
     # ------------------------------------------------------------------ training
     def loss(self, tokens, segment, progress, lengths, context, target_frames, inputs, loss_mask, aligned=None,
@@ -194,7 +199,7 @@ class TextToSemantic(nn.Module):
         correct_BL = (logits_BLV.argmax(dim=-1) == tokens).to(weight_BL.dtype)
         # the length predictor sees the text and prompt only: target positions act as padding
         duration_BL = self.symbol_durations(tokens, segment, progress, context)
-        log_frames_B = torch.log(duration_BL.sum(dim=-1) + 1e-3)
+        log_frames_B = _log_total(duration_BL)
         log_target_B = target_frames.to(log_frames_B.dtype).clamp(min=1.0).log()
         length_loss = (log_frames_B - log_target_B).pow(2).mean()
         loss = token_loss + self.config.length_loss_weight * length_loss

@@ -208,7 +208,7 @@ class Trainer:
         q = self.num_levels
         self._sums = {k: torch.zeros(n, device=self.backend.device)
                       for k, n in (("ce", q), ("correct", q), ("tokens", q), ("scalars", 4),
-                                   ("extra", len(self.extra_metrics) + 1))}  # + a micro-batch count
+                                   ("extra", len(self.extra_metrics)))}
         self._tokens_window, self._window_start, self._steps_window = 0, time.perf_counter(), 0
         self._eval_seconds = 0.0  # evaluation time inside the window, left out of the throughput
         self.backend.mark_step()  # XLA: the sums become device data, so every step of a window traces alike
@@ -219,8 +219,7 @@ class Trainer:
         self._sums["correct"] += metrics["accuracy_per_level"].detach().float() * tokens_Q
         self._sums["tokens"] += tokens_Q
         if self.extra_metrics:
-            extra = metrics["extra"].detach().float().reshape(-1)
-            self._sums["extra"] += torch.cat([extra, torch.ones(1, device=extra.device)])
+            self._sums["extra"] += metrics["extra"].detach().float().reshape(-1)
 
     def _accumulate_step(self, loss_total, grad_norm, finite, acoustic_tokens: int) -> None:
         # scalars: summed finite loss, finite grad norm, non-finite step count, steps
@@ -239,7 +238,8 @@ class Trainer:
         q, ws = self.num_levels, self.dist.world_size
         ce, correct, tokens = values[:q], values[q:2 * q], values[2 * q:3 * q]
         loss_sum, norm_sum, nonfinite, steps = values[3 * q:3 * q + 4]
-        *extra, micro_batches = values[3 * q + 4:-1]
+        extra = values[3 * q + 4:-1]
+        micro_batches = steps * self.config.grad_accum  # summed over ranks, like the extra sums
         steps, finite_steps = steps / ws, max(steps / ws - nonfinite / ws, 1.0)
         elapsed = max(time.perf_counter() - self._window_start - self._eval_seconds, 1e-9)
         self.nonfinite_total += int(round(nonfinite / ws))
