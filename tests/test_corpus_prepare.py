@@ -56,7 +56,8 @@ def test_synth_corpus_without_espeak(tmp_path, monkeypatch):
 def test_prepare_cli_end_to_end(espeak_corpus, espeak_tokens):
     manifest = TokenManifest.load(espeak_tokens)
     assert manifest.codec == {"name": "melrvq", "sample_rate": 24_000, "frame_rate": 50.0, "num_levels": 4,
-                              "codebook_size": 64, "bandwidth_kbps": 1.2, "n_mels": 80, "n_fft": 1024}
+                              "codebook_size": 64, "bandwidth_kbps": 1.2, "n_mels": 80, "n_fft": 1024,
+                              "decode_smoothing": [1.0, 3.0, 1.0]}
     assert manifest.semantic["name"] == "mfcc_kmeans" and manifest.semantic["frame_rate"] == 25.0
     assert manifest.semantic["vocab_size"] == 32 and manifest.semantic_upsample == 2
     assert len(manifest.utterances) == 20 and manifest.skipped == []

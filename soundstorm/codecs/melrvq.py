@@ -2,8 +2,17 @@
 
 Encoding: 24 kHz audio → log-mel frames at ``frame_rate`` (50/s as in the paper) → Q residual
 k-means codebooks fitted on data (:meth:`MelRVQCodec.fit`). Decoding: sum the chosen codewords per
-frame, ``exp`` back to a mel magnitude, invert with torchaudio ``InverseMelScale`` + ``GriffinLim``.
-Decoding a prefix of the levels (``codes[:, :q]``) is the codec at Q = q (the RVQ property).
+frame, smooth the log-mel frames over time (``decode_smoothing``), ``exp`` back to a mel magnitude,
+invert with torchaudio ``InverseMelScale`` + ``GriffinLim``. Decoding a prefix of the levels
+(``codes[:, :q]``) is the codec at Q = q (the RVQ property).
+
+Why the smoothing: a wrong code is a wrong frame. Quantisation error, and above all a model's
+frame-by-frame code choices, are close to independent from one frame to the next, while a speech
+envelope at 50 frames/s changes over several frames; Griffin-Lim then turns frame-to-frame jumps into
+phase noise. A 3-tap low-pass (weights 1, 3, 1) averages the independent errors and leaves the envelope
+nearly intact. Measured on the CPU quickstart's model, 40 held-out sentences (README, "CPU
+quickstart"): prompted SoundStorm WER 0.414 → 0.280, the codec's own resynthesis 0.194 → 0.213.
+``decode_smoothing=[1.0]`` turns it off; codecs saved before the setting existed load with it off.
 
 Shape letters: see :mod:`soundstorm`.
 """
@@ -12,9 +21,10 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
+import torch.nn.functional as F
 import torchaudio
 
 from soundstorm._checks import check_positive_ints
@@ -39,10 +49,19 @@ class MelRVQConfig:
     fit_iters: int = 30
     fit_max_frames: int = 100_000
     seed: int = 0
+    # weights of a low-pass over time applied to the decoded log-mel frames (odd length, normalised to sum
+    # to 1; [1.0]: off); see the module docstring for why
+    decode_smoothing: list[float] = field(default_factory=lambda: [1.0, 3.0, 1.0])
 
     def __post_init__(self):
         check_positive_ints("MelRVQConfig", self, ("sample_rate", "num_levels", "codebook_size", "n_fft", "n_mels",
                                                    "griffin_lim_iters", "fit_iters", "fit_max_frames"))
+        weights = list(self.decode_smoothing) if isinstance(self.decode_smoothing, (list, tuple)) else None
+        if (not weights or len(weights) % 2 == 0 or any(not isinstance(w, (int, float)) or not math.isfinite(w)
+                                                        or w < 0 for w in weights) or sum(weights) <= 0):
+            raise ValueError(f"MelRVQConfig.decode_smoothing={self.decode_smoothing!r} must be an odd-length list of "
+                             "finite non-negative weights with a positive sum, e.g. [1.0, 3.0, 1.0] or [1.0] (off)")
+        self.decode_smoothing = [float(w) for w in weights]
         hop = self.sample_rate / self.frame_rate if self.frame_rate > 0 else 0.0
         if self.frame_rate <= 0 or hop != int(hop):
             raise ValueError(f"MelRVQConfig.frame_rate={self.frame_rate} must divide sample_rate={self.sample_rate} "
@@ -53,6 +72,18 @@ class MelRVQConfig:
     @property
     def hop_length(self) -> int:
         return int(self.sample_rate / self.frame_rate)
+
+
+def smooth_frames(mel_BFT: torch.Tensor, weights: list[float]) -> torch.Tensor:
+    """``mel_BFT`` low-passed over time with ``weights`` (normalised to sum 1; edges repeat the first and
+    last frame, so a constant stays constant and the length is kept). One weight returns the input."""
+    if len(weights) == 1:
+        return mel_BFT
+    batch, num_bins, num_frames = mel_BFT.shape
+    kernel = torch.tensor(weights, dtype=mel_BFT.dtype, device=mel_BFT.device)
+    pad = len(weights) // 2
+    frames_N1T = F.pad(mel_BFT.reshape(batch * num_bins, 1, num_frames), (pad, pad), mode="replicate")
+    return F.conv1d(frames_N1T, (kernel / kernel.sum()).view(1, 1, -1)).reshape(batch, num_bins, num_frames)
 
 
 class MelRVQCodec:
@@ -133,17 +164,21 @@ class MelRVQCodec:
 
     @torch.no_grad()
     def decode(self, codes_BQT: torch.Tensor) -> torch.Tensor:
-        """Waveform ``[B, (T - 1) * hop]`` via InverseMelScale + GriffinLim (deterministic init)."""
-        mel_BFT = self.decode_mel(codes_BQT).exp()
+        """Waveform ``[B, (T - 1) * hop]``: the quantised log-mel, smoothed over time (``decode_smoothing``),
+        inverted by InverseMelScale + GriffinLim (deterministic init)."""
+        mel_BFT = smooth_frames(self.decode_mel(codes_BQT), self.config.decode_smoothing).exp()
         return self.griffin_lim(self.inverse_mel(mel_BFT).clamp(min=0.0))
 
     # ------------------------------------------------------------------ persistence
     def describe(self) -> dict:
-        return {"name": self.name, "sample_rate": self.sample_rate, "frame_rate": self.frame_rate,
-                "num_levels": self.num_levels, "codebook_size": self.codebook_size,
-                # the token bitrate, Q × log2(K) bits per frame (12 × 10 bits at 50/s = 6 kbps, as SoundStream)
-                "bandwidth_kbps": self.num_levels * math.log2(self.codebook_size) * self.frame_rate / 1000,
-                "n_mels": self.config.n_mels, "n_fft": self.config.n_fft}
+        described = {"name": self.name, "sample_rate": self.sample_rate, "frame_rate": self.frame_rate,
+                     "num_levels": self.num_levels, "codebook_size": self.codebook_size,
+                     # the token bitrate, Q × log2(K) bits per frame (12 × 10 bits at 50/s = 6 kbps, as SoundStream)
+                     "bandwidth_kbps": self.num_levels * math.log2(self.codebook_size) * self.frame_rate / 1000,
+                     "n_mels": self.config.n_mels, "n_fft": self.config.n_fft}
+        if len(self.config.decode_smoothing) > 1:  # off ([1.0]) is left out: older codecs describe as they did
+            described["decode_smoothing"] = list(self.config.decode_smoothing)
+        return described
 
     def save(self, directory) -> None:
         save_component(directory, {"name": self.name, "config": dataclasses.asdict(self.config)},
@@ -156,4 +191,6 @@ class MelRVQCodec:
             raise ValueError(f"{directory} holds codec {config['name']!r}, expected {cls.name!r}")
         if "codebooks" not in tensors:
             raise ValueError(f"{directory}: weights have no 'codebooks' tensor, got {sorted(tensors)}")
-        return cls(MelRVQConfig(**config["config"]), tensors["codebooks"])
+        settings = dict(config["config"])
+        settings.setdefault("decode_smoothing", [1.0])  # saved before the setting existed: decode as it did then
+        return cls(MelRVQConfig(**settings), tensors["codebooks"])
