@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Quickstart on a CPU, end to end (what `make demo` runs):
 #   1. synthesise a festival corpus: 1000 utterances, six speakers, 5% of the sentences held out
-#   2. prepare tokens: fit the offline MelRVQ codec (Q=8, 1024 codes) and the phone-classifier content
+#   2. prepare tokens: fit the offline MelRVQ codec (Q=8, 1024 codes; it decodes through a 1-3-1 low-pass
+#      over time, MelRVQConfig.decode_smoothing) and the phone-classifier content
 #      tokenizer on the training sentences
 #   3. train a 7M-parameter model for up to 25 minutes (configs/experiment/quickstart_cpu.yaml)
 #   4. evaluate on 40 held-out sentences: the speech table (WER, CER, speaker similarity of ground truth,
