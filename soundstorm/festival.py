@@ -14,7 +14,9 @@ other stays below 0.8 (resemblyzer, mean over sentence pairs):
 * :data:`DIPHONE_SPEAKERS` (the default): variants of the two diphone voices. Recognizer WER per
   speaker 0.12–0.25 on the quickstart's held-out sentences (mean 0.18; the formant-raised variants read
   worst). Their content tokens (``semantic=phone_classifier``) do not tell the speakers apart (speaker
-  identification from token histograms 0.31, chance 0.17), so a voice prompt sets the voice.
+  identification from token histograms 0.17–0.31 in two measurements on two corpora, chance 0.17;
+  festival's own phone labels score 0.20: ``docs/results/festival_speaker_survey.json``), so a voice
+  prompt sets the voice.
 * :data:`MIXED_SPEAKERS`: kal, ked, kal_high and three slt variants. Read far better (WER 0.06–0.19 per
   speaker on 20 sentences, 0.077 on the quickstart's held-out sentences), but the phone classifier's
   tokens reveal which base voice spoke (its durations and phone realisations: family identified from
