@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 
 import pytest
 import torch
@@ -128,7 +129,6 @@ def test_melrvq_codebook_vectors_add_up_to_the_decoded_log_mel(melrvq, wavs_24k)
     torch.testing.assert_close(summed_TF.t(), melrvq.decode_mel(codes_BQT)[0])
 
 
-
 def test_melrvq_decode_smoothing_is_a_normalised_low_pass_over_time():
     mel_BFT = torch.randn(2, 3, 9)
     assert torch.equal(smooth_frames(mel_BFT, [1.0]), mel_BFT)  # one weight: off, bit-exact
@@ -160,7 +160,6 @@ def test_melrvq_decode_smoothing_averages_away_frame_independent_code_errors(mel
 
 
 def test_melrvq_decode_smoothing_is_saved_checked_and_off_for_older_codecs(melrvq, tmp_path):
-    import json
     assert melrvq.describe()["decode_smoothing"] == [1.0, 3.0, 1.0]
     off = MelRVQCodec(dataclasses.replace(melrvq.config, decode_smoothing=[1.0]), melrvq.codebook_vectors())
     off.save(tmp_path / "off")
