@@ -11,18 +11,22 @@ pitch, and ``pitch``, which moves the pitch alone.
 Two speaker sets (``soundstorm-synth-corpus --speakers``), each of six speakers whose similarity to each
 other stays below 0.8 (resemblyzer, mean over sentence pairs):
 
-* :data:`DIPHONE_SPEAKERS` (the default): variants of the two diphone voices. Recognizer WER per
+* :data:`DIPHONE_SPEAKERS` (the CLI's default): variants of the two diphone voices. Recognizer WER per
   speaker 0.12–0.25 on the quickstart's held-out sentences (mean 0.18; the formant-raised variants read
   worst). Their content tokens (``semantic=phone_classifier``) do not tell the speakers apart (speaker
   identification from token histograms 0.17–0.31 in two measurements on two corpora, chance 0.17;
   festival's own phone labels score 0.20: ``docs/results/festival_speaker_survey.json``), so a voice
   prompt sets the voice.
-* :data:`MIXED_SPEAKERS`: kal, ked, kal_high and three slt variants. Read far better (WER 0.06–0.19 per
-  speaker on 20 sentences, 0.077 on the quickstart's held-out sentences), but the phone classifier's
-  tokens reveal which base voice spoke (its durations and phone realisations: family identified from
-  token histograms 0.99), so a model conditioned on them keeps the source family's voice and a prompt
-  from the other family does not carry over (cross-speaker attribution 0.50 vs 0.90; README, "CPU
-  quickstart").
+* :data:`MIXED_SPEAKERS` (the quickstart's, with ``--timing slt``): kal, ked, kal_high, kal_bright and two
+  slt variants. Read far better (WER 0.08–0.17 per speaker, mean 0.115 on 20 utterances each). Each
+  voice's own timing gives it away: festival's duration model for the diphone voices, HTS's for slt, and
+  vowel reduction only in the former, so even the *true* phone labels name the voice family (nearest
+  centroid on label histograms: 1.00, tokens 1.00), and a model conditioned on them keeps the source
+  family's voice whatever the prompt (cross-speaker attribution 0.50). :data:`TIMINGS` ``slt`` removes
+  that: the diphone speakers say each text with the slt voice's phone durations and its unreduced vowels
+  (identical phone sequences on all ~560 bundled sentences), and family identification falls to 0.65
+  from the labels and 0.62 from the tokens (chance 0.50; 240 utterances,
+  ``docs/results/festival_shared_timing.json``).
 
 One festival process synthesises a whole batch through a generated Scheme script; phone end times
 come from the utterance's ``Segment`` relation and are rescaled by the sox speed factor.
@@ -33,6 +37,7 @@ from __future__ import annotations
 import shutil
 import subprocess
 import tempfile
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -69,7 +74,7 @@ SPEAKERS: dict[str, Speaker] = {
     "slt_deep": Speaker("cmu_us_slt_arctic_hts", 170, 34, pitch_cents=-500),
 }
 DIPHONE_SPEAKERS = ("kal", "ked", "kal_high", "kal_bright", "ked_bright", "kal_small")
-MIXED_SPEAKERS = ("kal", "ked", "kal_high", "slt", "slt_low", "slt_deep")
+MIXED_SPEAKERS = ("kal", "ked", "kal_high", "kal_bright", "slt", "slt_deep")  # slt_low: 0.82 to slt
 SPEAKER_SETS = {"diphone": DIPHONE_SPEAKERS, "mixed": MIXED_SPEAKERS}
 
 
@@ -87,6 +92,17 @@ def resolve_speakers(speakers) -> tuple[str, ...]:
     return names
 
 
+TIMINGS = {"own": None, "slt": "cmu_us_slt_arctic_hts"}
+
+
+def resolve_timing(timing: str) -> str | None:
+    """``own`` (every voice its own phone durations) → None; ``slt`` → the HTS voice whose durations every
+    diphone speaker takes; a ValueError naming ``timing`` otherwise."""
+    if timing not in TIMINGS:
+        raise ValueError(f"timing={timing!r}: expected one of {sorted(TIMINGS)}")
+    return TIMINGS[timing]
+
+
 def find_tools() -> tuple[str, str]:
     """Paths of ``festival`` and ``sox``; a ``FileNotFoundError`` with the install command otherwise."""
     paths = [shutil.which("festival"), shutil.which("sox")]
@@ -100,22 +116,59 @@ def _scheme_string(text: str) -> str:
     return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
-def _script(jobs: list[tuple[str, str, Path]], segs_path: Path) -> str:
-    """Scheme that synthesises each ``(speaker, text, wav_path)`` and appends its phones to ``segs_path``."""
-    lines = [f"(set! segs_fd (fopen {_scheme_string(str(segs_path))} \"w\"))",
-             "(define (say id text wav) (let ((utt (eval (list 'Utterance 'Text text)))) (utt.synth utt)"
-             " (utt.save.wave utt wav 'riff)"
-             " (mapcar (lambda (seg) (format segs_fd \"%s %s %f\\n\" id (item.name seg) (item.feat seg \"end\")))"
-             " (utt.relation.items utt 'Segment))))"]
+_SAY = ("(define (say id text wav) (let ((utt (eval (list 'Utterance 'Text text)))) (utt.synth utt)"
+        " (finish id utt wav)))")
+# A diphone voice spoken with another voice's phone durations: festival's front end up to its Duration
+# module, then the given end times (one per segment; the same phone sequence), then F0 and the waveform.
+_SAY_TIMED = ("(define (set_ends segs ends) (if segs (begin (item.set_feat (car segs) \"end\" (car ends))"
+              " (set_ends (cdr segs) (cdr ends)))))"
+              "(define (say_timed id text wav ends) (let ((utt (eval (list 'Utterance 'Text text))))"
+              " (Initialize utt) (Text utt) (Token_POS utt) (Token utt) (POS utt) (Phrasify utt) (Word utt)"
+              " (Pauses utt) (Intonation utt) (PostLex utt) (Duration utt)"
+              " (if (equal? (length (utt.relation.items utt 'Segment)) (length ends))"
+              " (set_ends (utt.relation.items utt 'Segment) ends) (format t \"TIMING-MISMATCH %s\\n\" id))"
+              " (Int_Targets utt) (Wave_Synth utt) (finish id utt wav)))")
+
+
+def _preamble(segs_path: Path) -> list[str]:
+    return [f"(set! segs_fd (fopen {_scheme_string(str(segs_path))} \"w\"))",
+            "(define (finish id utt wav) (if wav (utt.save.wave utt wav 'riff))"
+            " (mapcar (lambda (seg) (format segs_fd \"%s %s %f\\n\" id (item.name seg) (item.feat seg \"end\")))"
+            " (utt.relation.items utt 'Segment)))", _SAY, _SAY_TIMED]
+
+
+def _timing_script(voice: str, texts: list[str], segs_path: Path) -> str:
+    """Scheme that synthesises each text with ``voice`` (waveform discarded) and writes its phone ends."""
+    lines = _preamble(segs_path) + [f"(voice_{voice})"]
+    lines += [f"(say \"t{i}\" {_scheme_string(text)} nil)" for i, text in enumerate(texts)]
+    return "\n".join(lines + ["(fclose segs_fd)"]) + "\n"
+
+
+def _script(jobs: list[tuple[str, str, Path]], segs_path: Path, timing: dict[str, list[float]] | None = None) -> str:
+    """Scheme that synthesises each ``(speaker, text, wav_path)`` and appends its phones to ``segs_path``;
+    with ``timing`` (text → phone end times), diphone speakers take those durations (× their stretch) and
+    festival's unreduced vowels (the HTS voice's phone sequence)."""
+    lines = _preamble(segs_path)
     current = None
     for speaker_id, text, wav in jobs:
+        s = SPEAKERS[speaker_id]
+        timed = timing is not None and not s.voice.endswith("_hts")
         if speaker_id != current:
-            s = SPEAKERS[speaker_id]
             lines.append(f"(voice_{s.voice})(set! int_lr_params '((target_f0_mean {s.f0_mean}) (target_f0_std "
                          f"{s.f0_std}) (model_f0_mean 170) (model_f0_std 34)))(Parameter.set 'Duration_Stretch "
                          f"{s.stretch})")
+            if s.voice.endswith("_hts") and s.stretch != 1.0:  # HTS voices time themselves: hts_engine's rate
+                lines.append(f"(set! hts_engine_params (append {s.voice}::hts_engine_params (list '(\"-r\" "
+                             f"{1.0 / s.stretch:.6f}))))")
+            if timed:
+                lines.append("(set! postlex_vowel_reduce_cart_tree nil)")
             current = speaker_id
-        lines.append(f"(say {_scheme_string(wav.stem)} {_scheme_string(text)} {_scheme_string(str(wav))})")
+        args = f"{_scheme_string(wav.stem)} {_scheme_string(text)} {_scheme_string(str(wav))}"
+        if timed:
+            ends = " ".join(f"{end * s.stretch:.5f}" for end in timing[text])
+            lines.append(f"(say_timed {args} '({ends}))")
+        else:
+            lines.append(f"(say {args})")
     lines.append("(fclose segs_fd)")
     return "\n".join(lines) + "\n"
 
@@ -128,11 +181,24 @@ def _read_segments(segs_path: Path) -> dict[str, list[list]]:
     return phones
 
 
-def synthesize_batch(jobs: list[tuple[str, str, Path]]) -> dict[str, dict]:
+def _run_festival(festival: str, script: str, tmp: Path, expected: int) -> tuple[dict[str, list[list]], str]:
+    (tmp / "batch.scm").write_text(script)
+    (tmp / "segs.txt").unlink(missing_ok=True)
+    result = subprocess.run([festival, "--batch", str(tmp / "batch.scm")], capture_output=True, text=True)
+    phones = _read_segments(tmp / "segs.txt") if (tmp / "segs.txt").is_file() else {}
+    if result.returncode != 0 or len(phones) != expected:
+        raise RuntimeError(f"festival failed (exit {result.returncode}, {len(phones)} of {expected} utterances "
+                           f"synthesised; are the voices installed? {INSTALL_HINT}): {result.stderr.strip()[-500:]}")
+    return phones, result.stdout
+
+
+def synthesize_batch(jobs: list[tuple[str, str, Path]], timing_voice: str | None = None) -> dict[str, dict]:
     """Synthesise ``(speaker_id, text, wav_path)`` jobs; return ``{stem: {duration, phones}}``.
 
     ``phones`` is ``[[phone, end_seconds], ...]`` in the final (speed-changed) audio. Each wav is
-    written to a temporary name first and moved into place only when complete.
+    written to a temporary name first and moved into place only when complete. ``timing_voice`` (an HTS
+    voice, e.g. :data:`TIMING_VOICE`): every diphone speaker says each text with that voice's phone
+    durations (see :data:`TIMINGS`).
     """
     unknown = sorted({s for s, _, _ in jobs} - set(SPEAKERS))
     if unknown:
@@ -140,13 +206,17 @@ def synthesize_batch(jobs: list[tuple[str, str, Path]]) -> dict[str, dict]:
     festival, sox = find_tools()
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
+        timing = None
+        if timing_voice is not None:
+            texts = sorted({text for s, text, _ in jobs if not SPEAKERS[s].voice.endswith("_hts")})
+            timed, _ = _run_festival(festival, _timing_script(timing_voice, texts, tmp / "segs.txt"), tmp, len(texts))
+            timing = {text: [end for _, end in timed[f"t{i}"]] for i, text in enumerate(texts)}
         raw_jobs = [(s, text, tmp / f"{wav.stem}.wav") for s, text, wav in jobs]
-        (tmp / "batch.scm").write_text(_script(raw_jobs, tmp / "segs.txt"))
-        result = subprocess.run([festival, "--batch", str(tmp / "batch.scm")], capture_output=True, text=True)
-        phones = _read_segments(tmp / "segs.txt") if (tmp / "segs.txt").is_file() else {}
-        if result.returncode != 0 or len(phones) != len(jobs):
-            raise RuntimeError(f"festival failed (exit {result.returncode}, {len(phones)} of {len(jobs)} utterances "
-                               f"synthesised; are the voices installed? {INSTALL_HINT}): {result.stderr.strip()[-500:]}")
+        phones, stdout = _run_festival(festival, _script(raw_jobs, tmp / "segs.txt", timing), tmp, len(jobs))
+        mismatched = [line.split()[1] for line in stdout.splitlines() if line.startswith("TIMING-MISMATCH")]
+        if mismatched:
+            warnings.warn(f"{len(mismatched)} utterance(s) kept their own phone durations: the diphone voice's phone "
+                          f"sequence differs from {timing_voice}'s ({mismatched[:5]})")
         out = {}
         for (speaker_id, _, wav), (_, _, raw) in zip(jobs, raw_jobs):
             speaker = SPEAKERS[speaker_id]

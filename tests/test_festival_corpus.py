@@ -10,10 +10,10 @@ import pytest
 import soundfile as sf
 
 from _cli import run_cli
-from soundstorm.corpus import plan_utterances
+from soundstorm.corpus import plan_utterances, synth_corpus
 from soundstorm.data import TokenManifest
 from soundstorm.data.split import split_utterances
-from soundstorm.festival import DIPHONE_SPEAKERS, MIXED_SPEAKERS, resolve_speakers
+from soundstorm.festival import DIPHONE_SPEAKERS, MIXED_SPEAKERS, SPEAKERS, resolve_speakers, resolve_timing
 
 slow = pytest.mark.slow  # the tests that synthesise and prepare run CLIs in child processes
 
@@ -79,6 +79,41 @@ def test_speaker_variants_are_synthesised_identically_every_time(tmp_path):
         synthesize_batch(jobs)
         outputs.append([(tmp_path / attempt / name).read_bytes() for name in ("x.wav", "y.wav")])
     assert outputs[0] == outputs[1]
+
+
+def test_shared_timing_gives_diphone_speakers_the_hts_voice_phone_durations(tmp_path):
+    """--timing slt: a diphone speaker says a text with the slt voice's phones and durations (the voices'
+    own timing names the voice family to a content tokenizer); without it they differ."""
+    if shutil.which("festival") is None or shutil.which("sox") is None:
+        pytest.skip("festival and sox are needed (apt-get install festival festvox-kallpc16k festvox-us-slt-hts sox)")
+    from soundstorm.festival import synthesize_batch
+
+    text = "The engineer checked every bolt on the bridge before it opened."
+    speakers = ("slt", "kal", "kal_bright")
+    shared = synthesize_batch([(s, text, tmp_path / f"{s}.wav") for s in speakers], resolve_timing("slt"))
+    own = synthesize_batch([(s, text, tmp_path / f"own_{s}.wav") for s in speakers[:2]])
+
+    def names(result):
+        return [p for p, _ in result["phones"]]
+
+    def ends(result):
+        return [end for _, end in result["phones"]]
+
+    assert names(shared["kal"]) == names(shared["slt"]) == names(shared["kal_bright"])
+    assert ends(shared["kal"]) == pytest.approx(ends(shared["slt"]), abs=1e-3)
+    bright = SPEAKERS["kal_bright"]  # its stretch applies to the shared durations, then sox speed shortens them
+    assert ends(shared["kal_bright"]) == pytest.approx([e * bright.stretch / bright.speed for e in ends(shared["slt"])],
+                                                       abs=2e-3)
+    for name, result in shared.items():  # the labels still fit the audio
+        assert abs(ends(result)[-1] - result["duration"]) < 0.05, name
+    # festival's own timing (and vowel reduction) for the diphone voice: not the HTS voice's
+    assert names(own["own_kal"]) != names(own["own_slt"]) or \
+        max(abs(a - b) for a, b in zip(ends(own["own_kal"]), ends(own["own_slt"]))) > 0.05
+    with pytest.raises(ValueError, match="timing='fast'"):
+        resolve_timing("fast")
+    with pytest.raises(ValueError, match="timing='fast'"):
+        synth_corpus(tmp_path / "corpus", engine="festival", timing="fast")
+    assert not (tmp_path / "corpus").exists()
 
 
 def test_speaker_sets_and_bad_speaker_names():

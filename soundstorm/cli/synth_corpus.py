@@ -28,11 +28,16 @@ def main(argv: list[str] | None = None) -> None:
                         help="festival: 'diphone' (default: variants of two diphone voices; tokens do not tell them "
                              "apart), 'mixed' (three diphone, three slt HTS variants; read better) or "
                              "comma-separated names (soundstorm.festival.SPEAKERS)")
+    parser.add_argument("--timing", default="own",
+                        help="festival: 'own' (default: each voice its own phone durations) or 'slt' (the diphone "
+                             "speakers take the slt HTS voice's durations and unreduced vowels, so phone timing does "
+                             "not tell the voices apart)")
     args = parser.parse_args(argv)
     try:
         manifest = synth_corpus(args.out, args.num_utterances, args.seed, engine=args.engine,
                                 heldout_fraction=args.heldout_fraction,
-                                sentences_per_utterance=args.sentences_per_utterance, speakers=args.speakers)
+                                sentences_per_utterance=args.sentences_per_utterance, speakers=args.speakers,
+                                timing=args.timing)
     except (FileNotFoundError, ValueError, RuntimeError) as err:
         print(f"soundstorm-synth-corpus: error: {err}", file=sys.stderr)
         raise SystemExit(2) from err
