@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Quickstart on a CPU, end to end (what `make demo` runs):
-#   1. synthesise a festival corpus: 1000 utterances, six speakers, 5% of the sentences held out
+#   1. synthesise a festival corpus: 1000 utterances, six speakers (--speakers mixed: four diphone, two slt
+#      HTS variants; --timing slt: all of them with the slt voice's phone durations), 5% of the sentences
+#      held out
 #   2. prepare tokens: fit the offline MelRVQ codec (Q=8, 1024 codes; it decodes through a 1-3-1 low-pass
 #      over time, MelRVQConfig.decode_smoothing) and the phone-classifier content
 #      tokenizer on the training sentences
@@ -19,7 +21,7 @@ t0=$(date +%s)
 
 if [ ! -f "$OUT/corpus/manifest.jsonl" ]; then
   "$PY" -m soundstorm.cli.synth_corpus --out "$OUT/corpus" --engine festival --num-utterances 1000 --seed 0 \
-    --heldout-fraction 0.05 --sentences-per-utterance 2
+    --heldout-fraction 0.05 --sentences-per-utterance 2 --speakers mixed --timing slt
 fi
 if [ ! -f "$OUT/tokens/manifest.json" ]; then
   "$PY" -m soundstorm.cli.prepare input="$OUT/corpus/manifest.jsonl" output="$OUT/tokens" "${CODEC[@]}" \
