@@ -119,7 +119,9 @@ def _scheme_string(text: str) -> str:
 _SAY = ("(define (say id text wav) (let ((utt (eval (list 'Utterance 'Text text)))) (utt.synth utt)"
         " (finish id utt wav)))")
 # A diphone voice spoken with another voice's phone durations: festival's front end up to its Duration
-# module, then the given end times (one per segment; the same phone sequence), then F0 and the waveform.
+# module, then the given end times (one per segment; the same phone sequence, else its own durations and
+# a TIMING-MISMATCH line), then F0 and the waveform. The written labels are read after synthesis, so a
+# segment the diphone module adds (ked says "er" as "er r" where it lacks a diphone) is labelled too.
 _SAY_TIMED = ("(define (set_ends segs ends) (if segs (begin (item.set_feat (car segs) \"end\" (car ends))"
               " (set_ends (cdr segs) (cdr ends)))))"
               "(define (say_timed id text wav ends) (let ((utt (eval (list 'Utterance 'Text text))))"
@@ -131,6 +133,7 @@ _SAY_TIMED = ("(define (set_ends segs ends) (if segs (begin (item.set_feat (car 
 
 
 def _preamble(segs_path: Path) -> list[str]:
+    """Scheme definitions shared by both scripts: ``finish`` saves the wave (unless nil) and the phones."""
     return [f"(set! segs_fd (fopen {_scheme_string(str(segs_path))} \"w\"))",
             "(define (finish id utt wav) (if wav (utt.save.wave utt wav 'riff))"
             " (mapcar (lambda (seg) (format segs_fd \"%s %s %f\\n\" id (item.name seg) (item.feat seg \"end\")))"
