@@ -151,10 +151,10 @@ def _synth_espeak(plans: list[dict], wav_dir: Path) -> dict[str, dict]:
     return out
 
 
-def _synth_festival(plans: list[dict], wav_dir: Path, timing: str = "own", batch_size: int = 100) -> dict[str, dict]:
+def _synth_festival(plans: list[dict], wav_dir: Path, timing_voice: str | None = None,
+                    batch_size: int = 100) -> dict[str, dict]:
     """Festival in batches of one process each (fast: no reuse of earlier files is needed)."""
     festival.find_tools()
-    timing_voice = festival.resolve_timing(timing)
     out = {}
     for lo in range(0, len(plans), batch_size):
         jobs = [(p["speaker"], p["text"], wav_dir / f"{p['utt_id']}.wav") for p in plans[lo: lo + batch_size]]
@@ -168,16 +168,17 @@ def synth_corpus(out_dir, num_utterances: int = 20, seed: int = 0, sentences: li
     """Write ``out_dir/wavs/*.wav`` and ``out_dir/manifest.jsonl``; return the manifest path.
 
     Espeak: a rerun reuses existing wav files of the same plan, so it finishes an interrupted run;
-    festival is fast enough to redo.
+    festival is fast enough to redo. ``timing`` (festival): ``own`` or ``slt``, see
+    :func:`soundstorm.festival.resolve_timing`.
     """
     out_dir = Path(out_dir)
-    festival.resolve_timing(timing)  # a bad value fails before anything is written
+    timing_voice = festival.resolve_timing(timing)  # a bad value fails before anything is written
     plans = plan_utterances(num_utterances, seed, sentences or bundled_sentences(), engine, heldout_fraction,
                             sentences_per_utterance, speakers)
     (out_dir / "wavs").mkdir(parents=True, exist_ok=True)
     manifest = out_dir / "manifest.jsonl"
     if engine == "festival":
-        results = _synth_festival(plans, out_dir / "wavs", timing)
+        results = _synth_festival(plans, out_dir / "wavs", timing_voice)
     else:
         results = _synth_espeak(plans, out_dir / "wavs")
     lines = []

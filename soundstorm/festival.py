@@ -59,6 +59,11 @@ class Speaker:
     speed: float = 1.0
     pitch_cents: float = 0.0
 
+    @property
+    def is_hts(self) -> bool:
+        """An HTS voice: it times its phones itself (hts_engine), so festival's Duration module does not."""
+        return self.voice.endswith("_hts")
+
 
 SPEAKERS: dict[str, Speaker] = {
     "kal": Speaker("kal_diphone", 105, 14),
@@ -155,12 +160,12 @@ def _script(jobs: list[tuple[str, str, Path]], segs_path: Path, timing: dict[str
     current = None
     for speaker_id, text, wav in jobs:
         s = SPEAKERS[speaker_id]
-        timed = timing is not None and not s.voice.endswith("_hts")
+        timed = timing is not None and not s.is_hts
         if speaker_id != current:
             lines.append(f"(voice_{s.voice})(set! int_lr_params '((target_f0_mean {s.f0_mean}) (target_f0_std "
                          f"{s.f0_std}) (model_f0_mean 170) (model_f0_std 34)))(Parameter.set 'Duration_Stretch "
                          f"{s.stretch})")
-            if s.voice.endswith("_hts") and s.stretch != 1.0:  # HTS voices time themselves: hts_engine's rate
+            if s.is_hts and s.stretch != 1.0:  # its duration stretch is hts_engine's speaking rate
                 lines.append(f"(set! hts_engine_params (append {s.voice}::hts_engine_params (list '(\"-r\" "
                              f"{1.0 / s.stretch:.6f}))))")
             if timed:
@@ -200,8 +205,8 @@ def synthesize_batch(jobs: list[tuple[str, str, Path]], timing_voice: str | None
 
     ``phones`` is ``[[phone, end_seconds], ...]`` in the final (speed-changed) audio. Each wav is
     written to a temporary name first and moved into place only when complete. ``timing_voice`` (an HTS
-    voice, e.g. :data:`TIMING_VOICE`): every diphone speaker says each text with that voice's phone
-    durations (see :data:`TIMINGS`).
+    voice, a value of :data:`TIMINGS`): every diphone speaker says each text with that voice's phone
+    durations; where the phone sequences differ it keeps its own and a warning names the utterances.
     """
     unknown = sorted({s for s, _, _ in jobs} - set(SPEAKERS))
     if unknown:
@@ -211,7 +216,7 @@ def synthesize_batch(jobs: list[tuple[str, str, Path]], timing_voice: str | None
         tmp = Path(tmp)
         timing = None
         if timing_voice is not None:
-            texts = sorted({text for s, text, _ in jobs if not SPEAKERS[s].voice.endswith("_hts")})
+            texts = sorted({text for s, text, _ in jobs if not SPEAKERS[s].is_hts})
             timed, _ = _run_festival(festival, _timing_script(timing_voice, texts, tmp / "segs.txt"), tmp, len(texts))
             timing = {text: [end for _, end in timed[f"t{i}"]] for i, text in enumerate(texts)}
         raw_jobs = [(s, text, tmp / f"{wav.stem}.wav") for s, text, wav in jobs]

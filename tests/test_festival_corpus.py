@@ -116,6 +116,22 @@ def test_shared_timing_gives_diphone_speakers_the_hts_voice_phone_durations(tmp_
     assert not (tmp_path / "corpus").exists()
 
 
+def test_shared_timing_falls_back_to_own_durations_with_a_warning(tmp_path, monkeypatch):
+    """A timing whose phone sequence differs from the diphone voice's is not forced on it: the voice keeps
+    its own durations, the labels still fit the audio, and a warning names the utterance."""
+    if shutil.which("festival") is None or shutil.which("sox") is None:
+        pytest.skip("festival and sox are needed (apt-get install festival festvox-kallpc16k festvox-us-slt-hts sox)")
+    import soundstorm.festival as festival
+
+    timing_script = festival._timing_script  # time another (shorter) text: a different phone sequence
+    monkeypatch.setattr(festival, "_timing_script",
+                        lambda voice, texts, path: timing_script(voice, ["Hello."] * len(texts), path))
+    with pytest.warns(UserWarning, match=r"1 utterance\(s\) kept their own phone durations.*'x'"):
+        out = festival.synthesize_batch([("kal", SENTENCES[3], tmp_path / "x.wav")], resolve_timing("slt"))
+    ends = [end for _, end in out["x"]["phones"]]
+    assert len(ends) > 10 and abs(ends[-1] - out["x"]["duration"]) < 0.05
+
+
 def test_speaker_sets_and_bad_speaker_names():
     plans = plan_utterances(12, 0, SENTENCES, engine="festival", speakers="mixed")
     assert {p["speaker"] for p in plans} == set(MIXED_SPEAKERS)

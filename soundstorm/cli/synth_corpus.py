@@ -26,7 +26,7 @@ def main(argv: list[str] | None = None) -> None:
                         help="sentences joined in each training utterance (held-out ones are always alone)")
     parser.add_argument("--speakers", default="diphone",
                         help="festival: 'diphone' (default: variants of two diphone voices; tokens do not tell them "
-                             "apart), 'mixed' (three diphone, three slt HTS variants; read better) or "
+                             "apart), 'mixed' (four diphone, two slt HTS variants; read better; use with --timing slt) or "
                              "comma-separated names (soundstorm.festival.SPEAKERS)")
     parser.add_argument("--timing", default="own",
                         help="festival: 'own' (default: each voice its own phone durations) or 'slt' (the diphone "
