@@ -24,7 +24,7 @@ from torch import nn
 from soundstorm._checks import (check_int_tensor, check_lengths, check_level, check_positive_ints, check_range,
                                 dataclass_from_dict, frame_mask)
 from soundstorm.conformer import Conformer
-from soundstorm.io import load_state_dict, load_weights, read_model_dir, save_model_dir
+from soundstorm.io import check_weights_fit, load_state_dict, load_weights, read_model_dir, save_model_dir
 from soundstorm.masking import corrupt, masked_loss
 from soundstorm.quantize import check_inference_dtype, is_quantized, quantize_int8
 
@@ -238,7 +238,8 @@ class SoundStorm(nn.Module):
         fp32 weights as they are loaded (:func:`soundstorm.quantize.quantize_int8`)."""
         _check_int8_device(dtype, map_location)
         config, state = read_model_dir(directory, FORMAT, SoundStormConfig, "pretrained directory", map_location,
-                                       CONFIG_NAME, WEIGHTS_NAME, ignore=("tokens",))  # tokens: what it was trained on
+                                       CONFIG_NAME, WEIGHTS_NAME, ignore=("tokens",),  # tokens: what it was trained on
+                                       build=cls, count_fields=("depth", "num_levels"))
         model = cls(config)
         load_weights(model, state, Path(directory) / WEIGHTS_NAME)
         model = model.to(map_location)
@@ -257,6 +258,8 @@ class SoundStorm(nn.Module):
         model = cls.from_pretrained(directory, map_location=map_location)
         ema_path = directory / EMA_WEIGHTS_NAME
         if use_ema and ema_path.is_file():
+            check_weights_fit({k: tuple(v.shape) for k, v in model.state_dict().items() if v.is_floating_point()},
+                              ema_path)
             model.load_state_dict({**model.state_dict(), **load_state_dict(ema_path, device=map_location)})
             return _in_dtype(model, dtype), True
         return _in_dtype(model, dtype), False
