@@ -28,7 +28,7 @@ import numpy as np
 import soundfile as sf
 
 from soundstorm import festival
-from soundstorm.io import atomic_write_bytes
+from soundstorm.io import atomic_file, atomic_write_bytes
 
 ACCENTS = ("en-us", "en-gb", "en-gb-scotland", "en-gb-x-rp", "en-gb-x-gbclan", "en-gb-x-gbcwmd", "en-029",
            "en-us-nyc")
@@ -124,16 +124,14 @@ def plan_utterances(num_utterances: int, seed: int, sentences: list[str], engine
 
 def synthesize(espeak: str, plan: dict, path: Path) -> float:
     """Run espeak-ng for one utterance into ``path`` (written via a temporary file); return seconds."""
-    tmp = path.with_name(f".{path.name}.tmp.wav")
-    cmd = [espeak, "-v", plan["voice"], "-p", str(plan["pitch"]), "-s", str(plan["speed"]), "-w", str(tmp),
-           "--", plan["text"]]
-    result = subprocess.run(cmd, capture_output=True, text=True)
-    if result.returncode != 0 or not tmp.is_file():
-        tmp.unlink(missing_ok=True)
-        raise RuntimeError(f"espeak-ng failed for voice {plan['voice']!r} (exit {result.returncode}): "
-                           f"{result.stderr.strip()}")
-    info = sf.info(str(tmp))
-    tmp.replace(path)
+    with atomic_file(path, suffix=".wav") as tmp:  # a fresh temporary name: no planted link is followed
+        cmd = [espeak, "-v", plan["voice"], "-p", str(plan["pitch"]), "-s", str(plan["speed"]), "-w", str(tmp),
+               "--", plan["text"]]
+        result = subprocess.run(cmd, capture_output=True, text=True)
+        if result.returncode != 0 or tmp.stat().st_size == 0:
+            raise RuntimeError(f"espeak-ng failed for voice {plan['voice']!r} (exit {result.returncode}): "
+                               f"{result.stderr.strip()}")
+        info = sf.info(str(tmp))
     return info.frames / info.samplerate
 
 

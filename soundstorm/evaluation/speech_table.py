@@ -38,11 +38,11 @@ import torchaudio
 from soundstorm.codecs.base import mel_distance
 from soundstorm.evaluation.asr import build_recognizer
 from soundstorm.evaluation.metrics import error_rates
-from soundstorm.evaluation.generation import write_wav
 from soundstorm.evaluation.plots import save_speech_bars
 from soundstorm.evaluation.speaker import build_verifier, cosine
 from soundstorm.evaluation.speech_plan import SpeechItem, plan_speech_items
-from soundstorm.io import atomic_write_bytes
+from soundstorm.io import atomic_write_bytes, atomic_write_wav
+from soundstorm.paths import check_name, output_dir
 
 ROWS = ("ground_truth", "resynthesis", "unprompted", "prompted", "cross_speaker")
 T2S_ROW = "text_to_semantic"
@@ -60,8 +60,10 @@ class SpeechTable:
     verifier. ``load(utt_id)`` returns a token-folder utterance (``codes``, ``semantic``, ``text``, ``path``)."""
 
     def __init__(self, evaluator, recognizer, verifier, load, prompt_seconds: float = 3.0, seed: int = 0, t2s=None,
-                 level_prefixes=()):
+                 level_prefixes=(), audio_path=None):
         self.evaluator, self.recognizer, self.verifier, self.load = evaluator, recognizer, verifier, load
+        # utterance → its checked source audio path (TokenDataset.audio_path); None: the record's path as is
+        self.audio_path = audio_path or (lambda utt: utt["path"])
         self.t2s = t2s  # a TextToSemantic model: adds the text_to_semantic row
         num_levels = evaluator.model.config.num_levels if level_prefixes else 0
         bad = [k for k in level_prefixes if not 1 <= k < num_levels]
@@ -77,9 +79,14 @@ class SpeechTable:
         self._embeddings: dict[str, torch.Tensor] = {}
 
     def recording(self, utt: dict) -> torch.Tensor:
-        """The utterance's source audio ``[N]`` at the codec's sample rate."""
+        """The utterance's source audio ``[N]`` at the codec's sample rate (read only where
+        :meth:`TokenManifest.audio_path` allows)."""
+        path = self.audio_path(utt)
+        if not Path(path).is_file():
+            raise FileNotFoundError(f"the speech table needs the ground-truth audio of utterance {utt['utt_id']!r}: "
+                                    f"manifest path {str(path)!r} not found")
         try:
-            data, rate = sf.read(str(utt["path"]), dtype="float32", always_2d=True)
+            data, rate = sf.read(str(path), dtype="float32", always_2d=True)
         except (OSError, RuntimeError) as err:
             raise FileNotFoundError(f"the speech table needs the ground-truth audio of utterance {utt['utt_id']!r}: "
                                     f"cannot read manifest path {utt['path']!r} ({err})") from err
@@ -220,14 +227,21 @@ def evaluate_speech(config, evaluator, heldout, others, out_dir, num_examples: i
         dataset, i = where[utt_id]
         return dataset.utterance(i)
 
+    def audio_path(utt: dict):
+        return where[utt["utt_id"]][0].audio_path(utt)
+
     scorer = SpeechTable(evaluator, build_recognizer(config.asr, config.asr_options),
                          build_verifier(config.verifier, config.verifier_options), load, config.prompt_seconds,
-                         config.seed, load_t2s(config.t2s_checkpoint, evaluator.model), config.level_prefixes)
+                         config.seed, load_t2s(config.t2s_checkpoint, evaluator.model), config.level_prefixes,
+                         audio_path)
     table, results = scorer.run(items)
     out_dir = Path(out_dir)
-    for result in results[:num_examples]:
-        for row, wav_N in result["waves"].items():
-            write_wav(out_dir / "speech_examples" / f"{result['ids']['target']}_{row}.wav", wav_N, scorer.sample_rate)
+    if results[:num_examples]:
+        examples = output_dir(out_dir, "speech_examples")
+        for result in results[:num_examples]:
+            target = check_name(result["ids"]["target"], "utt_id")
+            for row, wav_N in result["waves"].items():
+                atomic_write_wav(examples / f"{target}_{row}.wav", wav_N, scorer.sample_rate)
     rows = rows_of(table)
     table["items"] = [{**r["ids"], "rows": {row: {k: r["rows"][row][k] for k in ("wer", "transcript")} for row in rows}}
                       for r in results]
