@@ -15,7 +15,7 @@ import torch
 from _cli import run_cli, start_python
 from conftest import single_thread, PREPARE_SMALL
 from soundstorm.codecs import MelRVQCodec, MelRVQConfig, load_codec
-from soundstorm.corpus import synth_corpus
+from soundstorm.synthesis.corpus import synth_corpus
 from soundstorm.data import TokenManifest
 from soundstorm.data.prepare import PrepareOptions, prepare
 from soundstorm.data.shards import read_shard
