@@ -119,6 +119,13 @@ class TokenDataset(Dataset):
             raise ValueError(f"{path}: utterance {utt['utt_id']!r} holds codes {tuple(codes_QT.shape)} and semantic "
                              f"{tuple(semantic_S.shape)}, the manifest says [{self.manifest.num_levels}, "
                              f"{utt['num_frames']}] and [{utt['num_semantic_frames']}]")
+        # the data loader is where ids are checked once (the model's forward reads no values on a device)
+        for name, ids, size in (("codes", codes_QT, int(self.manifest.codec["codebook_size"])),
+                                ("semantic", semantic_S, int(self.manifest.semantic["vocab_size"]))):
+            if ids.numel() and (int(ids.min()) < 0 or int(ids.max()) >= size):
+                raise ValueError(f"{path}: utterance {utt['utt_id']!r} holds {name} ids in [{int(ids.min())}, "
+                                 f"{int(ids.max())}], but the manifest's vocabulary has {size}; a shard that does not "
+                                 "belong to this manifest?")
         return codes_QT, semantic_S
 
     def __getitem__(self, index: int) -> dict:
