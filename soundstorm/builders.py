@@ -1,4 +1,4 @@
-"""Builders: the only code that turns Hydra/OmegaConf configs into objects.
+"""Builders: the only core code that turns Hydra/OmegaConf configs into objects.
 
 Each config section is validated straight into its component's own dataclass (``SoundStormConfig``,
 ``SamplerConfig``, ``OptimConfig``, ``MelRVQConfig``, ``MFCCKMeansConfig``, ``EvaluationConfig``, …)
@@ -6,6 +6,9 @@ by :func:`strict`, so a misspelt or unknown key fails loudly (``ValueError`` nam
 exists in exactly one place. Keys that only select or locate a component (``name``,
 ``pretrained_dir``) are taken off first. Components configured by constructor arguments (EnCodec,
 HuBERT + k-means) are checked against a schema generated from the constructor's signature.
+
+Arrows point one way: the CLIs (and the applications' own builders) call these; nothing below imports
+this module (``tests/test_imports.py``).
 """
 
 from __future__ import annotations
@@ -16,15 +19,37 @@ import typing
 from pathlib import Path
 from typing import Any
 
+import torch
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
+from threadpoolctl import threadpool_limits
 
 from soundstorm._checks import dataclass_from_dict
+from soundstorm.assets import Assets, check_configured, load_assets
+from soundstorm.backends import get_backend
+from soundstorm.bench import BenchConfig
 from soundstorm.codecs import EncodecCodec, MelRVQCodec, MelRVQConfig, load_codec
+from soundstorm.data import LengthBucketSampler, TokenDataset, TokenManifest
+from soundstorm.data.buckets import derive_frame_buckets, padded_length
+from soundstorm.data.prepare import PrepareOptions
+from soundstorm.data.split import split_utterances
+from soundstorm.evaluation.asr import build_recognizer
+from soundstorm.evaluation.config import EvaluationConfig
+from soundstorm.evaluation.metrics import SpeakerSimilarity, WordErrorRate
+from soundstorm.evaluation.speaker import build_verifier
 from soundstorm.io import atomic_write_bytes, check_output_dir
 from soundstorm.masking import check_level_weights
+from soundstorm.model import PRESETS, SoundStorm, SoundStormConfig
+from soundstorm.sampler import SamplerConfig
 from soundstorm.semantic import (HubertKMeans, MFCCKMeans, MFCCKMeansConfig, PhoneTokenizer, PhoneTokenizerConfig,
-                                 load_tokenizer)
+                                 load_tokenizer, upsample_ratio)
+from soundstorm.train.checkpoint import resume_candidates
+from soundstorm.train.data import make_batch_source
+from soundstorm.train.eval_hook import TrainingEvaluator
+from soundstorm.train.graphs import GraphBudget
+from soundstorm.train.logging import LoggerConfig, RunLogger
+from soundstorm.train.loop import Trainer, TrainerConfig
+from soundstorm.train.optim import OptimConfig, make_optimizer, make_scheduler
 
 SELECTORS = ("name", "pretrained_dir")  # keys that choose / locate a component, not its settings
 
@@ -103,12 +128,10 @@ def _maybe_load(component, directory, loader, where: str):
     return saved
 
 
-def build_assets(folder, field: str, codec_cfg=None, semantic_cfg=None):
+def build_assets(folder, field: str, codec_cfg=None, semantic_cfg=None) -> Assets:
     """The codec and tokenizer saved in a token folder (:func:`soundstorm.assets.load_assets`): their
     settings are read from the folder, not typed again; a ``codec`` / ``semantic`` section, when one is
     given, must agree with them (a mismatch is refused here, before any work)."""
-    from soundstorm.assets import check_configured, load_assets
-
     assets = load_assets(folder, field)
     for cfg, registry, kind in ((codec_cfg, CODECS, "codec"), (semantic_cfg, TOKENIZERS, "semantic")):
         data = resolved(cfg)
@@ -124,10 +147,6 @@ def build_assets(folder, field: str, codec_cfg=None, semantic_cfg=None):
 
 def build_prepare(cfg):
     """``(PrepareOptions, codec, tokenizer)`` for :func:`soundstorm.data.prepare.prepare`."""
-    import torch
-
-    from soundstorm.data.prepare import PrepareOptions
-
     if OmegaConf.is_missing(cfg, "input") or OmegaConf.is_missing(cfg, "output"):
         raise ValueError("soundstorm-prepare needs input=FOLDER_OR_MANIFEST and output=TOKEN_FOLDER")
     options = strict(PrepareOptions, cfg, "prepare", drop=("codec", "semantic", "num_threads"))
@@ -136,16 +155,12 @@ def build_prepare(cfg):
     if num_threads is not None:  # torch intra-op threads and scikit-learn's OpenMP pool
         if isinstance(num_threads, bool) or not isinstance(num_threads, int) or num_threads < 1:
             raise ValueError(f"num_threads must be a positive integer or null, got {num_threads!r}")
-        from threadpoolctl import threadpool_limits
-
         torch.set_num_threads(num_threads)
         threadpool_limits(limits=num_threads)
     return options, build_codec(cfg.codec), build_semantic(cfg.semantic)
 
 
-# ================================================================ training / evaluation
-# The sections of configs/{model,optim,sampler,trainer,logger,backend,data}/ and the train/eval/generate
-# primary configs, each validated by ``strict`` into its component's dataclass.
+# ================================================================ model, sampler, backend
 @dataclasses.dataclass
 class BackendChoice:
     """The ``backend`` section: which backend and its keyword options (``get_backend(name, **options)``)."""
@@ -156,8 +171,6 @@ class BackendChoice:
 
 def build_backend(cfg):
     """A backend (``soundstorm.backends``) from the ``backend`` section; joins torchrun's job."""
-    from soundstorm.backends import get_backend
-
     choice = strict(BackendChoice, cfg, "backend")
     backend = get_backend(choice.name, **dict(choice.options or {}))
     backend.init_distributed()
@@ -167,12 +180,11 @@ def build_backend(cfg):
 DATA_FACING = ("num_levels", "codebook_size", "semantic_vocab_size", "semantic_upsample")
 
 
-def build_model_config(cfg, manifest=None):
+def build_model_config(cfg, manifest=None, sizes_from_preset: bool = False):
     """``SoundStormConfig`` from the ``model`` section. ``name`` picks a preset (``SoundStormConfig.paper()``
     etc.) whose values fill the section's null architecture fields; null data-facing sizes come from
-    ``manifest``, and the result is checked against it (codec levels, codebook, semantic vocabulary, rate)."""
-    from soundstorm.model import PRESETS, SoundStormConfig
-
+    ``manifest`` (or, with ``sizes_from_preset`` and no manifest, e.g. the benchmark, from the preset),
+    and the result is checked against the manifest (codec levels, codebook, semantic vocabulary, rate)."""
     data = dict(resolved(cfg))
     name = data.pop("name", "custom")
     preset = SoundStormConfig.preset(name).to_dict() if name in PRESETS else {}
@@ -181,7 +193,7 @@ def build_model_config(cfg, manifest=None):
                    "semantic_vocab_size": int(manifest.semantic["vocab_size"]),
                    "semantic_upsample": manifest.semantic_upsample}
         data.update({k: v for k, v in derived.items() if data.get(k) is None})
-    missing = [k for k in DATA_FACING if data.get(k) is None]
+    missing = [k for k in DATA_FACING if data.get(k) is None and not (sizes_from_preset and k in preset)]
     if missing:
         raise ValueError(f"model.{missing[0]} is null and no token manifest was given to fill it; set "
                          f"{', '.join('model.' + m for m in missing)} or data.root")
@@ -194,25 +206,16 @@ def build_model_config(cfg, manifest=None):
     return config
 
 
-def build_sampler(cfg, num_levels: int):
-    """``SamplerConfig`` from the ``sampler`` section (``greedy: true`` → one greedy pass per level)."""
-    from soundstorm.sampler import SamplerConfig
-
-    data = dict(resolved(cfg))
-    greedy = data.pop("greedy", False)
-    if not isinstance(greedy, bool):
-        raise ValueError(f"sampler.greedy must be true or false, got {greedy!r}")
-    if greedy and data.get("steps") is None:
-        data["steps"] = [1] * num_levels
-    config = strict(SamplerConfig, data, "sampler", drop=("name",))
-    config.resolve(num_levels)  # validate now, naming the field
+def build_sampler(cfg, num_levels: int) -> SamplerConfig:
+    """``SamplerConfig`` from the ``sampler`` section (its rules are the dataclass's own, checked as it is
+    built), and refused here, before any work, when it does not fit a model of ``num_levels`` levels."""
+    config = strict(SamplerConfig, cfg, "sampler", drop=("name",))
+    config.resolve(num_levels)
     return config
 
 
 def build_optimizer(cfg, model):
     """``(AdamW, LambdaLR warmup-cosine)`` from the ``optim`` section."""
-    from soundstorm.train.optim import OptimConfig, make_optimizer, make_scheduler
-
     data = resolved(cfg)
     if isinstance(data, dict) and data.get("name", "adamw") != "adamw":
         raise ValueError(f"optim.name={data['name']!r} is unknown; expected 'adamw'")
@@ -222,18 +225,15 @@ def build_optimizer(cfg, model):
     return optimizer, make_scheduler(optimizer, config)
 
 
-def build_trainer_config(cfg):
-    from soundstorm.train.loop import TrainerConfig
-
+def build_trainer_config(cfg) -> TrainerConfig:
     return strict(TrainerConfig, cfg, "trainer")
 
 
-def build_logger(cfg, run_config: dict | None, enabled: bool, resume_id: str | None = None):
-    from soundstorm.train.logging import LoggerConfig, RunLogger
-
+def build_logger(cfg, run_config: dict | None, enabled: bool, resume_id: str | None = None) -> RunLogger:
     return RunLogger(strict(LoggerConfig, cfg, "logger"), run_config, enabled, resume_id)
 
 
+# ================================================================ data
 @dataclasses.dataclass
 class DataConfig:
     """The ``data`` section: the token folder and how it is windowed (``TokenDataset``), split
@@ -255,35 +255,47 @@ class DataConfig:
     audio_root: typing.Optional[str] = None  # where the speech table may read source audio (TokenManifest.audio_root)
 
 
+@dataclasses.dataclass
+class DataRoot:
+    """A token folder read once: the ``data`` section, its manifest and the held-out split by sentence."""
+
+    section: DataConfig
+    manifest: TokenManifest
+    train_ids: list
+    heldout_ids: list
+
+
+def load_data_root(cfg) -> DataRoot:
+    """The ``data`` section's token folder, manifest and split (SoundStorm's and the text-to-semantic
+    stage's training share it, so both hold out the same sentences)."""
+    if isinstance(cfg, DictConfig) and OmegaConf.is_missing(cfg, "root") or not cfg.get("root"):
+        raise ValueError("data.root is not set; expected data.root=TOKEN_FOLDER (written by soundstorm-prepare)")
+    section = strict(DataConfig, cfg, "data")
+    manifest = TokenManifest.load(section.root)
+    train_ids, heldout_ids = split_utterances(manifest.utterances, section.heldout_fraction, section.split_seed)
+    return DataRoot(section, manifest, train_ids, heldout_ids)
+
+
 def build_datasets(cfg, model_config=None, seed: int = 0, static_shapes: bool = False):
     """``(DataConfig, train TokenDataset, held-out TokenDataset or None)`` split by sentence
     (:mod:`soundstorm.data.split`); with ``static_shapes`` (XLA) and no padding set, batches pad to
     ``num_buckets`` derived buckets."""
-    from soundstorm.data import TokenDataset, TokenManifest
-    from soundstorm.data.buckets import derive_frame_buckets
-    from soundstorm.data.split import split_utterances
-
-    if isinstance(cfg, DictConfig) and OmegaConf.is_missing(cfg, "root") or not cfg.get("root"):
-        raise ValueError("data.root is not set; expected data.root=TOKEN_FOLDER (written by soundstorm-prepare)")
-    s = strict(DataConfig, cfg, "data")
-    manifest = TokenManifest.load(s.root)
-    train_ids, heldout_ids = split_utterances(manifest.utterances, s.heldout_fraction, s.split_seed)
+    data = load_data_root(cfg)
+    s = data.section
     common = dict(min_seconds=s.min_seconds, max_seconds=s.max_seconds, seed=seed, audio_root=s.audio_root,
-                  frames_multiple=s.frames_multiple, model_config=model_config, frame_buckets=s.frame_buckets)
-    train = TokenDataset(s.root, utt_ids=train_ids, **common)
+                  frames_multiple=s.frames_multiple, model_config=model_config, frame_buckets=s.frame_buckets,
+                  manifest=data.manifest)
+    train = TokenDataset(s.root, utt_ids=data.train_ids, **common)
     if static_shapes and s.frame_buckets is None and s.frames_multiple is None:
         _, shortest, longest = train.frame_range()
         common["frame_buckets"] = train.frame_buckets = derive_frame_buckets(shortest, longest, s.num_buckets,
                                                                              train.upsample)
-    heldout = TokenDataset(s.root, utt_ids=heldout_ids, **common) if heldout_ids else None
+    heldout = TokenDataset(s.root, utt_ids=data.heldout_ids, **common) if data.heldout_ids else None
     return s, train, heldout
 
 
 def build_batch_source(data: DataConfig, dataset, backend, seed: int, mask_id: int, level_weights=None):
     """The trainer's ``batches(epoch, skip)`` over this rank's share of length-bucketed batches."""
-    from soundstorm.data import LengthBucketSampler
-    from soundstorm.train.data import make_batch_source
-
     info = backend.dist
     process_batch = data.batch_size * backend.devices_per_process  # batch_size is per device
     sampler = LengthBucketSampler(dataset, process_batch, seed=seed, num_replicas=info.world_size,
@@ -297,22 +309,62 @@ def build_batch_source(data: DataConfig, dataset, backend, seed: int, mask_id: i
                              backend.wrap_dataloader, pin_memory=backend.pin_memory, level_weights=level_weights)
 
 
-def build_evaluation(cfg):
-    from soundstorm.evaluation.config import EvaluationConfig
-
+# ================================================================ evaluation
+def build_evaluation(cfg) -> EvaluationConfig:
     return strict(EvaluationConfig, cfg, "evaluation")
 
 
-def build_extra_metrics(evaluation) -> list:
-    """The pluggable WER / speaker-similarity metrics named by ``evaluation.asr`` / ``evaluation.speaker``."""
-    from soundstorm.evaluation.metrics import SpeakerSimilarity, WordErrorRate, load_callable
-
+def build_extra_metrics(evaluation: EvaluationConfig) -> list:
+    """The WER / speaker-similarity metrics of the generation evaluation, from ``evaluation.asr`` /
+    ``evaluation.verifier`` (built the one way every recognizer and verifier is built)."""
     metrics = []
     if evaluation.asr:
-        metrics.append(WordErrorRate(load_callable(evaluation.asr)))
-    if evaluation.speaker:
-        metrics.append(SpeakerSimilarity(load_callable(evaluation.speaker)))
+        metrics.append(WordErrorRate(build_recognizer(evaluation.asr, evaluation.asr_options, "evaluation.asr")))
+    if evaluation.verifier:
+        metrics.append(SpeakerSimilarity(build_verifier(evaluation.verifier, evaluation.verifier_options,
+                                                        "evaluation.verifier")))
     return metrics
+
+
+# ================================================================ a training run, step by step
+def training_out_dir(cfg) -> Path:
+    """``out_dir`` created and writable, with room for its ``checkpoints`` folder."""
+    out_dir = check_output_dir(cfg.out_dir, "out_dir")
+    if (out_dir / "checkpoints").exists() and not (out_dir / "checkpoints").is_dir():
+        raise ValueError(f"{out_dir / 'checkpoints'} is a file, but training writes its checkpoints in that folder; "
+                         "expected a folder: move the file away or choose another out_dir")
+    return out_dir
+
+
+def _level_weights(trainer: TrainerConfig, model_config: SoundStormConfig):
+    """``trainer.level_weights`` as a float tensor over the model's levels (None: the paper's uniform draw)."""
+    if trainer.level_weights is None:
+        return None
+    return check_level_weights(trainer.level_weights, model_config.num_levels, "trainer.level_weights").float()
+
+
+def start_logging(cfg, backend, out_dir: Path, resume_from, run_id_file: str = "wandb_run_id.txt") -> RunLogger:
+    """The run logger (resuming the wandb run of a resumed training), and the composed config recorded in
+    ``out_dir/config.yaml`` (Hydra writes nothing itself)."""
+    run_id_path = out_dir / run_id_file
+    resume_id = run_id_path.read_text().strip() if resume_from and run_id_path.is_file() else None
+    logger = build_logger(cfg.logger, OmegaConf.to_container(cfg, resolve=True), backend.dist.is_main, resume_id)
+    if backend.dist.is_main:
+        atomic_write_bytes(out_dir / "config.yaml", OmegaConf.to_yaml(cfg).encode())
+        if logger.run_id:
+            atomic_write_bytes(run_id_path, logger.run_id.encode())
+    return logger
+
+
+def _graph_budget(backend, train_set: TokenDataset, data: DataConfig, trainer: TrainerConfig) -> GraphBudget | None:
+    """On a static-shape backend (XLA): how many compiled graphs the batch shapes allow."""
+    if not backend.static_shapes:
+        return None
+    budget = GraphBudget(tuple(train_set.frame_shapes()), data.batch_size * backend.devices_per_process,
+                         trainer.grad_accum, trainer.max_graphs)
+    if backend.dist.is_main:
+        print(f"static shapes: {budget.describe()}", flush=True)
+    return budget
 
 
 def build_training(cfg: DictConfig, backend, run_id_file: str = "wandb_run_id.txt"):
@@ -320,40 +372,22 @@ def build_training(cfg: DictConfig, backend, run_id_file: str = "wandb_run_id.tx
     composed ``train`` config (seeded model, optimizer, data, logger, evaluation hook). Everything a user
     typed is checked before any work: out_dir, the trainer section (before optim: its total_steps follows
     max_steps), and the codec/tokenizer saved in data.root against any codec/semantic section given."""
-    import torch
-
-    from soundstorm.model import SoundStorm
-    from soundstorm.train.checkpoint import resume_candidates
-    from soundstorm.train.eval_hook import TrainingEvaluator
-    from soundstorm.train.graphs import GraphBudget
-    from soundstorm.train.loop import Trainer
-
-    seed, out_dir = int(cfg.seed), check_output_dir(cfg.out_dir, "out_dir")
-    if (out_dir / "checkpoints").exists() and not (out_dir / "checkpoints").is_dir():
-        raise ValueError(f"{out_dir / 'checkpoints'} is a file, but training writes its checkpoints in that folder; "
-                         "expected a folder: move the file away or choose another out_dir")
+    seed, out_dir = int(cfg.seed), training_out_dir(cfg)
     trainer_config = build_trainer_config(cfg.trainer)
     data, train_set, heldout_set = build_datasets(cfg.data, None, seed, backend.static_shapes)
     assets = build_assets(data.root, "data.root", cfg.get("codec"), cfg.get("semantic"))
     model_config = build_model_config(cfg.model, train_set.manifest)
-    level_weights = None
-    if trainer_config.level_weights is not None:
-        level_weights = check_level_weights(trainer_config.level_weights, model_config.num_levels,
-                                            "trainer.level_weights").float()
+    level_weights = _level_weights(trainer_config, model_config)
+    sampler_config = build_sampler(cfg.sampler, model_config.num_levels)
+    evaluation = build_evaluation(cfg.evaluation)
+
     torch.manual_seed(seed)
     model = SoundStorm(model_config).to(backend.device)
     optimizer, scheduler = build_optimizer(cfg.optim, model)
     attention = backend.configure_model(model, trainer_config.activation_checkpointing)
-    sampler_config = build_sampler(cfg.sampler, model_config.num_levels)
-    evaluation = build_evaluation(cfg.evaluation)
+
     resume_from = resume_candidates(cfg.resume, out_dir / "checkpoints")
-    run_id_path = out_dir / run_id_file
-    resume_id = run_id_path.read_text().strip() if resume_from and run_id_path.is_file() else None
-    logger = build_logger(cfg.logger, OmegaConf.to_container(cfg, resolve=True), backend.dist.is_main, resume_id)
-    if backend.dist.is_main:  # the composed config of the latest session (Hydra writes nothing itself)
-        atomic_write_bytes(out_dir / "config.yaml", OmegaConf.to_yaml(cfg).encode())
-        if logger.run_id:
-            atomic_write_bytes(run_id_path, logger.run_id.encode())
+    logger = start_logging(cfg, backend, out_dir, resume_from, run_id_file)
     batches = build_batch_source(data, train_set, backend, seed, model_config.mask_id, level_weights)
     evaluate = None
     if heldout_set is not None:
@@ -364,31 +398,26 @@ def build_training(cfg: DictConfig, backend, run_id_file: str = "wandb_run_id.tx
               f"{len(train_set)}, held-out {len(heldout_set) if heldout_set else 0}; backend "
               f"{backend.describe()}, {backend.dist.world_size} process(es); attention {attention}, activation "
               f"checkpointing {'on' if trainer_config.activation_checkpointing else 'off'}", flush=True)
-    budget = None
-    if backend.static_shapes:
-        budget = GraphBudget(tuple(train_set.frame_shapes()), data.batch_size * backend.devices_per_process,
-                             trainer_config.grad_accum, trainer_config.max_graphs)
-        if backend.dist.is_main:
-            print(f"static shapes: {budget.describe()}", flush=True)
+    budget = _graph_budget(backend, train_set, data, trainer_config)
     trainer = Trainer(model, backend, optimizer, scheduler, trainer_config, out_dir, batches, logger, evaluate,
                       graph_budget=budget, tokens=assets.record)
     return trainer, resume_from
 
 
-def build_bench_config(cfg):
-    """The ``bench`` config as a :class:`soundstorm.bench.BenchConfig` (unknown keys are a ValueError);
-    the ``backend`` group becomes ``backend`` + ``backend_options``."""
-    from soundstorm.bench import BenchConfig
-
+# ================================================================ benchmark, dry run
+def build_bench_config(cfg) -> BenchConfig:
+    """The ``bench`` config as a :class:`soundstorm.bench.BenchConfig`: the ``model``, ``sampler`` and
+    ``backend`` groups built as everywhere (the model's data-facing sizes from its preset), the rest of the
+    keys validated by the dataclass (an unknown key is a ValueError)."""
     data = dict(resolved(cfg))
-    data.pop("hydra", None)
-    backend = data.pop("backend", None) or {}
-    if isinstance(backend, str):  # a plain key, for callers without the config group
-        backend = {"name": backend}
-    if "name" in backend:
-        data["backend"] = backend["name"]
-        data["backend_options"] = dict(backend.get("options") or {})
-    return dataclass_from_dict(BenchConfig, data, "bench options")
+    for key in ("hydra", "model", "sampler", "backend"):
+        data.pop(key, None)
+    model = build_model_config(cfg.model, sizes_from_preset=True)
+    choice = strict(BackendChoice, cfg.backend, "backend")
+    return dataclass_from_dict(BenchConfig, {**data, "model": model, "sampler": build_sampler(cfg.sampler,
+                                                                                              model.num_levels),
+                                             "backend": choice.name, "backend_options": dict(choice.options or {})},
+                               "bench options")
 
 
 def build_dry_run(cfg) -> dict:
@@ -396,11 +425,6 @@ def build_dry_run(cfg) -> dict:
     config (sizes from ``data.root``'s manifest when it exists, else from the codec and semantic
     architectures, built without weights), the per-device batch, the longest padded window in
     frames, the autocast dtype, and whether EMA and activation checkpointing are on."""
-    import torch
-
-    from soundstorm.data import TokenManifest
-    from soundstorm.data.buckets import padded_length
-    from soundstorm.semantic.base import upsample_ratio
 
     def architecture(section):  # the component without weights: its rates and sizes only
         return {**OmegaConf.to_container(section, resolve=False), "pretrained_dir": None,

@@ -112,15 +112,21 @@ def corrupt(
 
     frames_T = torch.arange(num_frames, device=device)
     after_prompt_BT = (frames_T[None, :] >= prompt_len_B[:, None]) & frame_mask(lengths_B, batch_size, num_frames, device)
-    levels_Q = torch.arange(num_levels, device=device)
+    inputs_BQT, loss_mask_BQT = mask_level_and_finer(codes_BQT, level_B, bernoulli_BT, after_prompt_BT, mask_id)
+    return Corruption(inputs_BQT, loss_mask_BQT, level_B, prompt_len_B, mask_ratio_B)
+
+
+def mask_level_and_finer(codes_BQT: torch.Tensor, level_B: torch.Tensor, bernoulli_BT: torch.Tensor,
+                         region_BT: torch.Tensor, mask_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Steps 4–5 of §3.2, given the draws: ``(inputs_BQT, loss_mask_BQT)``. Within ``region_BT`` (after the
+    prompt, on real frames) level ``q`` is masked where ``M = 1`` and every finer level everywhere; the loss
+    is on the masked tokens of level ``q`` only. Teacher-forced evaluation calls this with its fixed draws."""
+    levels_Q = torch.arange(codes_BQT.shape[1], device=codes_BQT.device)
     is_level_BQ = levels_Q[None, :] == level_B[:, None]
     is_finer_BQ = levels_Q[None, :] > level_B[:, None]
-
-    # 4. mask level q where M=1 after the prompt, and every finer level after the prompt
-    loss_mask_BQT = is_level_BQ[:, :, None] & (bernoulli_BT & after_prompt_BT)[:, None, :]
-    masked_BQT = loss_mask_BQT | (is_finer_BQ[:, :, None] & after_prompt_BT[:, None, :])
-    inputs_BQT = torch.where(masked_BQT, torch.full_like(codes_BQT, mask_id), codes_BQT)
-    return Corruption(inputs_BQT, loss_mask_BQT, level_B, prompt_len_B, mask_ratio_B)
+    loss_mask_BQT = is_level_BQ[:, :, None] & (bernoulli_BT & region_BT)[:, None, :]
+    masked_BQT = loss_mask_BQT | (is_finer_BQ[:, :, None] & region_BT[:, None, :])
+    return torch.where(masked_BQT, torch.full_like(codes_BQT, mask_id), codes_BQT), loss_mask_BQT
 
 
 _MASK64 = (1 << 63) - 1

@@ -47,9 +47,12 @@ from soundstorm._checks import check_finite_weights, check_int_tensor, check_len
 
 @dataclass
 class SamplerConfig:
-    """Decoding schedule and sampling knobs; ``resolve(num_levels)`` validates against a model.
+    """Decoding schedule and sampling knobs: every rule about them lives here.
 
-    steps: iterations per level, coarse to fine; None → ``(16, 1, ..., 1)`` (the paper).
+    steps: iterations per level, coarse to fine; None → ``(16, 1, ..., 1)`` (the paper), or one pass per
+    level with ``greedy``.
+    greedy: one greedy (argmax) pass per level, Q forward passes, deterministic (``steps`` must then be
+    None or all ones).
     temperature: one float for every level, or one per level.
     top_k / top_p: optional filtering of each position's distribution before sampling.
     greedy_last: the last iteration of each level takes the argmax (the paper).
@@ -58,9 +61,13 @@ class SamplerConfig:
     iterations of levels ``q..Q`` take the minimum-Bayes-risk code (see the module docstring) instead
     of the argmax, under the level's temperature (1: the model's distribution; towards 0: the argmax);
     ``generate`` then needs ``codebooks``.
+
+    Everything that does not depend on the model is checked when the config is built; :meth:`resolve`
+    adds what does (one entry per level, levels that exist) and maps the config to a model's schedule.
     """
 
     steps: Optional[Tuple[int, ...]] = None
+    greedy: bool = False
     temperature: Any = 1.0  # a float, or a sequence of one float per level
     top_k: Optional[int] = None
     top_p: Optional[float] = None
@@ -69,68 +76,65 @@ class SamplerConfig:
     mbr_from_level: Optional[int] = None
 
     def __post_init__(self):
-        """Types are checked here (``greedy_last="no"`` would be true, ``"hot"`` a float error later),
-        values against a model in :meth:`resolve`; lists (from a config file) become tuples, so equal
-        configs compare equal."""
-        if not isinstance(self.greedy_last, bool):
-            raise ValueError(f"SamplerConfig.greedy_last must be True or False, got {self.greedy_last!r}")
-        temperatures = self.temperature if isinstance(self.temperature, (list, tuple)) else [self.temperature]
-        for name, values in (("temperature", temperatures), ("choice_noise", [self.choice_noise]),
-                             ("top_p", [] if self.top_p is None else [self.top_p])):
-            if any(isinstance(v, bool) or not isinstance(v, (int, float)) for v in values):
-                raise ValueError(f"SamplerConfig.{name} must be a number, got {getattr(self, name)!r}")
-        if self.steps is not None and not isinstance(self.steps, (list, tuple)):
-            raise ValueError(f"SamplerConfig.steps must be None or a sequence of positive integers, got {self.steps!r}")
-        if self.steps is not None and not isinstance(self.steps, tuple):
+        """Lists (from a config file) become tuples, so equal configs compare equal."""
+        for name in ("greedy", "greedy_last"):
+            if not isinstance(getattr(self, name), bool):
+                raise ValueError(f"SamplerConfig.{name} must be True or False, got {getattr(self, name)!r}")
+        if self.steps is not None:
+            if not isinstance(self.steps, (list, tuple)) or not self.steps or any(
+                    isinstance(s, bool) or not isinstance(s, int) or s < 1 for s in self.steps):
+                raise ValueError(f"SamplerConfig.steps must be None or a non-empty sequence of positive integers, "
+                                 f"got {self.steps!r}")
             self.steps = tuple(self.steps)
+            if self.greedy and any(s != 1 for s in self.steps):
+                raise ValueError(f"SamplerConfig.greedy=True means one pass per level, but steps={self.steps}; "
+                                 "set steps=None (or all ones), or greedy=False")
+        temperatures = self.temperature if isinstance(self.temperature, (list, tuple)) else [self.temperature]
+        if not temperatures or any(isinstance(t, bool) or not isinstance(t, (int, float)) or not t > 0
+                                   or not math.isfinite(t) for t in temperatures):
+            raise ValueError(f"SamplerConfig.temperature must be a finite number > 0, or one per level, got "
+                             f"{self.temperature!r}")
         if isinstance(self.temperature, list):
             self.temperature = tuple(self.temperature)
-
-    @classmethod
-    def paper(cls, **overrides) -> "SamplerConfig":
-        return cls(**overrides)
-
-    @classmethod
-    def greedy(cls, num_levels: int, **overrides) -> "SamplerConfig":
-        """One greedy pass per level: Q forward passes."""
-        return cls(**{"steps": (1,) * num_levels, **overrides})
+        if self.top_k is not None and (isinstance(self.top_k, bool) or not isinstance(self.top_k, int) or self.top_k < 1):
+            raise ValueError(f"SamplerConfig.top_k must be None or a positive integer, got {self.top_k!r}")
+        if self.top_p is not None and (isinstance(self.top_p, bool) or not isinstance(self.top_p, (int, float))
+                                       or not 0.0 < float(self.top_p) <= 1.0):
+            raise ValueError(f"SamplerConfig.top_p must be None or in (0, 1], got {self.top_p!r}")
+        if isinstance(self.choice_noise, bool) or not isinstance(self.choice_noise, (int, float)) \
+                or not self.choice_noise >= 0 or not math.isfinite(self.choice_noise):
+            raise ValueError(f"SamplerConfig.choice_noise must be a finite number >= 0, got {self.choice_noise!r}")
+        mbr = self.mbr_from_level
+        if mbr is not None:
+            if isinstance(mbr, bool) or not isinstance(mbr, int) or mbr < 1:
+                raise ValueError(f"SamplerConfig.mbr_from_level must be None or a level >= 1 (1-based), got {mbr!r}")
+            if not self.greedy_last and not self.greedy:
+                raise ValueError(f"SamplerConfig.mbr_from_level={mbr} changes the greedy iterations, and "
+                                 "greedy_last=False leaves none; set greedy_last=true or mbr_from_level=null")
 
     def resolve(self, num_levels: int) -> "ResolvedSchedule":
-        steps = tuple(self.steps) if self.steps is not None else (16,) + (1,) * (num_levels - 1)
+        """The schedule for a model of ``num_levels`` levels; what depends on the model is checked here."""
+        if self.steps is not None:
+            steps = self.steps
+        else:
+            steps = (1,) * num_levels if self.greedy else (16,) + (1,) * (num_levels - 1)
         if len(steps) != num_levels:
             raise ValueError(f"SamplerConfig.steps has {len(steps)} entries {steps}, expected one per level "
                              f"(num_levels={num_levels})")
-        if any(isinstance(s, bool) or not isinstance(s, int) or s < 1 for s in steps):
-            raise ValueError(f"SamplerConfig.steps must be positive integers, got {steps}")
-        if isinstance(self.temperature, (int, float)) and not isinstance(self.temperature, bool):
-            temperatures = (float(self.temperature),) * num_levels
-        elif not isinstance(self.temperature, tuple) or not all(
-                isinstance(t, (int, float)) and not isinstance(t, bool) for t in self.temperature):
-            raise ValueError(f"SamplerConfig.temperature must be a number or one number per level, got "
-                             f"{self.temperature!r}")
-        else:
-            temperatures = tuple(float(t) for t in self.temperature)
-            if len(temperatures) != num_levels:
-                raise ValueError(f"SamplerConfig.temperature has {len(temperatures)} entries, expected 1 or "
+        if isinstance(self.temperature, tuple):
+            if len(self.temperature) != num_levels:
+                raise ValueError(f"SamplerConfig.temperature has {len(self.temperature)} entries, expected 1 or "
                                  f"num_levels={num_levels}")
-        if any(not t > 0 or not math.isfinite(t) for t in temperatures):
-            raise ValueError(f"SamplerConfig.temperature must be finite and > 0, got {temperatures}")
-        if self.top_k is not None and (isinstance(self.top_k, bool) or not isinstance(self.top_k, int) or self.top_k < 1):
-            raise ValueError(f"SamplerConfig.top_k must be None or a positive integer, got {self.top_k!r}")
-        if self.top_p is not None and not 0.0 < float(self.top_p) <= 1.0:
-            raise ValueError(f"SamplerConfig.top_p must be None or in (0, 1], got {self.top_p!r}")
-        if not self.choice_noise >= 0 or not math.isfinite(self.choice_noise):
-            raise ValueError(f"SamplerConfig.choice_noise must be finite and >= 0, got {self.choice_noise!r}")
+            temperatures = tuple(float(t) for t in self.temperature)
+        else:
+            temperatures = (float(self.temperature),) * num_levels
         mbr = self.mbr_from_level
-        if mbr is not None:
-            if isinstance(mbr, bool) or not isinstance(mbr, int) or not 1 <= mbr <= num_levels:
-                raise ValueError(f"SamplerConfig.mbr_from_level must be None or a level in 1..{num_levels} "
-                                 f"(1-based), got {mbr!r}")
-            if not self.greedy_last:
-                raise ValueError(f"SamplerConfig.mbr_from_level={mbr} changes the greedy iterations, and "
-                                 "greedy_last=False leaves none; set greedy_last=true or mbr_from_level=null")
-        return ResolvedSchedule(steps, temperatures, self.top_k, self.top_p, bool(self.greedy_last),
-                                float(self.choice_noise), None if mbr is None else mbr - 1)
+        if mbr is not None and mbr > num_levels:
+            raise ValueError(f"SamplerConfig.mbr_from_level must be None or a level in 1..{num_levels} (1-based), "
+                             f"got {mbr!r}")
+        return ResolvedSchedule(steps, temperatures, self.top_k, None if self.top_p is None else float(self.top_p),
+                                self.greedy_last or self.greedy, float(self.choice_noise),
+                                None if mbr is None else mbr - 1)
 
 
 @dataclass(frozen=True)

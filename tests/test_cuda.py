@@ -93,7 +93,7 @@ def test_torch_compile_generates_the_same_shape():
 def test_bench_on_cuda_with_graphs(tmp_path):
     from soundstorm.bench import BenchConfig, run_bench
 
-    result = run_bench(BenchConfig(model_preset="tiny", duration_s=1, runs=1, backend="cuda", dtype="bfloat16",
+    result = run_bench(BenchConfig(model=SoundStormConfig.tiny(), duration_s=1, runs=1, backend="cuda", dtype="bfloat16",
                                    cuda_graphs=True, matmul_size=1024, output_json=None))
     assert result["forward_passes"] == 19 and result["peak_memory_bytes"] > 0
     assert result["cuda_graphs"]["captures_in_timed_runs"] == 0 and result["cuda_graphs"]["captures"] == 1
@@ -102,6 +102,6 @@ def test_bench_on_cuda_with_graphs(tmp_path):
 def test_bench_train_step_on_cuda():
     from soundstorm.bench import BenchConfig, run_bench
 
-    result = run_bench(BenchConfig(mode="train", model_preset="tiny", duration_s=1, runs=2, backend="cuda",
+    result = run_bench(BenchConfig(mode="train", model=SoundStormConfig.tiny(), duration_s=1, runs=2, backend="cuda",
                                    dtype="bfloat16", matmul_size=1024, output_json=None))
     assert result["tokens_per_s"] > 0 and result["peak_memory_bytes"] > 0 and result["mfu"] > 0

@@ -92,7 +92,7 @@ def test_bench_counts_every_replay_and_captures_outside_the_timed_runs(monkeypat
 
     backend = FakeGraphBackend()
     monkeypatch.setattr(runner, "_make_backend", lambda cfg: backend)
-    result = runner.run_bench(BenchConfig(model_preset="tiny", duration_s=1, runs=2, warmup=1, cuda_graphs=True,
+    result = runner.run_bench(BenchConfig(model=SoundStormConfig.tiny(), duration_s=1, runs=2, warmup=1, cuda_graphs=True,
                                           matmul_size=64, output_json=None))
     num_passes = 16 + 1 + 1 + 1
     assert result["forward_passes"] == result["expected_forward_passes"] == num_passes
@@ -107,7 +107,7 @@ def test_bench_refuses_cuda_graphs_without_a_graph_backend():
     from soundstorm.bench import BenchConfig, run_bench
 
     with pytest.raises(ValueError, match="cuda_graphs"):
-        run_bench(BenchConfig(model_preset="tiny", duration_s=1, runs=1, backend="cpu", cuda_graphs=True,
+        run_bench(BenchConfig(model=SoundStormConfig.tiny(), duration_s=1, runs=1, backend="cpu", cuda_graphs=True,
                               matmul_size=64, output_json=None))
 
 

@@ -44,7 +44,7 @@ def pipeline(espeak_tokens):
     soundstorm = SoundStorm(SoundStormConfig.tiny(codebook_size=64, semantic_vocab_size=32))
     t2s = TextToSemantic(T2SConfig.tiny(semantic_vocab_size=32))
     return DialoguePipeline(t2s, soundstorm, load_codec(espeak_tokens / "codec"), load_tokenizer(espeak_tokens / "semantic"),
-                            sampler=SamplerConfig.greedy(4), t2s_sampler=SamplerConfig(steps=(4,)), pause_seconds=0.3)
+                            sampler=SamplerConfig(greedy=True), t2s_sampler=SamplerConfig(steps=(4,)), pause_seconds=0.3)
 
 
 @pytest.fixture(scope="module")

@@ -40,7 +40,7 @@ def test_windowed_generation_keeps_prompt_and_fills_everything():
     calls = []
     model.register_forward_hook(lambda *_: calls.append(1))
     codes_QT = generate_windowed(model, semantic_S, window_frames=16, prompt_frames=4, prompt_QT=prompt_QT,
-                                 config=SamplerConfig.greedy(4), generator=torch.Generator().manual_seed(0))
+                                 config=SamplerConfig(greedy=True), generator=torch.Generator().manual_seed(0))
     assert codes_QT.shape == (4, 46) and (codes_QT < 32).all()
     assert torch.equal(codes_QT[:, :6], prompt_QT)
     assert len(calls) == 4 * 4  # windows [0,16) [12,28) [24,40) [36,46): 4 windows × 4 greedy passes
@@ -71,9 +71,14 @@ def test_pluggable_wer_and_speaker_similarity():
     from soundstorm.evaluation.metrics import SpeakerSimilarity, WordErrorRate
 
     wav = torch.sin(torch.linspace(0, 100, 1600))
-    assert WordErrorRate(fake_transcribe)(wav, wav, 16000, "Hello world") == pytest.approx(0.5)
-    assert SpeakerSimilarity(fake_embed)(wav, wav, 16000, "") == pytest.approx(1.0)
-    assert SpeakerSimilarity(fake_embed)(wav, 0.1 * wav + 0.5, 16000, "") < 1.0
+    from soundstorm.evaluation.asr import build_recognizer
+    from soundstorm.evaluation.speaker import build_verifier
+
+    recognizer = build_recognizer(f"{__name__}:fake_transcribe", field="evaluation.asr")
+    verifier = build_verifier(f"{__name__}:fake_embed", field="evaluation.verifier")
+    assert WordErrorRate(recognizer)(wav, wav, 16000, "Hello world") == pytest.approx(0.5)
+    assert SpeakerSimilarity(verifier)(wav, wav, 16000, "") == pytest.approx(1.0)
+    assert SpeakerSimilarity(verifier)(wav, 0.1 * wav + 0.5, 16000, "") < 1.0
     assert load_callable(f"{__name__}:fake_transcribe") is fake_transcribe
 
 

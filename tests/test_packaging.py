@@ -31,7 +31,14 @@ def test_console_scripts_point_at_main_functions():
         assert callable(getattr(importlib.import_module(module), func)), name
 
 
-def test_configs_are_importable_as_a_package():
-    import soundstorm.configs
+def test_every_config_file_ships_in_the_wheel():
+    """Each yaml under configs/ matches a package_data pattern of soundstorm.configs (a deeper folder would
+    be left out of the wheel, and Hydra would not find it once installed)."""
+    import fnmatch
 
-    assert Path(soundstorm.configs.__file__).parent.name == "configs"
+    patterns = [p.strip() for p in _setup_cfg()["options.package_data"]["soundstorm.configs"].split(",")]
+    files = [p.relative_to(ROOT / "configs").as_posix() for p in (ROOT / "configs").rglob("*.yaml")]
+    assert len(files) > 20
+    unshipped = [f for f in files if not any(fnmatch.fnmatch(f, pattern) and f.count("/") == pattern.count("/")
+                                             for pattern in patterns)]
+    assert not unshipped, f"add package_data patterns for {unshipped}"

@@ -262,7 +262,7 @@ def test_row11_bad_values_get_messages_that_name_them(capsys, checkpoint, espeak
     code, _, err = run_main(capsys, "soundstorm.cli.prepare", f"input={bad}", f"output={tmp_path / 'tok'}",
                             "progress=false")
     assert code == 2 and "none of the 2 audio files" in err and "MelRVQCodec.fit" not in err, err
-    with pytest.raises(ValueError, match="SamplerConfig.temperature must be a number, got 'hot'"):
+    with pytest.raises(ValueError, match="SamplerConfig.temperature must be a finite number > 0, or one per level, got 'hot'"):
         SamplerConfig(temperature="hot")
     model_dir = tmp_path / "model"
     SoundStorm(SoundStormConfig.tiny()).save_pretrained(model_dir)

@@ -170,7 +170,7 @@ def test_sampler_config_validation_names_the_field():
         SamplerConfig(top_p=1.5).resolve(4)
     with pytest.raises(ValueError, match="choice_noise"):
         SamplerConfig(choice_noise=-1).resolve(4)
-    assert SamplerConfig.greedy(4).resolve(4).num_passes == 4
+    assert SamplerConfig(greedy=True).resolve(4).num_passes == 4
 
 
 def test_generate_rejects_bad_inputs_naming_them():

@@ -161,11 +161,6 @@ class Backend:
             return type(state)(self.state_dict_to_cpu(v) for v in state)
         return state
 
-    def save(self, data, path) -> None:
-        """Write ``data`` (tensors as CPU copies) with ``torch.save`` on the main process only."""
-        if self.dist.is_main:
-            torch.save(self.state_dict_to_cpu(data), path)
-
     def compiled_graphs(self) -> int | None:
         """How many graphs this process has compiled so far (None where nothing is compiled per shape)."""
         return None

@@ -207,11 +207,7 @@ class XLABackend(Backend):
         data = met.metric_data("CompileTime")
         return 0 if data is None else int(data[0])
 
-    # -- checkpoints and memory
-    def save(self, data, path) -> None:
-        """``xm.save``: move to CPU (after the pending graph ran) and write on the master only."""
-        xm.save(data, path)
-
+    # -- memory
     def peak_memory_bytes(self) -> int | None:
         """``peak_bytes_used`` of the device when the runtime reports it (TPU), else None."""
         try:

@@ -37,15 +37,16 @@ DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "int8": "int8"} 
 
 @dataclass
 class BenchConfig:
-    """What to benchmark. Defaults: the paper preset, 30 s, batch 1, schedule (16, 1, …, 1), auto backend."""
+    """What to benchmark. Defaults: the paper preset, 30 s, batch 1, the paper's sampler (16, 1, …, 1), auto
+    backend. ``model`` and ``sampler`` are the library's own configs (``soundstorm-bench`` builds them from
+    the ``model`` and ``sampler`` config groups, as training and evaluation do)."""
 
     mode: str = "generate"  # "generate": sampler latency; "train": one training step (soundstorm.bench.train_step)
-    model_preset: str = "paper"
-    model_overrides: dict = dataclasses.field(default_factory=dict)
+    model: SoundStormConfig = dataclasses.field(default_factory=SoundStormConfig.paper)
+    sampler: SamplerConfig = dataclasses.field(default_factory=SamplerConfig)
     duration_s: float = 30.0
     frame_rate_hz: float = 50.0  # SoundStream in the paper; 75 for EnCodec 24 kHz
     batch_size: int = 1
-    steps: tuple | None = None  # None → the paper's (16, 1, ..., 1)
     dtype: str = "float32"  # "float32", "bfloat16" (autocast on CUDA/XLA) or "int8" (CPU)
     compile: bool = False  # torch.compile the model (CUDA/CPU)
     cuda_graphs: bool = False  # capture the sampler's forward pass in a CUDA graph
@@ -63,11 +64,14 @@ class BenchConfig:
     output_json: str | None = "bench.json"
 
     def __post_init__(self):
-        if self.model_preset not in PRESETS:
-            raise ValueError(f"BenchConfig.model_preset must be one of {PRESETS}, got {self.model_preset!r}")
-        for name in ("model_overrides", "backend_options"):
-            if not isinstance(getattr(self, name), dict):
-                raise ValueError(f"BenchConfig.{name} must be a dict, got {getattr(self, name)!r}")
+        if not isinstance(self.model, SoundStormConfig):
+            raise ValueError(f"BenchConfig.model must be a SoundStormConfig (e.g. SoundStormConfig.tiny()), got "
+                             f"{type(self.model).__name__}")
+        if not isinstance(self.sampler, SamplerConfig):
+            raise ValueError(f"BenchConfig.sampler must be a SamplerConfig, got {type(self.sampler).__name__}")
+        self.sampler.resolve(self.model.num_levels)  # a schedule that does not fit the model: refused now
+        if not isinstance(self.backend_options, dict):
+            raise ValueError(f"BenchConfig.backend_options must be a dict, got {self.backend_options!r}")
         for name in ("duration_s", "frame_rate_hz"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
@@ -89,21 +93,21 @@ class BenchConfig:
         for name in ("compile", "cuda_graphs", "codec_decode", "ar_baseline"):
             if not isinstance(getattr(self, name), bool):
                 raise ValueError(f"BenchConfig.{name} must be true or false, got {getattr(self, name)!r}")
-        if self.steps is not None:
-            self.steps = tuple(self.steps)
 
-    def model_config(self) -> SoundStormConfig:
-        return SoundStormConfig.preset(self.model_preset, **self.model_overrides)
-
-    def num_frames(self, config: SoundStormConfig) -> int:
+    def num_frames(self) -> int:
         """Codec frames for ``duration_s``; must be a whole number of semantic frames."""
         exact = self.duration_s * self.frame_rate_hz
         num_frames = round(exact)
-        if abs(exact - num_frames) > 1e-6 or num_frames < 1 or num_frames % config.semantic_upsample:
+        if abs(exact - num_frames) > 1e-6 or num_frames < 1 or num_frames % self.model.semantic_upsample:
             raise ValueError(f"BenchConfig.duration_s={self.duration_s} at frame_rate_hz={self.frame_rate_hz} gives "
                              f"{num_frames} frames, expected a positive multiple of semantic_upsample="
-                             f"{config.semantic_upsample}")
+                             f"{self.model.semantic_upsample}")
         return num_frames
+
+
+def model_name(config: SoundStormConfig) -> str:
+    """The preset a model config is (``paper``, ``small``, ``tiny``), or ``custom``: the label of a result."""
+    return next((name for name in PRESETS if SoundStormConfig.preset(name) == config), "custom")
 
 
 def _make_backend(cfg: BenchConfig):
@@ -186,7 +190,7 @@ def _timed_generations(cfg, backend, runner, semantic_BS, decode_fn, num_runs, s
         backend.sync()
         start, cpu_start = time.perf_counter(), time.process_time()
         with backend.autocast():
-            codes_BQT = generate(runner, semantic_BS, config=SamplerConfig(steps=steps),
+            codes_BQT = generate(runner, semantic_BS, config=dataclasses.replace(cfg.sampler, steps=steps, greedy=False),
                                  generator=torch.Generator().manual_seed(cfg.seed + run),
                                  mark_step=backend.mark_step, wrap_logits=counter)
             backend.sync()
@@ -209,9 +213,9 @@ def run_bench(cfg: BenchConfig) -> dict:
     if cfg.mode == "train":
         return _train_result(cfg, backend)
     peaks = [measure_matmul_peak(backend, DTYPES[cfg.dtype], cfg.matmul_size)]
-    model_cfg = cfg.model_config()
-    num_frames = cfg.num_frames(model_cfg)
-    schedule = SamplerConfig(steps=cfg.steps).resolve(model_cfg.num_levels)
+    model_cfg = cfg.model
+    num_frames = cfg.num_frames()
+    schedule = cfg.sampler.resolve(model_cfg.num_levels)
 
     backend.sync()
     baseline_bytes = backend.current_memory_bytes()
@@ -268,9 +272,8 @@ def _train_result(cfg: BenchConfig, backend) -> dict:
                          "codec_decode and ar_baseline must be false")
     load_before = _load_average()
     result = run_train_bench(cfg, backend)
-    model_cfg = cfg.model_config()
     result.update({
-        "config": {**dataclasses.asdict(cfg), "model": model_cfg.to_dict(), "num_frames": result["num_frames"],
+        "config": {**dataclasses.asdict(cfg), "model_name": model_name(cfg.model), "num_frames": result["num_frames"],
                    "num_parameters": result["num_parameters"]},
         "device": {**backend.describe(), "machine": platform.machine(), "cpu_model": _cpu_model(),
                    "cpu_count": os.cpu_count(), "cpu_threads": torch.get_num_threads()},
@@ -306,7 +309,7 @@ def _summarise(cfg, backend, model, schedule, num_frames, latencies, decode_s, p
     peak_flops = max(peaks)
     num_bytes = weights_bytes(model)
     return {
-        "config": {**dataclasses.asdict(cfg), "model": model_cfg.to_dict(), "num_frames": num_frames,
+        "config": {**dataclasses.asdict(cfg), "model_name": model_name(model_cfg), "num_frames": num_frames,
                    "steps": list(schedule.steps), "num_parameters": fp32_weights["num_parameters"]},
         "forward_passes": passes,
         "expected_forward_passes": schedule.num_passes,
@@ -358,7 +361,7 @@ def format_table(result: dict) -> str:
     if result.get("mode") == "train":
         rows = [("device", f"{result['device']['backend']} ({result['device']['device']}, "
                            f"{result['device']['cpu_threads']} threads)"),
-                ("model", f"{cfg['model_preset']} ({cfg['num_parameters'] / 1e6:.2f}M params), dtype {result['dtype']}"),
+                ("model", f"{cfg['model_name']} ({cfg['num_parameters'] / 1e6:.2f}M params), dtype {result['dtype']}"),
                 ("window", f"{cfg['duration_s']} s = {cfg['num_frames']} frames × {cfg['model']['num_levels']} levels, "
                            f"batch {cfg['batch_size']}"),
                 *_format_train(result)]
@@ -371,7 +374,7 @@ def format_table(result: dict) -> str:
     rows = [
         ("device", f"{result['device']['backend']} ({result['device']['device']}, "
                    f"{result['device']['cpu_threads']} threads)"),
-        ("model", f"{cfg['model_preset']} ({cfg['num_parameters'] / 1e6:.2f}M params), dtype {result['dtype']}"),
+        ("model", f"{cfg['model_name']} ({cfg['num_parameters'] / 1e6:.2f}M params), dtype {result['dtype']}"),
         ("audio", f"{cfg['duration_s']} s = {cfg['num_frames']} frames × {cfg['model']['num_levels']} levels, "
                   f"batch {cfg['batch_size']}"),
         ("forward passes", f"{result['forward_passes']} (steps {tuple(cfg['steps'])})"),

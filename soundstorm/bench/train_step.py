@@ -58,8 +58,8 @@ def run_train_bench(cfg, backend) -> dict:
     """Time ``cfg.runs`` training steps after ``cfg.warmup``; the mode-specific half of the JSON."""
     dtype = {"float32": torch.float32, "bfloat16": torch.bfloat16}[cfg.dtype]
     peaks = [measure_matmul_peak(backend, dtype, cfg.matmul_size)]
-    model_cfg = cfg.model_config()
-    num_frames = cfg.num_frames(model_cfg)
+    model_cfg = cfg.model
+    num_frames = cfg.num_frames()
     backend.sync()
     baseline_bytes = backend.current_memory_bytes()
     backend.reset_peak_memory()

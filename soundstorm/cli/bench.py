@@ -5,8 +5,8 @@ Examples::
     soundstorm-bench                                   # paper preset, 30 s, batch 1, backend auto
     soundstorm-bench duration_s=10 runs=2
     soundstorm-bench ar_baseline=true codec_decode=true
-    soundstorm-bench model_preset=tiny duration_s=1 output_json=/tmp/bench.json
-    soundstorm-bench backend=cpu backend.options.num_threads=2 +model_overrides.depth=2
+    soundstorm-bench model=tiny duration_s=1 output_json=/tmp/bench.json
+    soundstorm-bench backend=cpu backend.options.num_threads=2 model.depth=2 sampler=greedy
     soundstorm-bench backend=cpu backend.options.dtype=int8   # int8 linear layers (or dtype=int8)
 """
 

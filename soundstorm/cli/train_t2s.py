@@ -15,42 +15,31 @@ from pathlib import Path
 
 import hydra
 import torch
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
 from soundstorm import builders
 from soundstorm.cli._common import run_training
-from soundstorm.data import TokenManifest
 from soundstorm.t2s import builders as t2s_builders
 from soundstorm.t2s.model import TextToSemantic
 from soundstorm.t2s.train import T2SEvaluator, T2SLoss
-from soundstorm.train.checkpoint import resolve_resume
+from soundstorm.train.checkpoint import resume_candidates
 from soundstorm.train.loop import Trainer
 
-RUN_ID_FILE = "wandb_run_id.txt"
-
-
-def build_t2s_training(cfg: DictConfig, backend) -> tuple[Trainer, Path | None]:
-    """Every object of a text-to-semantic run, from the composed config."""
-    seed = int(cfg.seed)
-    if OmegaConf.is_missing(cfg.data, "root") or not cfg.data.get("root"):
-        raise ValueError("data.root is not set; expected data.root=TOKEN_FOLDER (written by soundstorm-prepare)")
-    model_config = t2s_builders.build_t2s_config(cfg.t2s_model, TokenManifest.load(cfg.data.root))
+def build_t2s_training(cfg: DictConfig, backend) -> tuple[Trainer, list[Path]]:
+    """Every object of a text-to-semantic run, from the composed config (the out_dir, resume and logging
+    steps are SoundStorm training's own)."""
+    seed, out_dir = int(cfg.seed), builders.training_out_dir(cfg)
+    data = builders.load_data_root(cfg.data)
+    model_config = t2s_builders.build_t2s_config(cfg.t2s_model, data.manifest)
     data_section, train_set, heldout_set = t2s_builders.build_t2s_datasets(cfg.data, model_config,
                                                                             float(cfg.prompt_probability), seed)
+    trainer_config = builders.build_trainer_config(cfg.trainer)
+    evaluation = t2s_builders.build_t2s_evaluation(cfg.evaluation)
     torch.manual_seed(seed)
     model = TextToSemantic(model_config).to(backend.device)
     optimizer, scheduler = builders.build_optimizer(cfg.optim, model)
-    trainer_config = builders.build_trainer_config(cfg.trainer)
-    evaluation = t2s_builders.build_t2s_evaluation(cfg.evaluation)
-    out_dir = Path(cfg.out_dir)
-    resume_from = resolve_resume(cfg.resume, out_dir / "checkpoints")
-    run_id_path = out_dir / RUN_ID_FILE
-    resume_id = run_id_path.read_text().strip() if resume_from is not None and run_id_path.is_file() else None
-    logger = builders.build_logger(cfg.logger, OmegaConf.to_container(cfg, resolve=True), backend.dist.is_main,
-                                   resume_id)
-    if logger.run_id and backend.dist.is_main:
-        out_dir.mkdir(parents=True, exist_ok=True)
-        run_id_path.write_text(logger.run_id)
+    resume_from = resume_candidates(cfg.resume, out_dir / "checkpoints")
+    logger = builders.start_logging(cfg, backend, out_dir, resume_from)
     batches = t2s_builders.build_t2s_batch_source(data_section, train_set, backend, seed, model_config.mask_id)
     evaluate = None
     if heldout_set is not None:

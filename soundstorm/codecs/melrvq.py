@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
+from einops import rearrange
 import torchaudio
 
 from soundstorm import limits
@@ -155,17 +156,17 @@ class MelRVQCodec:
     def encode(self, wav_BN: torch.Tensor) -> torch.Tensor:
         codebooks_QKF = self._require_fitted()
         mel_BFT = self.log_mel(wav_BN)
-        batch, _, num_frames = mel_BFT.shape
-        codes_QN = residual_encode(mel_BFT.transpose(1, 2).reshape(batch * num_frames, -1), codebooks_QKF)
-        return codes_QN.reshape(-1, batch, num_frames).transpose(0, 1).contiguous()
+        batch = mel_BFT.shape[0]
+        codes_QN = residual_encode(rearrange(mel_BFT, "b f t -> (b t) f"), codebooks_QKF)
+        return rearrange(codes_QN, "q (b t) -> b q t", b=batch).contiguous()
 
     def decode_mel(self, codes_BQT: torch.Tensor) -> torch.Tensor:
         """Quantised log-mel ``[B, F, T]`` from codes with 1..Q levels."""
         codebooks_QKF = self._require_fitted()
         codes_BQT = check_codes(codes_BQT, self.num_levels, self.codebook_size)
-        batch, levels, num_frames = codes_BQT.shape
-        mel_NF = residual_decode(codes_BQT.transpose(0, 1).reshape(levels, -1), codebooks_QKF)
-        return mel_NF.reshape(batch, num_frames, -1).transpose(1, 2)
+        batch = codes_BQT.shape[0]
+        mel_NF = residual_decode(rearrange(codes_BQT, "b q t -> q (b t)"), codebooks_QKF)
+        return rearrange(mel_NF, "(b t) f -> b f t", b=batch)
 
     @torch.no_grad()
     def decode(self, codes_BQT: torch.Tensor) -> torch.Tensor:

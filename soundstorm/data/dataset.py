@@ -40,10 +40,12 @@ class TokenDataset(Dataset):
 
     def __init__(self, root, min_seconds: float = 0.0, max_seconds: float = 30.0, seed: int = 0,
                  frames_multiple: int | None = None, utt_ids: list[str] | None = None, model_config=None,
-                 cache_shards: int = 4, frame_buckets: list[int] | None = None, audio_root=None):
+                 cache_shards: int = 4, frame_buckets: list[int] | None = None, audio_root=None,
+                 manifest: TokenManifest | None = None):
         self.root = Path(root)
         self.audio_root = audio_root  # data.audio_root: where source audio may be read (None: the manifest's rule)
-        self.manifest = TokenManifest.load(self.root)
+        # manifest: the folder's manifest when the caller has read it already (a large one takes seconds)
+        self.manifest = TokenManifest.load(self.root) if manifest is None else manifest
         if model_config is not None:
             self.manifest.check_compatible(model_config)
         if not 0.0 <= min_seconds <= max_seconds or max_seconds <= 0:

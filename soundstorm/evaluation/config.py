@@ -8,7 +8,7 @@ pluggable WER / speaker metrics all read it whole. Seconds are converted with th
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import List, Optional
+from typing import Any, Dict, List, Optional
 
 from soundstorm._checks import check_positive_ints
 from soundstorm.evaluation.speech_plan import SpeechEvalConfig
@@ -18,26 +18,30 @@ from soundstorm.evaluation.speech_plan import SpeechEvalConfig
 class EvaluationConfig:
     """Teacher-forced mask ratios and batches, generation settings and optional metric plug-ins.
 
-    asr / speaker: ``"module:function"`` of a transcriber ``(wav_N, sample_rate) -> str`` (→ WER) and
-    a speaker embedder ``(wav_N, sample_rate) -> [D]`` (→ cosine similarity); None leaves them out.
+    asr / verifier: a recognizer (→ WER of the unprompted generation) and a speaker verifier (→ cosine
+    similarity to the reference), named as everywhere (``pocketsphinx``, ``whisper``, ``resemblyzer`` or
+    ``package.module:attr``, built by :func:`~soundstorm.evaluation.asr.build_recognizer` /
+    :func:`~soundstorm.evaluation.speaker.build_verifier` with ``*_options``); None leaves them out.
     compare_int8: also generate with an int8 copy of the model (CPU) and report agreement with float32
     per level and the metrics of both (:mod:`soundstorm.evaluation.int8`).
     speech: the speech table (:mod:`soundstorm.evaluation.speech_table`), off unless ``speech.enabled``.
     """
 
     mask_ratios: List[float] = field(default_factory=lambda: [0.3, 0.6, 1.0])
-    max_batches: int = 4
-    max_utterances: int = 8
+    max_batches: int = 16
+    max_utterances: int = 16
     prompt_seconds: float = 3.0
     window_seconds: float = 10.0
-    window_prompt_seconds: float = 2.0
+    window_prompt_seconds: float = 1.0
     num_examples: int = 2
-    long_seconds: float = 0.0
+    long_seconds: float = 30.0
     long_prompt_seconds: float = 3.0
     unigram_max_utterances: int = 2000
     use_ema: bool = True
     asr: Optional[str] = None
-    speaker: Optional[str] = None
+    asr_options: Dict[str, Any] = field(default_factory=dict)
+    verifier: Optional[str] = None
+    verifier_options: Dict[str, Any] = field(default_factory=dict)
     compare_int8: bool = False
     seed: int = 0
     speech: SpeechEvalConfig = field(default_factory=SpeechEvalConfig)

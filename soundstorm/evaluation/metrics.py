@@ -2,10 +2,9 @@
 
 Token metrics compare generated codes with the reference per level. Audio metrics take decoded
 waveforms. Per-utterance WER / speaker similarity of the unprompted generation against its reference
-come from a user's callable (``transcribe(wav_N, sample_rate) -> str`` or ``embed(wav_N, sample_rate) ->
-[D] tensor``) named on the command line (``evaluation.asr=my_pkg.asr:transcribe``); :func:`load_callable`
-resolves such paths. The offline recognizer and verifier, and the speech table built on them, are in
-:mod:`.asr`, :mod:`.speaker` and :mod:`.speech_table`.
+take a recognizer and a verifier built the one way every plug-in is built (:func:`build_plugin`: a
+built-in name, or ``package.module:attr`` named on the command line; :mod:`.asr`, :mod:`.speaker`).
+The speech table built on the same plug-ins is :mod:`.speech_table`.
 
 Shape letters: see :mod:`soundstorm`.
 """
@@ -97,28 +96,30 @@ def error_rates(reference: str, hypothesis: str) -> dict:
 
 
 class WordErrorRate:
-    """WER (jiwer, on normalised text: :func:`error_rates`) of
-    ``transcribe(generated)`` against the utterance's text."""
+    """WER (jiwer, on normalised text: :func:`error_rates`) of a recognizer's transcript of the generated
+    audio against the utterance's text. ``recognizer``: anything with ``transcribe(wav_N, sample_rate)``."""
 
     name = "wer"
 
-    def __init__(self, transcribe: Callable[[torch.Tensor, int], str]):
+    def __init__(self, recognizer):
         import jiwer  # noqa: F401  (fail early when the 'eval' extra is missing)
 
-        self.transcribe = transcribe
+        self.recognizer = recognizer
 
     def __call__(self, generated_N: torch.Tensor, reference_N: torch.Tensor, sample_rate: int, text: str) -> float:
-        return error_rates(text, self.transcribe(generated_N, sample_rate))["wer"]
+        return error_rates(text, self.recognizer.transcribe(generated_N, sample_rate))["wer"]
 
 
 class SpeakerSimilarity:
-    """Cosine similarity of ``embed(generated)`` and ``embed(reference)``."""
+    """Cosine similarity of a verifier's embeddings of the generated and the reference audio.
+    ``verifier``: anything with ``embed(wav_N, sample_rate) -> [D]``."""
 
     name = "speaker_similarity"
 
-    def __init__(self, embed: Callable[[torch.Tensor, int], torch.Tensor]):
-        self.embed = embed
+    def __init__(self, verifier):
+        self.verifier = verifier
 
     def __call__(self, generated_N: torch.Tensor, reference_N: torch.Tensor, sample_rate: int, text: str) -> float:
-        a, b = self.embed(generated_N, sample_rate).flatten(), self.embed(reference_N, sample_rate).flatten()
+        a = self.verifier.embed(generated_N, sample_rate).flatten().float()
+        b = self.verifier.embed(reference_N, sample_rate).flatten().float()
         return float(torch.nn.functional.cosine_similarity(a, b, dim=0))

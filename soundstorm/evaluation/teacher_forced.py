@@ -15,23 +15,21 @@ from __future__ import annotations
 import torch
 
 from soundstorm._checks import frame_mask
-from soundstorm.masking import Corruption, masked_loss
+from soundstorm.masking import Corruption, mask_level_and_finer, masked_loss
 
 
 def fixed_corruption(codes_BQT: torch.Tensor, lengths_B: torch.Tensor, level: int, mask_ratio: float,
                      generator: torch.Generator, mask_id: int) -> Corruption:
-    """Mask ``level`` at ``mask_ratio`` of the real frames and every finer level at all real frames."""
-    batch_size, num_levels, num_frames = codes_BQT.shape
+    """Mask ``level`` at ``mask_ratio`` of the real frames and every finer level at all real frames (the
+    §3.2 masking step, :func:`soundstorm.masking.mask_level_and_finer`, with fixed draws and no prompt)."""
+    batch_size, _, num_frames = codes_BQT.shape
     device = codes_BQT.device
     valid_BT = frame_mask(lengths_B, batch_size, num_frames, device)
     bernoulli_BT = (torch.rand(batch_size, num_frames, generator=generator) < mask_ratio).to(device)
     # level and ratio as device data (made on the CPU, then moved), not constants of the graph:
     # on XLA one compiled graph then serves every level and ratio
     level_B = torch.full((batch_size,), level, dtype=torch.long).to(device)
-    levels_Q = torch.arange(num_levels, device=device)
-    loss_mask_BQT = (levels_Q[None, :] == level_B[:, None])[:, :, None] & (bernoulli_BT & valid_BT)[:, None, :]
-    masked_BQT = loss_mask_BQT | ((levels_Q[None, :] > level_B[:, None])[:, :, None] & valid_BT[:, None, :])
-    inputs_BQT = torch.where(masked_BQT, torch.full_like(codes_BQT, mask_id), codes_BQT)
+    inputs_BQT, loss_mask_BQT = mask_level_and_finer(codes_BQT, level_B, bernoulli_BT, valid_BT, mask_id)
     return Corruption(inputs_BQT, loss_mask_BQT, level_B, torch.zeros_like(level_B),
                       torch.full((batch_size,), float(mask_ratio)).to(device))
 

@@ -11,7 +11,10 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 
-from soundstorm.builders import DataConfig, resolved, strict
+from soundstorm.builders import load_data_root, resolved, strict
+from soundstorm.data import LengthBucketSampler
+from soundstorm.t2s.data import T2SDataset, make_t2s_batch_source
+from soundstorm.t2s.model import T2SConfig
 
 
 @dataclass
@@ -26,8 +29,6 @@ class T2SEvalSection:
 def build_t2s_config(cfg, manifest=None):
     """``T2SConfig`` from the ``t2s_model`` section; a null ``semantic_vocab_size`` comes from ``manifest``,
     and a given one must match it."""
-    from soundstorm.t2s.model import T2SConfig
-
     data = dict(resolved(cfg))
     data.pop("name", None)
     if manifest is not None:
@@ -43,33 +44,21 @@ def build_t2s_config(cfg, manifest=None):
 
 
 def build_t2s_datasets(cfg, model_config, prompt_probability: float, seed: int = 0):
-    """``(section, train T2SDataset, held-out T2SDataset or None)``; held out by sentence, as SoundStorm's
-    training splits (:mod:`soundstorm.data.split`)."""
-    from omegaconf import DictConfig, OmegaConf
-
-    from soundstorm.data import TokenManifest
-    from soundstorm.data.split import split_utterances
-    from soundstorm.t2s.data import T2SDataset
-
-    if isinstance(cfg, DictConfig) and OmegaConf.is_missing(cfg, "root") or not cfg.get("root"):
-        raise ValueError("data.root is not set; expected data.root=TOKEN_FOLDER (written by soundstorm-prepare)")
-    s = strict(DataConfig, cfg, "data")
-    manifest = TokenManifest.load(s.root)
-    train_ids, heldout_ids = split_utterances(manifest.utterances, s.heldout_fraction, s.split_seed)
+    """``(section, train T2SDataset, held-out T2SDataset or None)``; the token folder and its split by
+    sentence are SoundStorm's (:func:`soundstorm.builders.load_data_root`)."""
+    data = load_data_root(cfg)
+    s = data.section
     common = dict(frontend=model_config.frontend, seed=seed, prompt_probability=prompt_probability,
                   max_prompt_frames=model_config.max_prompt_frames, max_seconds=s.max_seconds,
-                  semantic_vocab_size=model_config.semantic_vocab_size)
-    train = T2SDataset(s.root, utt_ids=train_ids, aligned=model_config.aligned, **common)
-    heldout = T2SDataset(s.root, utt_ids=heldout_ids, aligned=model_config.aligned, emission=train.emission,
-                         **common) if heldout_ids else None
+                  semantic_vocab_size=model_config.semantic_vocab_size, manifest=data.manifest)
+    train = T2SDataset(s.root, utt_ids=data.train_ids, aligned=model_config.aligned, **common)
+    heldout = T2SDataset(s.root, utt_ids=data.heldout_ids, aligned=model_config.aligned, emission=train.emission,
+                         **common) if data.heldout_ids else None
     return s, train, heldout
 
 
 def build_t2s_batch_source(section, dataset, backend, seed: int, mask_id: int):
     """The trainer's ``batches(epoch, skip)`` over this rank's share of length-bucketed batches."""
-    from soundstorm.data import LengthBucketSampler
-    from soundstorm.t2s.data import make_t2s_batch_source
-
     info = backend.dist
     sampler = LengthBucketSampler(dataset, section.batch_size, seed=seed, num_replicas=info.world_size,
                                   rank=info.rank, drop_last=True, bucket_batches=section.bucket_batches)

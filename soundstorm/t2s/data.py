@@ -43,10 +43,10 @@ class T2SDataset(Dataset):
 
     def __init__(self, root, utt_ids: list[str] | None = None, frontend: str = "phonemes", seed: int = 0,
                  prompt_probability: float = 0.8, max_prompt_frames: int = 75, max_seconds: float | None = None,
-                 semantic_vocab_size: int | None = None, aligned: bool = True, emission=None):
+                 semantic_vocab_size: int | None = None, aligned: bool = True, emission=None, manifest=None):
         if not 0.0 <= prompt_probability <= 1.0:
             raise ValueError(f"prompt_probability must be in [0, 1], got {prompt_probability!r}")
-        self.tokens = TokenDataset(root, utt_ids=utt_ids)
+        self.tokens = TokenDataset(root, utt_ids=utt_ids, manifest=manifest)
         self.manifest = self.tokens.manifest
         vocab = int(self.manifest.semantic["vocab_size"])
         if semantic_vocab_size is not None and semantic_vocab_size != vocab:

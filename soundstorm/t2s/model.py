@@ -173,10 +173,6 @@ class TextToSemantic(nn.Module):
         duration_BL = F.softplus(self.duration_head(hidden_BLD).squeeze(-1))
         return duration_BL * ((segment_BL == TEXT) & valid_BL).to(duration_BL.dtype)
 
-    def log_num_frames(self, tokens_BL, segment_BL, progress_BL, context_B) -> torch.Tensor:
-        """Predicted ``log`` number of target frames ``[B]``: the log of the summed symbol durations."""
-        return _log_total(self.symbol_durations(tokens_BL, segment_BL, progress_BL, context_B))
-
     # ------------------------------------------------------------------ training
     def loss(self, tokens, segment, progress, lengths, context, target_frames, inputs, loss_mask, aligned=None,
              durations=None, has_durations=None):
