@@ -22,6 +22,7 @@ runtime state (is this a multirun? which job? which sweep folder?) that decides 
 from __future__ import annotations
 
 import importlib.util
+import os
 import sys
 from pathlib import Path
 
@@ -31,7 +32,7 @@ from hydra.experimental.callback import Callback
 from hydra.types import RunMode
 from omegaconf import OmegaConf
 
-from soundstorm.train.sweep_record import find_job_records, now, read_job_record, write_job_record
+from soundstorm.train.sweep_record import FILE_NAME, find_job_records, now, read_job_record, write_job_record
 from soundstorm.train.sweep_summary import write_summary
 
 EXTRA = "pip install 'soundstorm[sweep]'"
@@ -116,6 +117,10 @@ class SweepCallback(Callback):
         completed = job_return.status == JobStatus.COMPLETED
         value = job_return._return_value  # (the public property re-raises a failed job's exception)
         record = self._base(config, None)
+        try:  # keep the start time of this job's start record
+            record["started"] = read_job_record(Path(config.hydra.runtime.output_dir) / FILE_NAME).get("started")
+        except Exception:  # noqa: BLE001
+            pass
         try:
             record["out_dir"] = str(Path(str(config.out_dir)).resolve())
         except Exception:  # noqa: BLE001
@@ -144,8 +149,8 @@ class SweepCallback(Callback):
         job_id = OmegaConf.select(config, "hydra.job.id", default=None, throw_on_missing=False)
         return {"job": int(config.hydra.job.num), "overrides": [str(o) for o in config.hydra.overrides.task],
                 "out_dir": out_dir, "objective_name": OmegaConf.select(config, "sweep_objective", default=None),
-                "scheduler_job_id": None if job_id in (None, "???") else str(job_id), "objective": None,
-                "error": None}
+                "scheduler_job_id": None if job_id in (None, "???") else str(job_id), "pid": os.getpid(),
+                "objective": None, "error": None}
 
 
 # ---------------------------------------------------------------- optional plugins
