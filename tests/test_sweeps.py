@@ -125,7 +125,8 @@ def sweep(tmp_path):
         stopped_by="the time limit trainer.max_minutes=1", objective=3.5)
     (root / "11").mkdir()
     (root / "11" / "sweep_job.json").write_text('{"format": "soundstorm-sweep-job/v1", "job": 11, "status": "hacked"}')
-    (root / "optimization_results.yaml").write_text(f"best_value: !!python/object/apply:os.mkdir ['{tmp_path / 'pwned'}']\n")
+    tag = f"!!python/object/apply:os.mkdir ['{tmp_path / 'pwned'}']"  # what yaml.load (not safe_load) would run
+    (root / "optimization_results.yaml").write_text(f"best_value: {tag}\n")
     return root
 
 
@@ -147,7 +148,8 @@ def test_summary_rows_say_what_happened_to_every_job(sweep, tmp_path):
                             "numbers from step 2")
     assert "unreadable job record" in status[""] and "status='hacked' is not valid" in status[""]
     first = rows[0]
-    assert (first["optim.lr"], float(first["heldout_loss"]), float(first["accuracy_level2"])) == ("0.001", 4.123456, 0.25)
+    assert (first["optim.lr"], float(first["heldout_loss"]), float(first["accuracy_level2"])) == \
+        ("0.001", 4.123456, 0.25)
     assert first["step"] == "6" and first["out_dir"] == "0" and rows[1]["heldout_loss"] == ""
     assert "data.root" not in rows[0] and "Overrides of every job: `data.root=/t` `model=tiny`" in markdown
     assert "lowest 3.5, highest 4.12346" in markdown
@@ -250,7 +252,8 @@ def test_missing_plugin_names_the_extra(monkeypatch):
     assert "hydra/sweeper=optuna (through experiment=optuna_tiny) needs the Hydra plugin hydra-optuna-sweeper" in \
         hydra_sweep.missing_plugin(["experiment=optuna_tiny"])
     assert "experiment=sweep_slurm" in hydra_sweep.missing_plugin(["experiment=sweep_slurm"])
-    assert hydra_sweep.missing_plugin(["experiment=sweep_lr_size", "optim.lr=1e-3,2e-3", "hydra/launcher=basic"]) is None
+    assert hydra_sweep.missing_plugin(["experiment=sweep_lr_size", "optim.lr=1e-3,2e-3",
+                                       "hydra/launcher=basic"]) is None
 
 
 HIDE_PLUGINS = """
@@ -274,7 +277,8 @@ def test_without_the_extra_the_cli_says_which_to_install(tmp_path):
     for args in (["-m", "hydra/launcher=submitit_slurm"], ["experiment=optuna_tiny"]):
         result = run_python(["-c", HIDE_PLUGINS, "x", *args, "data.root=/nowhere"], cwd=tmp_path)
         assert result.returncode == 2, result.stderr[-2000:]
-        assert result.stderr.startswith("soundstorm-train: error: ") and "pip install 'soundstorm[sweep]'" in result.stderr
+        assert result.stderr.startswith("soundstorm-train: error: ")
+        assert "pip install 'soundstorm[sweep]'" in result.stderr
     hydra_only = run_python(["-c", HIDE_PLUGINS, "x", "hydra-only", "-m", "hydra/launcher=submitit_slurm",
                              "data.root=/nowhere"], cwd=tmp_path)
     assert hydra_only.returncode == 1 and "Could not find 'hydra/launcher/submitit_slurm'" in hydra_only.stderr
