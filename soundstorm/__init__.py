@@ -4,7 +4,12 @@ Where the paper lives:
   §3.1 model     → :mod:`soundstorm.model` (embeddings, heads) and :mod:`soundstorm.conformer`
   §3.2 training  → :mod:`soundstorm.masking`
   §3.3 decoding  → :mod:`soundstorm.sampler`
-  text → semantic (the dialogue's first stage) → :mod:`soundstorm.t2s`; the dialogue → :mod:`soundstorm.dialogue`
+
+Two wings. The core (the paper and what runs it: model, sampler, codecs, semantic tokenizers, data,
+training, evaluation, backends, benchmark) never imports the applications built on it:
+:mod:`soundstorm.t2s` (text → semantic, the dialogue's first stage), :mod:`soundstorm.dialogue` (the
+paper's showcase) and :mod:`soundstorm.synthesis` (offline speech corpora). ``tests/test_imports.py``
+holds the layers.
 
 Shape letters. A tensor's name ends with its axes, outermost first (``codes_BQT`` is ``[B, Q, T]``);
 every module's docstring points here. Counts are ``num_*``.
@@ -29,8 +34,6 @@ every module's docstring points here. Counts are ``num_*``.
 from soundstorm.masking import Corruption, corrupt
 from soundstorm.model import SoundStorm, SoundStormConfig
 from soundstorm.sampler import SamplerConfig, generate
-from soundstorm.t2s import T2SConfig, TextToSemantic
 
 __version__ = "0.1.0"
-__all__ = ["SoundStorm", "SoundStormConfig", "SamplerConfig", "generate", "corrupt", "Corruption", "T2SConfig",
-           "TextToSemantic", "__version__"]
+__all__ = ["SoundStorm", "SoundStormConfig", "SamplerConfig", "generate", "corrupt", "Corruption", "__version__"]

@@ -4,6 +4,12 @@ Every public entry point checks its tensors here, once, before any compiled or h
 runs, so that a bad input fails with a ``ValueError`` that names the argument, the value seen and
 what was expected (instead of an index error deep inside an embedding lookup).
 
+Shapes and dtypes are free to check. Values are not: reading a minimum back is a device sync on
+CUDA/XLA and a graph break under ``torch.compile``. :func:`values_readable` says where reading them
+costs neither (CPU tensors, eager); ``SoundStorm.forward`` checks values only there, and the entry
+points that feed it on an accelerator check them once up front (``generate``, ``SoundStorm.loss``,
+the token data loader).
+
 Shape letters: see :mod:`soundstorm`.
 """
 
@@ -27,6 +33,20 @@ def check_int_tensor(name: str, x: object, ndim: int, shape_hint: str) -> torch.
     return x
 
 
+def is_compiling() -> bool:
+    """Whether torch.compile (dynamo) is tracing the caller."""
+    compiler = getattr(torch, "compiler", None)
+    if compiler is not None and hasattr(compiler, "is_compiling"):
+        return bool(compiler.is_compiling())
+    return bool(torch._dynamo.is_compiling())
+
+
+def values_readable(*tensors) -> bool:
+    """True where reading tensor values back costs no device sync and no graph break: every tensor is
+    on the CPU and no compiler is tracing."""
+    return not is_compiling() and all(t.device.type == "cpu" for t in tensors if isinstance(t, torch.Tensor))
+
+
 def check_range(name: str, x: torch.Tensor, low: int, high: int) -> None:
     """Check ``low <= x < high`` elementwise. Runs once at entry (it reads values back to the host)."""
     if x.numel() == 0:
@@ -36,12 +56,13 @@ def check_range(name: str, x: torch.Tensor, low: int, high: int) -> None:
         raise ValueError(f"{name} holds ids in [{lo}, {hi}], expected every id in [{low}, {high - 1}]")
 
 
-def check_lengths(lengths: object, batch_size: int, num_frames: int, name: str = "lengths") -> torch.Tensor:
-    """Check per-example lengths ``[B]`` with ``1 <= length <= num_frames``."""
+def check_lengths(lengths: object, batch_size: int, num_frames: int, name: str = "lengths",
+                  values: bool = True) -> torch.Tensor:
+    """Check per-example lengths ``[B]`` with ``1 <= length <= num_frames`` (the values only with ``values``)."""
     lengths_B = check_int_tensor(name, lengths, 1, "[B]")
     if lengths_B.shape[0] != batch_size:
         raise ValueError(f"{name} has {lengths_B.shape[0]} entries, expected one per example (batch {batch_size})")
-    if lengths_B.numel():
+    if values and lengths_B.numel():
         lo, hi = int(lengths_B.min()), int(lengths_B.max())
         if lo < 1 or hi > num_frames:
             raise ValueError(f"{name} must lie in [1, {num_frames}] (the padded number of frames), got [{lo}, {hi}]")
@@ -73,13 +94,15 @@ def check_positive_ints(owner: str, config: object, names: tuple[str, ...]) -> N
             raise ValueError(f"{owner}.{name} must be a positive integer, got {value!r}")
 
 
-def check_level(level: object, num_levels: int, batch_size: int) -> None:
-    """``level`` of ``forward``: a Python int or an integer tensor (scalar or ``[B]``) in ``[0, Q)``."""
+def check_level(level: object, num_levels: int, batch_size: int, values: bool = True) -> None:
+    """``level`` of ``forward``: a Python int or an integer tensor (scalar or ``[B]``) in ``[0, Q)`` (a
+    tensor's values only with ``values``)."""
     if isinstance(level, torch.Tensor):
         if level.dtype not in _INTEGER_DTYPES or level.ndim > 1 or (level.ndim == 1 and level.shape[0] != batch_size):
             raise ValueError(f"level must be an int or an integer tensor of shape [] or [{batch_size}], got "
                              f"{level.dtype} {tuple(level.shape)}")
-        check_range("level", level, 0, num_levels)
+        if values:
+            check_range("level", level, 0, num_levels)
         return
     if isinstance(level, bool) or not isinstance(level, int) or not 0 <= level < num_levels:
         raise ValueError(f"level must be an int in [0, {num_levels - 1}] (0-based; num_levels={num_levels}), "

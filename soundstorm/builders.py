@@ -253,6 +253,7 @@ class DataConfig:
     split_seed: int = 0
     num_workers: int = 0
     bucket_batches: int = 50
+    audio_root: typing.Optional[str] = None  # where the speech table may read source audio (TokenManifest.audio_root)
 
 
 def build_datasets(cfg, model_config=None, seed: int = 0, static_shapes: bool = False):
@@ -268,7 +269,7 @@ def build_datasets(cfg, model_config=None, seed: int = 0, static_shapes: bool = 
     s = strict(DataConfig, cfg, "data")
     manifest = TokenManifest.load(s.root)
     train_ids, heldout_ids = split_utterances(manifest.utterances, s.heldout_fraction, s.split_seed)
-    common = dict(min_seconds=s.min_seconds, max_seconds=s.max_seconds, seed=seed,
+    common = dict(min_seconds=s.min_seconds, max_seconds=s.max_seconds, seed=seed, audio_root=s.audio_root,
                   frames_multiple=s.frames_multiple, model_config=model_config, frame_buckets=s.frame_buckets)
     train = TokenDataset(s.root, utt_ids=train_ids, **common)
     if static_shapes and s.frame_buckets is None and s.frames_multiple is None:

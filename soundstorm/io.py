@@ -6,22 +6,32 @@ manifests, the corpus, checkpoints, ``SoundStorm.save_pretrained`` and the CLIs 
 (safetensors only). Fitted codecs and semantic tokenizers are saved as small directories
 ``config.json`` + ``weights.safetensors`` (:func:`save_component` / :func:`load_component`), and
 identified by a sha256 of those two files (:func:`component_fingerprint`). Files follow the umask;
-a truncated file is a :class:`CorruptFileError`, not a hint about pickles.
-This module imports nothing from soundstorm, so any module may use it.
+a truncated file is a :class:`CorruptFileError`, not a hint about pickles. A safetensors header is
+read and checked (:func:`read_safetensors_header`: its length against the file and
+:mod:`soundstorm.limits`, every tensor's byte range against its shape) before any tensor is allocated.
+Audio and figures are written through the same temporary-name-and-rename path (:func:`atomic_write_wav`,
+:func:`atomic_save_figure`), so a link planted at an output name is replaced, never followed.
+This module imports only :mod:`soundstorm.limits` from soundstorm, so any module may use it.
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import hashlib
+import io
 import json
+import math
 import os
+import struct
 import tempfile
 from pathlib import Path
 
 import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
+
+from soundstorm import limits
 
 COMPONENT_CONFIG_NAME = "config.json"
 COMPONENT_WEIGHTS_NAME = "weights.safetensors"
@@ -46,15 +56,17 @@ def current_umask() -> int:
 
 
 @contextlib.contextmanager
-def atomic_file(path: Path):
+def atomic_file(path: Path, suffix: str = ".tmp"):
     """Yield a temporary path beside ``path``; on success fsync it and rename it over ``path``.
 
     A crash or an exception at any point leaves ``path`` as it was (old content or absent) and
     removes the temporary file, so a reader never sees a half-written file. The file gets the
-    permissions of a plain ``open()`` (0666 less the umask), not ``mkstemp``'s 0600.
+    permissions of a plain ``open()`` (0666 less the umask), not ``mkstemp``'s 0600. The temporary
+    name is new and unpredictable (``mkstemp``), so no link planted beside ``path`` is followed, and the
+    rename replaces a link at ``path`` itself. ``suffix``: for tools that pick a format by extension.
     """
     path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=suffix)
     os.close(fd)
     try:
         yield Path(tmp)
@@ -74,6 +86,81 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
         tmp.write_bytes(data)
 
 
+def atomic_write_wav(path: Path, wav_N: torch.Tensor, sample_rate: int) -> Path:
+    """Write a mono waveform ``[N]`` (clamped to [-1, 1]) as a 16-bit PCM WAV file, atomically."""
+    import soundfile as sf
+
+    path = Path(path)
+    with atomic_file(path) as tmp:
+        sf.write(str(tmp), wav_N.detach().float().cpu().clamp(-1, 1).numpy(), int(sample_rate), format="WAV")
+    return path
+
+
+def atomic_save_figure(fig, path: Path, dpi: int = 80) -> Path:
+    """``fig.savefig`` into memory, then written atomically as a PNG."""
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=dpi)
+    atomic_write_bytes(Path(path), buffer.getvalue())
+    return Path(path)
+
+
+# safetensors dtype name → bytes per element
+SAFETENSORS_ITEMSIZE = {"BOOL": 1, "U8": 1, "I8": 1, "F8_E5M2": 1, "F8_E4M3": 1, "I16": 2, "U16": 2, "F16": 2,
+                        "BF16": 2, "I32": 4, "U32": 4, "F32": 4, "I64": 8, "U64": 8, "F64": 8}
+
+
+def _refuse_pickle(path: Path, prefix: bytes) -> None:
+    """Name a pickle (``torch.save``'s zip, or a bare pickle) for what it is: soundstorm never unpickles."""
+    if prefix[:4] == b"PK\x03\x04" or (prefix[:1] == b"\x80" and prefix[1:2] in (b"\x02", b"\x03", b"\x04", b"\x05")):
+        raise ValueError(f"{path} is not a valid safetensors file but a pickle (torch.save); soundstorm never "
+                         "unpickles weights. Convert a trusted checkpoint with safetensors.torch.save_file first.")
+
+
+def read_safetensors_header(path: Path) -> dict[str, tuple[str, list[int], int, int]]:
+    """``{name: (dtype, shape, begin, end)}`` (absolute byte offsets) of a safetensors file, every entry
+    checked: the header length is within the file and :attr:`~soundstorm.limits.Limits.max_header_bytes`,
+    each tensor's bytes are ``prod(shape) × itemsize`` and lie inside the file. Nothing larger than the
+    header is read, so a file that claims terabytes costs nothing. A bad file → :class:`CorruptFileError`."""
+    path = Path(path)
+    size = path.stat().st_size
+    with open(path, "rb") as f:
+        prefix = f.read(8)
+        if len(prefix) < 8:
+            raise CorruptFileError(f"{path} is truncated or corrupt ({size} bytes; a safetensors file starts with "
+                                   "an 8-byte header length)")
+        (header_len,) = struct.unpack("<Q", prefix)
+        if header_len > size - 8:
+            _refuse_pickle(path, prefix)
+            raise CorruptFileError(f"{path} is truncated or corrupt: it claims a {header_len}-byte header but the "
+                                   f"file has {size} bytes")
+        limits.check_at_most(header_len, "max_header_bytes", f"{path}: safetensors header length")
+        try:
+            header = json.loads(f.read(header_len))
+        except (UnicodeDecodeError, json.JSONDecodeError) as err:
+            _refuse_pickle(path, prefix)
+            raise CorruptFileError(f"{path} is truncated or corrupt: its safetensors header is not valid JSON "
+                                   f"({err})") from err
+    if not isinstance(header, dict):
+        raise CorruptFileError(f"{path} is truncated or corrupt: its safetensors header is not a JSON object")
+    start, out = 8 + header_len, {}
+    for name, entry in header.items():
+        if name == "__metadata__":
+            continue
+        try:
+            dtype, shape, (begin, end) = entry["dtype"], list(entry["shape"]), entry["data_offsets"]
+            valid = (dtype in SAFETENSORS_ITEMSIZE and all(isinstance(n, int) and n >= 0 for n in shape)
+                     and isinstance(begin, int) and isinstance(end, int) and 0 <= begin <= end <= size - start
+                     and end - begin == math.prod(shape) * SAFETENSORS_ITEMSIZE[dtype])
+        except (KeyError, TypeError, ValueError):
+            valid = False
+        if not valid:
+            raise CorruptFileError(f"{path} is truncated or corrupt: tensor {name!r} has the header entry "
+                                   f"{str(entry)[:200]} (dtype, shape and byte range must agree and lie inside the "
+                                   f"{size}-byte file)")
+        out[name] = (dtype, shape, start + begin, start + end)
+    return out
+
+
 def save_state_dict(state_dict: dict[str, torch.Tensor], path: Path, metadata: dict | None = None) -> None:
     """Save tensors as safetensors atomically (contiguous CPU copies; shared storage is fine)."""
     tensors = {k: v.detach().to("cpu").contiguous().clone() for k, v in state_dict.items()}
@@ -86,15 +173,10 @@ def load_state_dict(path: Path, device="cpu") -> dict[str, torch.Tensor]:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"weights file not found: {path}")
+    read_safetensors_header(path)  # sizes checked (and pickles refused) before load_file allocates anything
     try:
         return load_file(str(path), device=str(device))
     except (SafetensorError, OSError, ValueError) as err:
-        with open(path, "rb") as f:
-            head = f.read(4)
-        if head[:2] == b"PK" or head[:1] == b"\x80":  # a zip (torch.save) or a bare pickle
-            raise ValueError(f"{path} is not a valid safetensors file but a pickle (torch.save); soundstorm never "
-                             "unpickles weights. Convert a trusted checkpoint with safetensors.torch.save_file "
-                             "first.") from err
         raise CorruptFileError(f"{path} is truncated or corrupt ({path.stat().st_size} bytes; safetensors says: "
                                f"{err}); copy it again, or use another checkpoint") from err
 
@@ -128,14 +210,50 @@ def save_model_dir(directory, fmt: str, config: dict, state_dict: dict[str, torc
     save_state_dict(state_dict, directory / weights_name, metadata={"format": fmt})
 
 
+def check_weights_fit(expected: dict[str, tuple], weights_path: Path, config_path: Path | None = None,
+                      config=None) -> None:
+    """Refuse a weights file whose tensors are not exactly ``expected`` (``{name: shape}``), reading only its
+    header. With ``config`` (a dataclass) the message names the fields whose values the mismatch involves."""
+    header = read_safetensors_header(weights_path)
+    missing, unexpected = sorted(set(expected) - set(header)), sorted(set(header) - set(expected))
+    wrong = [(k, list(expected[k]), header[k][1]) for k in expected if k in header and list(expected[k]) != header[k][1]]
+    if not (missing or unexpected or wrong):
+        return
+    where = f"{config_path} does not describe {weights_path}" if config_path else f"{weights_path} does not fit"
+    if wrong:
+        name, implied, found = wrong[0]
+        detail = (f"tensor {name!r} is {found} in the weights but the config implies {implied}"
+                  + (f" ({len(wrong) - 1} more differ)" if len(wrong) > 1 else ""))
+        suspects = [f"{f.name}={getattr(config, f.name)!r}" for f in dataclasses.fields(config)
+                    if isinstance(getattr(config, f.name), int) and getattr(config, f.name) in implied
+                    and getattr(config, f.name) not in found] if config is not None else []
+        if suspects:
+            detail += f"; check {', '.join(suspects)}"
+    else:
+        detail = f"missing tensors {missing[:5]}, unexpected tensors {unexpected[:5]}"
+    raise ValueError(f"{where}: {detail}; expected the config.json saved with these weights")
+
+
+def module_shapes(build, config) -> dict[str, tuple]:
+    """``{name: shape}`` of ``build(config)``'s state dict, built on the meta device (nothing allocated)."""
+    with torch.device("meta"):
+        module = build(config)
+    return {k: tuple(v.shape) for k, v in module.state_dict().items()}
+
+
 def read_model_dir(directory, fmt: str, config_cls, what: str, device="cpu", config_name: str = "config.json",
                    weights_name: str = "model.safetensors", ignore: tuple[str, ...] = (),
-                   older_formats: dict[str, dict] | None = None):
+                   older_formats: dict[str, dict] | None = None, build=None, count_fields: tuple[str, ...] = ()):
     """``(config, state_dict)`` of a directory written by :func:`save_model_dir`, refused unless its format
     is ``fmt``, its config names every field of the dataclass ``config_cls`` (none is guessed) and every
     weight is finite. ``ignore``: config keys that are records, not fields. ``what`` names the directory.
-    ``older_formats``: earlier formats still read, each with the values of the fields it predates."""
-    import dataclasses
+    ``older_formats``: earlier formats still read, each with the values of the fields it predates.
+
+    ``build`` (the model class): before any weight is read or any layer allocated, the config is checked
+    against the weights' header: each of ``count_fields`` (layer counts, which cost time even on the meta
+    device) may not exceed the number of tensors, and ``build(config)`` on the meta device must have
+    exactly the weights' tensor names and shapes. A config that would allocate terabytes is refused in
+    milliseconds."""
 
     directory = Path(directory)
     data = read_json(directory / config_name, what)  # a missing directory: FileNotFoundError naming the file
@@ -152,7 +270,21 @@ def read_model_dir(directory, fmt: str, config_cls, what: str, device="cpu", con
     if missing:
         raise ValueError(f"{directory / config_name} lacks {', '.join(missing)}; expected every {config_cls.__name__} "
                          f"field ({', '.join(fields)}), none is guessed")
-    config = config_cls.from_dict(data)
+    try:
+        config = config_cls.from_dict(data)
+    except (TypeError, ValueError) as err:
+        raise ValueError(f"{directory / config_name}: {err}") from err
+    if build is not None:
+        weights_path = directory / weights_name
+        if not weights_path.is_file():
+            raise FileNotFoundError(f"weights file not found: {weights_path}")
+        num_tensors = len(read_safetensors_header(weights_path))
+        for name in count_fields:
+            if getattr(config, name) > num_tensors:
+                raise ValueError(f"{directory / config_name}: {name}={getattr(config, name)!r} cannot describe "
+                                 f"{weights_path}, which holds {num_tensors} tensors; expected the config.json saved "
+                                 "with these weights")
+        check_weights_fit(module_shapes(build, config), weights_path, directory / config_name, config)
     state = load_state_dict(directory / weights_name, device=device)
     bad = nonfinite_tensors(state)
     if bad:

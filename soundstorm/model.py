@@ -22,9 +22,9 @@ import torch
 from torch import nn
 
 from soundstorm._checks import (check_int_tensor, check_lengths, check_level, check_positive_ints, check_range,
-                                dataclass_from_dict, frame_mask)
+                                dataclass_from_dict, frame_mask, values_readable)
 from soundstorm.conformer import Conformer
-from soundstorm.io import load_state_dict, load_weights, read_model_dir, save_model_dir
+from soundstorm.io import check_weights_fit, load_state_dict, load_weights, read_model_dir, save_model_dir
 from soundstorm.masking import corrupt, masked_loss
 from soundstorm.quantize import check_inference_dtype, is_quantized, quantize_int8
 
@@ -129,8 +129,11 @@ class SoundStorm(nn.Module):
         nn.init.normal_(self.acoustic_embed.weight, std=1.0)
 
     # ------------------------------------------------------------------ inputs
-    def check_inputs(self, codes, semantic, lengths=None):
-        """Validate ``codes [B, Q, T]``, ``semantic [B, S]`` and ``lengths [B]``; return them."""
+    def check_inputs(self, codes, semantic, lengths=None, values: bool | None = None):
+        """Validate ``codes [B, Q, T]``, ``semantic [B, S]`` and ``lengths [B]``; return them.
+
+        Shapes and dtypes always; the ids' and lengths' values when ``values`` (default: where reading
+        them back costs no device sync and no graph break, :func:`soundstorm._checks.values_readable`)."""
         cfg = self.config
         codes_BQT = check_int_tensor("codes", codes, 3, "[B, Q, T]")
         semantic_BS = check_int_tensor("semantic", semantic, 2, "[B, S]")
@@ -143,9 +146,12 @@ class SoundStorm(nn.Module):
         if semantic_BS.shape[1] * cfg.semantic_upsample != num_frames:
             raise ValueError(f"semantic length {semantic_BS.shape[1]} × semantic_upsample {cfg.semantic_upsample} "
                              f"= {semantic_BS.shape[1] * cfg.semantic_upsample} must equal the {num_frames} codec frames")
-        check_range("codes", codes_BQT, 0, cfg.codebook_size + 1)
-        check_range("semantic", semantic_BS, 0, cfg.semantic_vocab_size)
-        lengths_B = None if lengths is None else check_lengths(lengths, batch_size, num_frames)
+        if values is None:
+            values = values_readable(codes_BQT, semantic_BS, lengths)
+        if values:
+            check_range("codes", codes_BQT, 0, cfg.codebook_size + 1)
+            check_range("semantic", semantic_BS, 0, cfg.semantic_vocab_size)
+        lengths_B = None if lengths is None else check_lengths(lengths, batch_size, num_frames, values=values)
         return codes_BQT, semantic_BS, lengths_B
 
     def embed_semantic(self, semantic_BS: torch.Tensor) -> torch.Tensor:
@@ -186,14 +192,17 @@ class SoundStorm(nn.Module):
         lengths: optional ``[B]`` real frames per example; padding never influences real frames.
         level: None → all levels, ``[B, Q, T, V]``; an int or a ``[B]``/scalar long tensor → that
         level only, ``[B, T, V]`` (the sampler's path: one head computed).
-        validate: set False inside compiled loops once the inputs were checked.
+        validate: shapes and dtypes are checked, and the values where that is free (CPU tensors, eager):
+        ``forward`` never syncs with a device nor breaks a compiled graph. Set False to skip even that
+        inside loops whose inputs were checked once (the sampler).
         semantic_embedding: optional ``embed_semantic(semantic)`` ``[B, T, D]``, computed once by
         the sampler for all its passes.
         """
         if validate:
-            codes, semantic, lengths = self.check_inputs(codes, semantic, lengths)
+            values = values_readable(codes, semantic, lengths, level)
+            codes, semantic, lengths = self.check_inputs(codes, semantic, lengths, values)
             if level is not None:
-                check_level(level, self.config.num_levels, codes.shape[0])
+                check_level(level, self.config.num_levels, codes.shape[0], values)
         hidden_BTD = self.hidden(codes, semantic, lengths, semantic_embedding)
         if level is None:
             logits_BTQV = torch.einsum("btd,qdv->btqv", hidden_BTD, self.head_weight.to(hidden_BTD.dtype))
@@ -211,8 +220,8 @@ class SoundStorm(nn.Module):
         ``validate=False`` skips the input checks (they read values back to the host), for use
         inside a compiled training step once the data pipeline is trusted.
         """
-        if validate:
-            codes, semantic, lengths = self.check_inputs(codes, semantic, lengths)
+        if validate:  # the training entry point: values are read once here, whatever the device
+            codes, semantic, lengths = self.check_inputs(codes, semantic, lengths, values=True)
             check_range("codes (clean, no mask ids, in loss)", codes, 0, self.config.codebook_size)
         corruption = corrupt(codes, lengths, generator, mask_id=self.config.mask_id, validate=validate)
         return masked_loss(self, codes, semantic, lengths, corruption)
@@ -238,7 +247,8 @@ class SoundStorm(nn.Module):
         fp32 weights as they are loaded (:func:`soundstorm.quantize.quantize_int8`)."""
         _check_int8_device(dtype, map_location)
         config, state = read_model_dir(directory, FORMAT, SoundStormConfig, "pretrained directory", map_location,
-                                       CONFIG_NAME, WEIGHTS_NAME, ignore=("tokens",))  # tokens: what it was trained on
+                                       CONFIG_NAME, WEIGHTS_NAME, ignore=("tokens",),  # tokens: what it was trained on
+                                       build=cls, count_fields=("depth", "num_levels"))
         model = cls(config)
         load_weights(model, state, Path(directory) / WEIGHTS_NAME)
         model = model.to(map_location)
@@ -257,6 +267,8 @@ class SoundStorm(nn.Module):
         model = cls.from_pretrained(directory, map_location=map_location)
         ema_path = directory / EMA_WEIGHTS_NAME
         if use_ema and ema_path.is_file():
+            check_weights_fit({k: tuple(v.shape) for k, v in model.state_dict().items() if v.is_floating_point()},
+                              ema_path)
             model.load_state_dict({**model.state_dict(), **load_state_dict(ema_path, device=map_location)})
             return _in_dtype(model, dtype), True
         return _in_dtype(model, dtype), False

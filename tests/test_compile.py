@@ -47,3 +47,20 @@ def test_rotary_tables_under_compile_equal_the_cached_eager_tables():
     compiled_tables = torch.compile(lambda: rotary.tables(12, torch.device("cpu"), torch.float32), backend="eager")
     compiled_cos_TH, compiled_sin_TH = compiled_tables()
     assert torch.equal(eager_cos_TH, compiled_cos_TH) and torch.equal(eager_sin_TH, compiled_sin_TH)
+
+
+def test_forward_with_its_checks_is_one_graph_and_still_refuses_bad_ids_in_eager():
+    """The public forward (validate=True) reads no value back under a compiler: no graph break, no sync."""
+    model = tiny_model()
+    codes_BQT, semantic_BS = torch.randint(0, 32, (2, 4, 20)), torch.randint(0, 16, (2, 10))
+    with torch.no_grad():
+        whole = dynamo.explain(model)(codes_BQT, semantic_BS)
+        one_level = dynamo.explain(model)(codes_BQT, semantic_BS, torch.tensor([20, 14]), level=torch.tensor(2))
+    assert (whole.graph_count, whole.graph_break_count) == (1, 0), whole.break_reasons
+    assert (one_level.graph_count, one_level.graph_break_count) == (1, 0), one_level.break_reasons
+    import pytest
+
+    with pytest.raises(ValueError, match=r"codes holds ids in \[99, 99\]"):  # eager CPU: values are free to read
+        model(torch.full((2, 4, 20), 99), semantic_BS)
+    with pytest.raises(ValueError, match="lengths must lie in"):
+        model(codes_BQT, semantic_BS, torch.tensor([21, 3]))

@@ -15,7 +15,7 @@ import torch
 from _cli import run_cli, start_python
 from conftest import single_thread, PREPARE_SMALL
 from soundstorm.codecs import MelRVQCodec, MelRVQConfig, load_codec
-from soundstorm.corpus import synth_corpus
+from soundstorm.synthesis.corpus import synth_corpus
 from soundstorm.data import TokenManifest
 from soundstorm.data.prepare import PrepareOptions, prepare
 from soundstorm.data.shards import read_shard
@@ -164,7 +164,8 @@ def test_prepare_fits_untrained_encodec_and_reuses_it(espeak_corpus, tmp_path, c
     subset = tmp_path / "subset.jsonl"  # the 3 longest utterances: > 1024 frames at 75/s to fit 1024 codes
     subset.write_text("\n".join(line.replace('"wavs/', f'"{espeak_corpus.parent}/wavs/') for line in lines) + "\n")
     out = tmp_path / "tokens"
-    options = PrepareOptions(input=str(subset), output=str(out), progress=False)
+    # the JSONL names audio outside its own folder: allowed because the user names that folder
+    options = PrepareOptions(input=str(subset), output=str(out), progress=False, audio_root=str(espeak_corpus.parent))
     tokenizer = MFCCKMeans(MFCCKMeansConfig(vocab_size=16))
     codec = EncodecCodec(bandwidth=1.5, pretrained=False)
     manifest = prepare(options, codec, tokenizer)

@@ -10,10 +10,10 @@ import pytest
 import soundfile as sf
 
 from _cli import run_cli
-from soundstorm.corpus import plan_utterances, synth_corpus
+from soundstorm.synthesis.corpus import plan_utterances, synth_corpus
 from soundstorm.data import TokenManifest
 from soundstorm.data.split import split_utterances
-from soundstorm.festival import DIPHONE_SPEAKERS, MIXED_SPEAKERS, SPEAKERS, resolve_speakers, resolve_timing
+from soundstorm.synthesis.festival import DIPHONE_SPEAKERS, MIXED_SPEAKERS, SPEAKERS, resolve_speakers, resolve_timing
 
 slow = pytest.mark.slow  # the tests that synthesise and prepare run CLIs in child processes
 
@@ -69,7 +69,7 @@ def test_speaker_variants_are_synthesised_identically_every_time(tmp_path):
     """sox's speed/pitch effects without dither: the same job gives the same bytes (a corpus is reproducible)."""
     if shutil.which("festival") is None or shutil.which("sox") is None:
         pytest.skip("festival and sox are needed (apt-get install festival festvox-kallpc16k sox)")
-    from soundstorm.festival import synthesize_batch
+    from soundstorm.synthesis.festival import synthesize_batch
 
     outputs = []
     for attempt in ("a", "b"):
@@ -86,7 +86,7 @@ def test_shared_timing_gives_diphone_speakers_the_hts_voice_phone_durations(tmp_
     own timing names the voice family to a content tokenizer); without it they differ."""
     if shutil.which("festival") is None or shutil.which("sox") is None:
         pytest.skip("festival and sox are needed (apt-get install festival festvox-kallpc16k festvox-us-slt-hts sox)")
-    from soundstorm.festival import synthesize_batch
+    from soundstorm.synthesis.festival import synthesize_batch
 
     text = "The engineer checked every bolt on the bridge before it opened."
     speakers = ("slt", "kal", "kal_bright")
@@ -121,7 +121,7 @@ def test_shared_timing_falls_back_to_own_durations_with_a_warning(tmp_path, monk
     its own durations, the labels still fit the audio, and a warning names the utterance."""
     if shutil.which("festival") is None or shutil.which("sox") is None:
         pytest.skip("festival and sox are needed (apt-get install festival festvox-kallpc16k festvox-us-slt-hts sox)")
-    import soundstorm.festival as festival
+    import soundstorm.synthesis.festival as festival
 
     timing_script = festival._timing_script  # time another (shorter) text: a different phone sequence
     monkeypatch.setattr(festival, "_timing_script",

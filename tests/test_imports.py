@@ -1,4 +1,9 @@
-"""Every soundstorm module imports, and the module import graph has no cycle (lazy imports included)."""
+"""Every soundstorm module imports; the import graph has no cycle and its arrows point one way.
+
+Layers, lowest first (lazy, function-level imports count too). A module may import its own layer
+and the layers below it, never one above: the paper's core never reaches into the applications,
+and nothing but the command line reads the command line's modules.
+"""
 
 import ast
 import importlib
@@ -68,6 +73,60 @@ def test_import_graph_has_no_cycle():
     graph = {name: _imports(name, path, set(modules)) for name, path in modules.items()}
     assert graph["soundstorm.model"], "the walker found no imports in model.py"
     assert _find_cycle(graph) is None, f"import cycle: {' -> '.join(_find_cycle(graph))}"
+
+
+# name prefix → layer; the longest matching prefix decides (so "soundstorm.io" is not "soundstorm.i...")
+LAYERS = {
+    # 0 foundation: files, limits, names, checks, the Conformer and its attention, int8
+    "soundstorm._checks": 0, "soundstorm.io": 0, "soundstorm.paths": 0, "soundstorm.limits": 0,
+    "soundstorm._kmeans": 0, "soundstorm.dsp": 0, "soundstorm.attention": 0, "soundstorm.conformer": 0,
+    "soundstorm.quantize": 0,
+    # 1 the paper's pieces: model (§3.1), masking (§3.2), sampler (§3.3), codecs, semantic tokens, data
+    "soundstorm.model": 1, "soundstorm.masking": 1, "soundstorm.sampler": 1, "soundstorm.longform": 1,
+    "soundstorm.codecs": 1, "soundstorm.semantic": 1, "soundstorm.data": 1, "soundstorm.assets": 1,
+    # 2 what runs them: training, evaluation, backends, the benchmark
+    "soundstorm.train": 2, "soundstorm.evaluation": 2, "soundstorm.backends": 2, "soundstorm.bench": 2,
+    # 3 configs → objects (the only reader of Hydra/OmegaConf below the applications)
+    "soundstorm.builders": 3,
+    "soundstorm.hydra_sweep": 3,  # Hydra's multirun state: resolvers builders registers, the sweep callback
+    # 4 the applications built on the core
+    "soundstorm.t2s": 4, "soundstorm.dialogue": 4, "soundstorm.synthesis": 4,
+    # 5 the command line
+    "soundstorm.cli": 5,
+}
+
+
+def layer_of(module: str) -> int | None:
+    matches = [prefix for prefix in LAYERS if module == prefix or module.startswith(prefix + ".")]
+    return LAYERS[max(matches, key=len)] if matches else None
+
+
+def upward_imports(graph: dict[str, set[str]]) -> list[str]:
+    """``"a -> b"`` for every import of a module from a higher layer than the importer's."""
+    found = []
+    for name, targets in sorted(graph.items()):
+        for target in sorted(targets):
+            low, high = layer_of(name), layer_of(target)
+            if low is not None and high is not None and high > low:
+                found.append(f"{name} (layer {low}) -> {target} (layer {high})")
+    return found
+
+
+def test_every_module_has_a_layer():
+    unplaced = [name for name in _modules() if name != "soundstorm" and layer_of(name) is None]
+    assert not unplaced, f"modules without a layer in LAYERS: {unplaced}"
+
+
+def test_imports_point_down_the_layers():
+    modules = _modules()
+    graph = {name: _imports(name, path, set(modules)) for name, path in modules.items()}
+    assert not upward_imports(graph), "upward imports:\n" + "\n".join(upward_imports(graph))
+
+
+def test_layer_check_sees_an_upward_import():
+    graph = {"soundstorm.evaluation.speech_table": {"soundstorm.t2s.generate", "soundstorm.sampler"},
+             "soundstorm.model": {"soundstorm.conformer"}}
+    assert upward_imports(graph) == ["soundstorm.evaluation.speech_table (layer 2) -> soundstorm.t2s.generate (layer 4)"]
 
 
 def test_cycle_finder_sees_a_cycle():

@@ -218,10 +218,9 @@ def test_prompted_rows_prepend_another_utterance_and_score_the_continuation(tmp_
     assert cross_row["sim_prompt_speaker"] != cross_row["sim_source_speaker"]
 
 
-def test_text_to_semantic_row_speaks_the_text_with_the_prompted_rows_voice(tmp_path, monkeypatch):
+def test_text_to_semantic_row_speaks_the_text_with_the_prompted_rows_voice(tmp_path):
     """With a first stage, the table gains ``text_to_semantic``: the target's *text* → semantic tokens
     (prompted with the ``prompted`` row's semantic prompt) → SoundStorm continuing the same acoustic prompt."""
-    import soundstorm.t2s
     from soundstorm.evaluation.speech_plan import SpeechItem
     from soundstorm.evaluation.speech_table import T2S_ROW, SpeechTable
 
@@ -233,20 +232,20 @@ def test_text_to_semantic_row_speaks_the_text_with_the_prompted_rows_voice(tmp_p
                       "path": str(tmp_path / f"{name}.wav")}
     seen = []
 
-    def fake_generate_semantic(model, texts, prompts, generator=None):
-        seen.append((model, list(texts), [p.clone() for p in prompts]))
-        return [torch.full((12,), 42)]
+    def semantic_from_text(text, prompt_semantic_P, seed):
+        seen.append((text, prompt_semantic_P.clone(), seed))
+        return torch.full((12,), 42)
 
-    monkeypatch.setattr(soundstorm.t2s, "generate_semantic", fake_generate_semantic)
     recognizer = type("R", (), {"transcribe": lambda self, wav, sr: "the text of t"})()
     verifier = type("V", (), {"embed": lambda self, wav, sr: torch.stack([wav.abs().mean(), wav.std() + 0.1])})()
-    evaluator, first_stage = _FakeEvaluator(), object()
-    table = SpeechTable(evaluator, recognizer, verifier, utts.__getitem__, prompt_seconds=3.0, t2s=first_stage)
+    evaluator = _FakeEvaluator()
+    table = SpeechTable(evaluator, recognizer, verifier, utts.__getitem__, prompt_seconds=3.0,
+                        semantic_from_text=semantic_from_text)
     item = SpeechItem(target="t", speaker="A", prompt="p", reference="r", other_speaker="B", cross_prompt="x",
                       cross_reference="xr")
-    result = table.item(item, 0)
-    [(model, texts, prompts)] = seen
-    assert model is first_stage and texts == ["the text of t"] and torch.equal(prompts[0], utts["p"]["semantic"][:75])
+    result = table.item(item, 4)
+    [(text, prompt, seed)] = seen
+    assert text == "the text of t" and torch.equal(prompt, utts["p"]["semantic"][:75]) and seed == 4
     semantic_S, prompt_QT = evaluator.calls[-1]
     assert torch.equal(semantic_S, torch.cat([utts["p"]["semantic"][:75], torch.full((12,), 42)]))
     assert torch.equal(prompt_QT, utts["p"]["codes"][:, :150])
@@ -260,19 +259,22 @@ def test_text_to_semantic_row_speaks_the_text_with_the_prompted_rows_voice(tmp_p
 
 def test_text_to_semantic_checkpoint_errors_name_the_field(tmp_path):
     from soundstorm import SoundStorm, SoundStormConfig
-    from soundstorm.evaluation.speech_table import load_t2s
     from soundstorm.t2s import T2SConfig, TextToSemantic
+    from soundstorm.t2s.speech_row import load_semantic_from_text
 
     model = SoundStorm(SoundStormConfig.tiny())
-    assert load_t2s(None, model) is None
+    assert load_semantic_from_text(None, model) is None
     with pytest.raises(FileNotFoundError, match="evaluation.speech.t2s_checkpoint="):
-        load_t2s(tmp_path / "missing", model)
+        load_semantic_from_text(tmp_path / "missing", model)
     t2s_dir = tmp_path / "t2s"
     TextToSemantic(T2SConfig.tiny(semantic_vocab_size=model.config.semantic_vocab_size + 1)).save_pretrained(t2s_dir)
     with pytest.raises(ValueError, match="evaluation.speech.t2s_checkpoint=.* not trained on the same tokenizer"):
-        load_t2s(t2s_dir, model)
+        load_semantic_from_text(t2s_dir, model)
     TextToSemantic(T2SConfig.tiny(semantic_vocab_size=model.config.semantic_vocab_size)).save_pretrained(t2s_dir)
-    assert load_t2s(t2s_dir, model).config.semantic_vocab_size == model.config.semantic_vocab_size
+    semantic_from_text = load_semantic_from_text(t2s_dir, model)
+    ids_S = semantic_from_text("Hello there.", torch.zeros(4, dtype=torch.long), 0)
+    assert ids_S.ndim == 1 and 0 <= int(ids_S.min()) and int(ids_S.max()) < model.config.semantic_vocab_size
+    assert torch.equal(ids_S, semantic_from_text("Hello there.", torch.zeros(4, dtype=torch.long), 0))
 
 
 class _LevelsEvaluator(_FakeEvaluator):

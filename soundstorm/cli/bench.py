@@ -20,6 +20,7 @@ import hydra
 from omegaconf import DictConfig
 
 from soundstorm import builders
+from soundstorm.io import atomic_write_bytes
 from soundstorm.bench import format_table, run_bench
 
 
@@ -35,7 +36,7 @@ def main(cfg: DictConfig) -> None:
     if bench_cfg.output_json:
         path = Path(bench_cfg.output_json)
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(result, indent=2, default=str))
+        atomic_write_bytes(path, json.dumps(result, indent=2, default=str).encode())
         print(f"wrote {path.resolve()}")
 
 

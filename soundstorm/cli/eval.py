@@ -34,6 +34,7 @@ from soundstorm.evaluation.speech_table import evaluate_speech
 from soundstorm.evaluation.teacher_forced import heldout_batches, summarize, teacher_forced_sums
 from soundstorm.io import atomic_write_bytes, check_output_dir
 from soundstorm.model import SoundStorm
+from soundstorm.t2s.speech_row import load_semantic_from_text
 
 
 def evaluate(cfg: DictConfig, backend) -> dict:
@@ -73,8 +74,9 @@ def evaluate(cfg: DictConfig, backend) -> dict:
     out_dir = Path(cfg.out_dir)
     speech = {}
     if evaluation.speech.enabled:  # first: a corpus without speakers or transcripts fails before anything else
+        semantic_from_text = load_semantic_from_text(evaluation.speech.t2s_checkpoint, model)
         speech["speech"] = evaluate_speech(evaluation.speech, evaluator, heldout, train_set, out_dir,
-                                           evaluation.num_examples)
+                                           evaluation.num_examples, semantic_from_text)
     metrics = evaluator.run(utterances, out_dir)
     if evaluation.long_seconds > 0:
         metrics.update(evaluator.long_form(utterances, out_dir))

@@ -21,7 +21,6 @@ from pathlib import Path
 
 import hydra
 import numpy as np
-import soundfile as sf
 import torch
 from omegaconf import DictConfig, OmegaConf
 
@@ -32,7 +31,7 @@ from soundstorm.data.audio import BadAudio, read_audio, resample
 from soundstorm.evaluation.generation import frames_for
 from soundstorm.longform import generate_windowed
 from soundstorm.sampler import codebooks_for
-from soundstorm.io import atomic_file, check_output_dir
+from soundstorm.io import atomic_file, atomic_write_wav, check_output_dir
 from soundstorm.model import SoundStorm
 
 AUDIO_SUFFIXES = (".wav", ".flac", ".ogg", ".mp3")
@@ -144,9 +143,7 @@ def run(cfg: DictConfig, backend) -> list[Path]:
                                      mark_step=backend.mark_step, codebooks=codebooks_for(sampler, codec))[:, skip:]
         with atomic_file(Path(f"{base}.codes.npy")) as tmp, open(tmp, "wb") as f:
             np.save(f, codes_QT.numpy().astype(np.int64))
-        with atomic_file(Path(f"{base}.wav")) as tmp:
-            sf.write(str(tmp), codec.decode(codes_QT[None])[0].float().clamp(-1, 1).numpy(), codec.sample_rate,
-                     format="WAV")
+        atomic_write_wav(Path(f"{base}.wav"), codec.decode(codes_QT[None])[0], codec.sample_rate)
         written.append(Path(f"{base}.wav"))
         print(f"{path} -> {written[-1]} ({codes_QT.shape[1] / codec.frame_rate:.2f} s, codes {tuple(codes_QT.shape)})")
     return written

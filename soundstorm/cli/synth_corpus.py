@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from soundstorm.corpus import ENGINES, synth_corpus
+from soundstorm.synthesis.corpus import ENGINES, synth_corpus
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -27,7 +27,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--speakers", default="diphone",
                         help="festival: 'diphone' (default: variants of two diphone voices; tokens do not tell them "
                              "apart), 'mixed' (four diphone, two slt HTS variants; read better; use with --timing slt) or "
-                             "comma-separated names (soundstorm.festival.SPEAKERS)")
+                             "comma-separated names (soundstorm.synthesis.festival.SPEAKERS)")
     parser.add_argument("--timing", default="own",
                         help="festival: 'own' (default: each voice its own phone durations) or 'slt' (the diphone "
                              "speakers take the slt HTS voice's durations and unreduced vowels, so phone timing does "

@@ -27,6 +27,7 @@ import torch
 import torch.nn.functional as F
 import torchaudio
 
+from soundstorm import limits
 from soundstorm._checks import check_positive_ints
 from soundstorm.io import load_component, save_component
 from soundstorm._kmeans import fit_residual, residual_decode, residual_encode
@@ -56,6 +57,10 @@ class MelRVQConfig:
     def __post_init__(self):
         check_positive_ints("MelRVQConfig", self, ("sample_rate", "num_levels", "codebook_size", "n_fft", "n_mels",
                                                    "griffin_lim_iters", "fit_iters", "fit_max_frames"))
+        for name, limit in (("sample_rate", "max_sample_rate"), ("n_fft", "max_n_fft"), ("n_mels", "max_n_mels"),
+                            ("griffin_lim_iters", "max_griffin_lim_iters"), ("num_levels", "max_num_levels"),
+                            ("codebook_size", "max_codebook_size")):
+            limits.check_at_most(getattr(self, name), limit, f"MelRVQConfig.{name}")
         weights = list(self.decode_smoothing) if isinstance(self.decode_smoothing, (list, tuple)) else None
         if (not weights or len(weights) % 2 == 0 or any(not isinstance(w, (int, float)) or not math.isfinite(w)
                                                         or w < 0 for w in weights) or sum(weights) <= 0):
@@ -193,4 +198,8 @@ class MelRVQCodec:
             raise ValueError(f"{directory}: weights have no 'codebooks' tensor, got {sorted(tensors)}")
         settings = dict(config["config"])
         settings.setdefault("decode_smoothing", [1.0])  # saved before the setting existed: decode as it did then
-        return cls(MelRVQConfig(**settings), tensors["codebooks"])
+        try:
+            melrvq_config = MelRVQConfig(**settings)
+        except (TypeError, ValueError) as err:  # an unknown key, a bad value or one above soundstorm.limits
+            raise ValueError(f"{directory}/config.json: {err}") from err
+        return cls(melrvq_config, tensors["codebooks"])

@@ -49,9 +49,11 @@ def resample(wav_N: torch.Tensor, from_rate: int, to_rate: int) -> torch.Tensor:
 
 
 def list_folder(folder: Path) -> list[dict]:
-    """Audio files under ``folder`` (recursively, sorted). Ids are relative paths without suffix, with
-    ``__`` for ``/``; files that would share an id (``a.wav``, ``a.flac``) keep their suffix."""
-    paths = sorted(p for p in folder.rglob("*") if p.suffix.lower() in AUDIO_SUFFIXES and p.is_file())
+    """Audio files under ``folder`` (recursively, sorted; hidden files and folders, such as the temporary
+    files of an interrupted synthesis, are left out). Ids are relative paths without suffix, with ``__``
+    for ``/``; files that would share an id (``a.wav``, ``a.flac``) keep their suffix."""
+    paths = sorted(p for p in folder.rglob("*") if p.suffix.lower() in AUDIO_SUFFIXES and p.is_file()
+                   and not any(part.startswith(".") for part in p.relative_to(folder).parts))
     stems = ["__".join(p.relative_to(folder).with_suffix("").parts) for p in paths]
     return [{"utt_id": stem if stems.count(stem) == 1 else "__".join(path.relative_to(folder).parts),
              "path": str(path), "text": ""} for stem, path in zip(stems, paths)]

@@ -9,7 +9,9 @@ shapes for XLA; see :mod:`soundstorm.data.buckets`); :meth:`TokenDataset.frame_s
 
 An item reads only its own tensors (:class:`~soundstorm.data.reader.ShardReader`: a byte-range
 read per tensor, at the offsets the manifest records), never a whole shard, so random access over
-a LibriLight-size corpus reads about the item's size per item.
+a LibriLight-size corpus reads about the item's size per item. A shard is opened only if it lies in
+the token folder (a link that leads elsewhere is refused, :func:`soundstorm.paths.inside`), and source
+audio only through :meth:`TokenDataset.audio_path` (:meth:`TokenManifest.audio_path`'s rule).
 
 The epoch lives on the dataset (``set_epoch``); with ``DataLoader(persistent_workers=True)`` the
 workers keep their own copy, so use non-persistent workers (the default) to see new epochs.
@@ -30,6 +32,7 @@ from soundstorm.data.buckets import check_frame_buckets, padded_length, possible
 from soundstorm.data.manifest import TokenManifest
 from soundstorm.data.reader import ShardReader
 from soundstorm.data.shards import shard_path
+from soundstorm.paths import inside
 
 
 class TokenDataset(Dataset):
@@ -37,8 +40,9 @@ class TokenDataset(Dataset):
 
     def __init__(self, root, min_seconds: float = 0.0, max_seconds: float = 30.0, seed: int = 0,
                  frames_multiple: int | None = None, utt_ids: list[str] | None = None, model_config=None,
-                 cache_shards: int = 4, frame_buckets: list[int] | None = None):
+                 cache_shards: int = 4, frame_buckets: list[int] | None = None, audio_root=None):
         self.root = Path(root)
+        self.audio_root = audio_root  # data.audio_root: where source audio may be read (None: the manifest's rule)
         self.manifest = TokenManifest.load(self.root)
         if model_config is not None:
             self.manifest.check_compatible(model_config)
@@ -61,6 +65,7 @@ class TokenDataset(Dataset):
                 raise ValueError(f"utt_ids not in {self.root / 'manifest.json'}: {unknown[:5]}")
             self.utterances = [by_id[u] for u in utt_ids]
         self._reader = ShardReader(max_npz=cache_shards)
+        self._shard_paths: dict[str, Path] = {}
 
     def __len__(self) -> int:
         return len(self.utterances)
@@ -91,8 +96,20 @@ class TokenDataset(Dataset):
         shortest, _, longest = self.frame_range()
         return possible_frame_shapes(shortest, longest, self.frames_multiple, self.frame_buckets)
 
+    def _shard(self, name: str) -> Path:
+        """The shard file ``name`` (a plain name, checked by the manifest) if it lies in the token folder."""
+        if name not in self._shard_paths:
+            path = shard_path(self.root, name, self.manifest.shard_format)
+            inside(self.root, path, f"{self.root / 'manifest.json'}: shard {name!r}", "the token folder")
+            self._shard_paths[name] = path
+        return self._shard_paths[name]
+
+    def audio_path(self, utt: dict) -> Path:
+        """The source audio of ``utt`` (one of this dataset's utterance records or items), checked."""
+        return self.manifest.audio_path(utt, self.audio_root)
+
     def _tensors(self, utt: dict) -> tuple[torch.Tensor, torch.Tensor]:
-        path = shard_path(self.root, utt["shard"], self.manifest.shard_format)
+        path = self._shard(utt["shard"])
         j, ranges = utt["index"], utt.get("tensors", {})
         codes_QT = self._reader.read(path, f"codes.{j}", (self.manifest.num_levels, utt["num_frames"]),
                                      ranges.get("codes"))
@@ -102,6 +119,13 @@ class TokenDataset(Dataset):
             raise ValueError(f"{path}: utterance {utt['utt_id']!r} holds codes {tuple(codes_QT.shape)} and semantic "
                              f"{tuple(semantic_S.shape)}, the manifest says [{self.manifest.num_levels}, "
                              f"{utt['num_frames']}] and [{utt['num_semantic_frames']}]")
+        # the data loader is where ids are checked once (the model's forward reads no values on a device)
+        for name, ids, size in (("codes", codes_QT, int(self.manifest.codec["codebook_size"])),
+                                ("semantic", semantic_S, int(self.manifest.semantic["vocab_size"]))):
+            if ids.numel() and (int(ids.min()) < 0 or int(ids.max()) >= size):
+                raise ValueError(f"{path}: utterance {utt['utt_id']!r} holds {name} ids in [{int(ids.min())}, "
+                                 f"{int(ids.max())}], but the manifest's vocabulary has {size}; a shard that does not "
+                                 "belong to this manifest?")
         return codes_QT, semantic_S
 
     def __getitem__(self, index: int) -> dict:

@@ -8,6 +8,12 @@ Source paths are written relative to the token folder (``../corpus/wavs/x.wav``)
 it by :meth:`TokenManifest.load`, so a corpus and its token folder can be moved or copied together;
 absolute paths (token folders written before, or audio on another drive) are kept as they are.
 :meth:`TokenManifest.check_compatible` compares it with a ``SoundStormConfig`` before training.
+
+A manifest is data from whoever shared the folder. :meth:`TokenManifest.load` refuses utterance ids and
+shard names that are not plain file names (:func:`soundstorm.paths.check_name`), utterances longer than
+:attr:`~soundstorm.limits.Limits.max_utterance_seconds` and byte ranges that are not numbers. Audio is
+read only from the folder :meth:`TokenManifest.audio_root` allows (see there), through
+:meth:`TokenManifest.audio_path`.
 """
 
 from __future__ import annotations
@@ -18,7 +24,9 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from soundstorm import limits
 from soundstorm.io import atomic_write_bytes
+from soundstorm.paths import check_name, inside, is_under
 from soundstorm.semantic.base import upsample_ratio
 
 MANIFEST_NAME = "manifest.json"
@@ -39,6 +47,7 @@ class TokenManifest:
     skipped: list[dict] = field(default_factory=list)
     source: str = ""
     fingerprints: dict = field(default_factory=dict)  # sha256 of codec/ and semantic/ (soundstorm.assets)
+    audio_folder: str = ""  # where prepare read the source audio, relative to the token folder ("": unknown)
     format: str = FORMAT
 
     def __post_init__(self):
@@ -63,6 +72,23 @@ class TokenManifest:
             if utt["num_frames"] != utt["num_semantic_frames"] * self.semantic_upsample:
                 raise ValueError(f"manifest utterance {utt['utt_id']!r}: num_frames={utt['num_frames']} != "
                                  f"num_semantic_frames={utt['num_semantic_frames']} × {self.semantic_upsample}")
+            self._check_utterance(utt)
+
+    def _check_utterance(self, utt: dict) -> None:
+        """Names that become paths, and sizes that become allocations, checked before either is used."""
+        where = f"manifest utterance {str(utt.get('utt_id'))[:80]!r}"
+        check_name(utt["utt_id"], f"{where}: utt_id")
+        check_name(utt["shard"], f"{where}: shard")
+        for key in ("num_frames", "num_semantic_frames", "index"):
+            if isinstance(utt[key], bool) or not isinstance(utt[key], int) or utt[key] < 0:
+                raise ValueError(f"{where}: {key}={utt[key]!r}, expected a non-negative integer")
+        limits.check_at_most(utt["num_frames"] / self.frame_rate, "max_utterance_seconds",
+                             f"{where}: num_frames / frame rate (seconds)")
+        for kind, entry in (utt.get("tensors") or {}).items():
+            if not (isinstance(entry, list) and len(entry) == 3 and all(isinstance(v, int) and not isinstance(v, bool)
+                                                                        and v >= 0 for v in entry[:2])
+                    and isinstance(entry[2], str)):
+                raise ValueError(f"{where}: tensors.{kind}={str(entry)[:80]}, expected [begin, end, dtype]")
 
     @property
     def num_levels(self) -> int:
@@ -115,10 +141,53 @@ class TokenManifest:
         if unknown:
             raise ValueError(f"{path} has unknown fields {unknown}")
         for utt in data.get("utterances", []):
-            if isinstance(utt, dict) and utt.get("path"):
+            if isinstance(utt, dict) and isinstance(utt.get("path"), str) and utt["path"]:
                 # a relative path is relative to the token folder (lexically normalised: tokens/../corpus → corpus)
                 utt["path"] = os.path.normpath(path.parent / utt["path"])
-        return cls(**data)
+        try:
+            manifest = cls(**data)
+        except (TypeError, KeyError, AttributeError) as err:
+            raise ValueError(f"{path} is not a valid token manifest ({err})") from err
+        except ValueError as err:
+            raise ValueError(f"{path}: {err}") from err
+        manifest.folder = path.parent
+        return manifest
+
+    folder = None  # the token folder, set by load(); not annotated, so not a field and never saved
+
+    def audio_root(self, user_root=None) -> Path:
+        """The one folder this manifest's audio paths may point into.
+
+        ``user_root`` (``data.audio_root``), when given, is the user's own choice and wins. Otherwise the
+        manifest's recorded ``audio_folder`` (where ``soundstorm-prepare`` read the audio), but only if it
+        lies inside the folder that holds the token folder (the place the user put it): a shared token
+        folder cannot widen that by recording ``/`` as its root. Manifests written before the field use
+        the folder that holds the token folder itself.
+        """
+        if user_root not in (None, ""):
+            if not Path(user_root).is_dir():
+                raise FileNotFoundError(f"data.audio_root={str(user_root)!r}: folder not found")
+            return Path(user_root)
+        if self.folder is None:
+            raise ValueError("this manifest was not read from a token folder (TokenManifest.load); pass the audio "
+                             "folder as data.audio_root")
+        parent = Path(os.path.abspath(self.folder)).parent
+        if not self.audio_folder:
+            return parent
+        recorded = os.path.normpath(Path(self.folder) / self.audio_folder)
+        if not is_under(recorded, parent):
+            raise ValueError(f"{Path(self.folder) / MANIFEST_NAME}: audio_folder={self.audio_folder!r} lies outside "
+                             f"{str(parent)!r}, the folder that holds the token folder; a shared manifest may not "
+                             "name audio elsewhere: pass data.audio_root=FOLDER to allow the corpus folder you trust")
+        return Path(recorded)
+
+    def audio_path(self, utt: dict, user_root=None) -> Path:
+        """The source audio of ``utt`` (a manifest utterance), refused unless it lies under :meth:`audio_root`."""
+        root = self.audio_root(user_root)
+        where = f"{Path(self.folder) / MANIFEST_NAME if self.folder else 'manifest'}: utterance {utt.get('utt_id')!r}"
+        if not isinstance(utt.get("path"), str) or not utt["path"]:
+            raise ValueError(f"{where} has no source audio path")
+        return inside(root, utt["path"], f"{where}: path", "the audio folder (data.audio_root to choose another)")
 
 
 def relative_source_path(audio_path, token_folder) -> str:

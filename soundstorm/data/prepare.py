@@ -1,7 +1,9 @@
 """Token preparation: audio files → codec codes + semantic ids in shards, with a manifest.
 
 Reads a folder (wav/flac/ogg) or a JSONL manifest (``path``, optional ``text``/``utt_id``/``speaker``/
-``split``/``phones``), cuts recordings longer than ``segment.max_seconds`` into segments at silences
+``split``/``phones``; a shared JSONL is data: its ``path`` must lie under its own folder, or under
+``audio_root`` when the user names one, and its ``utt_id`` must be a plain file name,
+:mod:`soundstorm.paths`), cuts recordings longer than ``segment.max_seconds`` into segments at silences
 (:mod:`.segment`; each stored as its own utterance ``<utt_id>_segNNNN`` with its ``segment`` [begin,
 end] seconds), fits (on items not marked ``split: heldout``; with ``phones`` for a tokenizer that
 needs alignments) or loads the codec and tokenizer (saved under ``output/codec`` and ``output/semantic`` so the
@@ -33,6 +35,7 @@ from soundstorm.data.reader import tensor_ranges
 from soundstorm.data.segment import SegmentConfig, segment_bounds
 from soundstorm.data.shards import shard_path, write_shard
 from soundstorm.io import atomic_write_bytes, component_fingerprint
+from soundstorm.paths import check_name, inside
 from soundstorm.semantic import align_lengths, load_tokenizer, upsample_ratio
 
 
@@ -47,6 +50,8 @@ class PrepareOptions:
     fit_seed: int = 0
     max_shards: int | None = None  # stop after writing this many new shards (None: all); rerun to go on
     progress: bool = True
+    # the folder every audio path must lie under (None: the input folder, or the JSONL's folder)
+    audio_root: str | None = None
     segment: SegmentConfig = field(default_factory=SegmentConfig)
 
     def __post_init__(self):
@@ -84,8 +89,20 @@ def corpus_fields(entry: dict, where: str) -> dict:
     return fields
 
 
-def list_inputs(source) -> list[dict]:
-    """Items ``{utt_id, path, text, speaker}`` from a folder of audio or a JSONL manifest (paths relative to it)."""
+def input_audio_root(source, audio_root=None) -> Path:
+    """The folder every input audio path must lie under: ``audio_root`` when given, else the input folder
+    (or the JSONL manifest's folder)."""
+    if audio_root not in (None, ""):
+        if not Path(audio_root).is_dir():
+            raise FileNotFoundError(f"audio_root={str(audio_root)!r}: folder not found")
+        return Path(audio_root)
+    source = Path(source)
+    return source if source.is_dir() else source.parent
+
+
+def list_inputs(source, audio_root=None) -> list[dict]:
+    """Items ``{utt_id, path, text, speaker}`` from a folder of audio or a JSONL manifest (paths relative to
+    it); every path must lie under :func:`input_audio_root` and every id must be a plain file name."""
     source = Path(source)
     if source.is_dir():
         items = list_folder(source)
@@ -100,13 +117,18 @@ def list_inputs(source) -> list[dict]:
             except (json.JSONDecodeError, KeyError, TypeError) as err:
                 raise ValueError(f"{source}:{lineno}: expected a JSON object with a 'path' field ({err})") from err
             path = path if path.is_absolute() else source.parent / path
-            items.append({"utt_id": str(entry.get("utt_id", path.stem)), "path": str(path),
+            items.append({"utt_id": str(entry.get("utt_id", path.stem)), "path": str(path), "where": f"{source}:{lineno}",
                           "text": str(entry.get("text", "")), "speaker": speaker_of(entry),
                           **corpus_fields(entry, f"{source}:{lineno}")})
     else:
         raise FileNotFoundError(f"prepare input not found: {source} (expected a folder of audio or a JSONL manifest)")
     if not items:
         raise ValueError(f"prepare input {source} lists no audio files (.wav, .flac, .ogg)")
+    root = input_audio_root(source, audio_root)
+    for item in items:
+        where = item.pop("where", f"{source}: {item['path']}")
+        check_name(item["utt_id"], f"{where}: utt_id")
+        inside(root, item["path"], f"{where}: path", "the audio root (audio_root=FOLDER allows another)")
     ids = [item["utt_id"] for item in items]
     if len(set(ids)) != len(ids):
         raise ValueError(f"prepare input {source} has duplicate utt_ids, e.g. "
@@ -270,7 +292,7 @@ def _done_sidecar(out: Path, name: str, inputs, settings) -> dict | None:
 def prepare(options: PrepareOptions, codec, tokenizer) -> TokenManifest | None:
     """Run the whole preparation; returns the manifest, or None when ``max_shards`` stopped it early."""
     out = Path(options.output)
-    items = list_inputs(options.input)
+    items = list_inputs(options.input, options.audio_root)
     upsample = upsample_ratio(codec.frame_rate, tokenizer.frame_rate)
     min_seconds = 1.0 / tokenizer.frame_rate
     out.mkdir(parents=True, exist_ok=True)
@@ -310,7 +332,8 @@ def prepare(options: PrepareOptions, codec, tokenizer) -> TokenManifest | None:
     manifest = TokenManifest(codec=codec.describe(), semantic=tokenizer.describe(), semantic_upsample=upsample,
                              shard_format=options.shard_format, source=str(options.input),
                              fingerprints={kind: component_fingerprint(out / kind) for kind in ("codec", "semantic")},
-                             utterances=utterances, skipped=skipped)
+                             utterances=utterances, skipped=skipped,
+                             audio_folder=relative_source_path(input_audio_root(options.input, options.audio_root), out))
     manifest.save(out)
     print_summary(manifest, out)
     return manifest

@@ -11,7 +11,13 @@ when access is random over a large corpus. Here an item reads exactly its own by
   File descriptors are kept in a small LRU and opened with ``POSIX_FADV_RANDOM`` (no readahead
   beyond the requested range);
 * npz shards (zip archives) cannot be read partially in a useful way: they are loaded whole, a few
-  cached (the small-corpus format; use safetensors at scale).
+  cached (the small-corpus format; use safetensors at scale), and only when stored uncompressed, as
+  ``soundstorm-prepare`` writes them (:func:`soundstorm.data.shards.read_shard`), so no archive can
+  decompress into more memory than its size on disk.
+
+A byte range, a header and an array's shape are data from whoever shared the folder: each is checked
+against the shard's size before anything is read or allocated, so a manifest or a header that claims
+more than the file holds is refused (``ValueError``) instead of allocating it.
 
 The on-disk format stays plain safetensors (readable with ``safetensors.safe_open``); the header
 layout (8-byte little-endian length, JSON of ``dtype``, ``shape``, ``data_offsets`` relative to the
@@ -20,9 +26,8 @@ end of the header) is the library's documented format.
 
 from __future__ import annotations
 
-import json
+import math
 import os
-import struct
 from collections import OrderedDict
 from pathlib import Path
 
@@ -30,18 +35,15 @@ import numpy as np
 import torch
 
 from soundstorm.data.shards import read_shard
+from soundstorm.io import read_safetensors_header
 
 DTYPES = {"I8": np.int8, "U8": np.uint8, "I16": np.int16, "I32": np.int32, "I64": np.int64}
 
 
 def tensor_ranges(path) -> dict[str, tuple[int, int, str, list[int]]]:
-    """``{name: (begin, end, dtype, shape)}`` with absolute byte offsets, from a safetensors header."""
-    with open(path, "rb") as f:
-        (header_len,) = struct.unpack("<Q", f.read(8))
-        header = json.loads(f.read(header_len))
-    start = 8 + header_len
-    return {name: (start + entry["data_offsets"][0], start + entry["data_offsets"][1], entry["dtype"], entry["shape"])
-            for name, entry in header.items() if name != "__metadata__"}
+    """``{name: (begin, end, dtype, shape)}`` with absolute byte offsets, from a safetensors header (checked
+    against the file, :func:`soundstorm.io.read_safetensors_header`)."""
+    return {name: (begin, end, dtype, shape) for name, (dtype, shape, begin, end) in read_safetensors_header(path).items()}
 
 
 class ShardReader:
@@ -70,7 +72,13 @@ class ShardReader:
         """The tensor stored at bytes ``[begin, end)`` of ``path`` as ``torch.long``."""
         if dtype not in DTYPES:
             raise ValueError(f"{path}: tensor dtype {dtype!r} is not an id type, expected one of {sorted(DTYPES)}")
-        data = os.pread(self._fd(str(path)), end - begin, begin)
+        fd = self._fd(str(path))
+        expected, size = math.prod(shape) * np.dtype(DTYPES[dtype]).itemsize, os.fstat(fd).st_size
+        if begin < 0 or end - begin != expected or end > size:
+            raise ValueError(f"{path}: the byte range [{begin}, {end}) of a {dtype} tensor of shape {list(shape)} does "
+                             f"not fit: expected {expected} bytes inside the {size}-byte shard (a manifest that does "
+                             "not describe this shard?)")
+        data = os.pread(fd, end - begin, begin)
         if len(data) != end - begin:
             raise ValueError(f"{path}: read {len(data)} bytes at {begin}, expected {end - begin} (truncated shard?)")
         return torch.from_numpy(np.frombuffer(data, dtype=np.dtype(DTYPES[dtype]).newbyteorder("<")).astype(np.int64)

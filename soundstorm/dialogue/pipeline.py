@@ -65,12 +65,13 @@ class DialogueResult:
     def save(self, out_dir, stem: str = "dialogue", extra: dict | None = None) -> dict[str, Path]:
         """Write ``<stem>.wav``, ``<stem>.json`` (turns, latency, ``extra``) and ``<stem>.png``."""
         from soundstorm.dialogue.plot import save_dialogue_spectrogram
-        from soundstorm.evaluation.generation import write_wav
-        from soundstorm.io import atomic_write_bytes
+        from soundstorm.io import atomic_write_bytes, atomic_write_wav
+        from soundstorm.paths import check_name
 
         out_dir = Path(out_dir)
         out_dir.mkdir(parents=True, exist_ok=True)
-        paths = {"wav": write_wav(out_dir / f"{stem}.wav", self.wav_N, self.sample_rate),
+        stem = check_name(stem, "stem")
+        paths = {"wav": atomic_write_wav(out_dir / f"{stem}.wav", self.wav_N, self.sample_rate),
                  "png": save_dialogue_spectrogram(out_dir / f"{stem}.png", self.wav_N, self.sample_rate, self.turns)}
         paths["json"] = out_dir / f"{stem}.json"
         payload = {**self.to_dict(), **(extra or {}), "files": {k: str(v) for k, v in paths.items()}}

@@ -7,6 +7,7 @@ from pathlib import Path
 import torch
 
 from soundstorm.evaluation.plots import log_mel
+from soundstorm.io import atomic_save_figure
 
 COLORS = ("tab:blue", "tab:orange", "tab:green", "tab:red", "tab:purple", "tab:brown")
 
@@ -18,7 +19,6 @@ def save_dialogue_spectrogram(path, wav_N: torch.Tensor, sample_rate: int, turns
     import matplotlib.pyplot as plt
 
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     speakers = list(dict.fromkeys(t["speaker"] for t in turns))
     spec = log_mel(wav_N, sample_rate).numpy()
     duration = wav_N.shape[-1] / sample_rate
@@ -37,6 +37,6 @@ def save_dialogue_spectrogram(path, wav_N: torch.Tensor, sample_rate: int, turns
     legend = ", ".join(f"{s} = {COLORS[i % len(COLORS)].split(':')[1]}" for i, s in enumerate(speakers))
     ax.set_title("dialogue: " + legend)
     fig.tight_layout()
-    fig.savefig(path, dpi=80)
+    atomic_save_figure(fig, path)
     plt.close(fig)
     return path

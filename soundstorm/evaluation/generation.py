@@ -15,14 +15,15 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import soundfile as sf
 import torch
 
 from soundstorm.codecs.base import mel_distance
 from soundstorm.evaluation.config import EvaluationConfig
 from soundstorm.evaluation.metrics import token_accuracy_per_level
 from soundstorm.evaluation.plots import save_spectrograms
+from soundstorm.io import atomic_write_wav
 from soundstorm.longform import generate_windowed
+from soundstorm.paths import check_name, output_dir
 from soundstorm.sampler import codebooks_for
 
 
@@ -49,12 +50,6 @@ class _Totals:
 
 def frames_for(seconds: float, frame_rate: float, multiple: int) -> int:
     return int(round(seconds * frame_rate / multiple)) * multiple
-
-
-def write_wav(path: Path, wav_N: torch.Tensor, sample_rate: int) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    sf.write(str(path), wav_N.detach().float().cpu().clamp(-1, 1).numpy(), sample_rate)
-    return path
 
 
 class GenerationEvaluator:
@@ -107,9 +102,10 @@ class GenerationEvaluator:
             waves = {"reference": ref_wav, "generated": gen_wav}
             if prompted_wav is not None:
                 waves["prompted_3s"] = prompted_wav
-            for name, wav in waves.items():
-                write_wav(out_dir / "examples" / f"{utt['utt_id']}_{name}.wav", wav, sr)
-            save_spectrograms(out_dir / "examples" / f"{utt['utt_id']}.png", waves, sr, title=utt["utt_id"])
+            examples, name = output_dir(out_dir, "examples"), check_name(utt["utt_id"], "utt_id")
+            for kind, wav in waves.items():
+                atomic_write_wav(examples / f"{name}_{kind}.wav", wav, sr)
+            save_spectrograms(examples / f"{name}.png", waves, sr, title=name)
 
     @torch.no_grad()
     def run(self, utterances: list[dict], out_dir: Path | None = None) -> dict:
@@ -153,9 +149,9 @@ class GenerationEvaluator:
         gen_QT = self.generate(semantic_S, ref_QT[:, :prompt] if prompt else None, seed=self.config.seed)
         sr, tag = self.codec.sample_rate, f"{int(round(seconds))}s"
         gen_wav, ref_wav = self.decode(gen_QT), self.decode(ref_QT)
-        out_dir = Path(out_dir)
-        write_wav(out_dir / f"generated_{tag}.wav", gen_wav, sr)
-        write_wav(out_dir / f"reference_{tag}.wav", ref_wav, sr)
+        out_dir = output_dir(out_dir)
+        atomic_write_wav(out_dir / f"generated_{tag}.wav", gen_wav, sr)
+        atomic_write_wav(out_dir / f"reference_{tag}.wav", ref_wav, sr)
         save_spectrograms(out_dir / f"spectrogram_{tag}.png", {"reference (codec)": ref_wav, "generated": gen_wav}, sr,
                           title=f"{seconds:.0f} s, prompted with {self.config.long_prompt_seconds:g} s, windows of "
                                 f"{self.config.window_seconds:g} s")

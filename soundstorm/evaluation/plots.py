@@ -10,6 +10,8 @@ from pathlib import Path
 import torch
 import torchaudio
 
+from soundstorm.io import atomic_save_figure
+
 
 def log_mel(wav_N: torch.Tensor, sample_rate: int, n_mels: int = 80) -> torch.Tensor:
     mel = torchaudio.transforms.MelSpectrogram(sample_rate, n_fft=1024, hop_length=sample_rate // 100, n_mels=n_mels)
@@ -24,7 +26,6 @@ def save_spectrograms(path, waves: dict[str, torch.Tensor], sample_rate: int, ti
     import matplotlib.pyplot as plt
 
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     fig, axes = plt.subplots(len(waves), 1, figsize=(12, 2.6 * len(waves)), squeeze=False)
     for ax, (name, wav) in zip(axes[:, 0], waves.items()):
         spec = log_mel(wav, sample_rate).numpy()
@@ -35,7 +36,7 @@ def save_spectrograms(path, waves: dict[str, torch.Tensor], sample_rate: int, ti
     if title:
         axes[0, 0].set_title(title)
     fig.tight_layout()
-    fig.savefig(path, dpi=80)
+    atomic_save_figure(fig, path)
     plt.close(fig)
     return path
 
@@ -49,7 +50,6 @@ def save_speech_bars(path, table: dict, rows, title: str = "") -> Path:
     import numpy as np
 
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     panels = (("error rate (lower is better)", ("wer", "cer")),
               ("speaker similarity (cosine)", ("sim_prompt_speaker", "sim_source_speaker")),
               ("log-mel distance to ground truth", ("mel_distance",)))
@@ -66,6 +66,6 @@ def save_speech_bars(path, table: dict, rows, title: str = "") -> Path:
     if title:
         fig.suptitle(title)
     fig.tight_layout()
-    fig.savefig(path, dpi=80)
+    atomic_save_figure(fig, path)
     plt.close(fig)
     return path

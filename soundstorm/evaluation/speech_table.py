@@ -10,10 +10,12 @@ the prompt's and of the source speaker) and the mel distance to the ground-truth
 - ``prompted``: SoundStorm continuing 3 s of a *different* utterance of the same speaker (prompt
   semantic + acoustic tokens prepended; only the continuation is scored), the paper's setting;
 - ``cross_speaker``: the target's semantic tokens (speaker A) with a prompt from speaker B;
-- ``text_to_semantic`` (with ``evaluation.speech.t2s_checkpoint``): the two-stage pipeline of the
-  paper's dialogue: the first stage (:mod:`soundstorm.t2s`) turns the target's *text* into semantic
+- ``text_to_semantic`` (given ``semantic_from_text``, e.g. from ``evaluation.speech.t2s_checkpoint``):
+  the two-stage pipeline of the paper's dialogue: a first stage turns the target's *text* into semantic
   tokens, prompted with the same speaker's semantic tokens as the ``prompted`` row, and SoundStorm
   continues the same 3 s acoustic prompt. Its WER against ``prompted`` is what the first stage costs.
+  The table takes that stage as a callable and never imports it (``soundstorm-eval`` builds it with
+  :func:`soundstorm.t2s.speech_row.load_semantic_from_text`).
 
 - ``resynthesis_levels{k}`` / ``prompted_levels{k}`` (with ``evaluation.speech.level_prefixes``): the
   reference codes / the ``prompted`` row's generated codes decoded from their first ``k`` levels only
@@ -38,11 +40,11 @@ import torchaudio
 from soundstorm.codecs.base import mel_distance
 from soundstorm.evaluation.asr import build_recognizer
 from soundstorm.evaluation.metrics import error_rates
-from soundstorm.evaluation.generation import write_wav
 from soundstorm.evaluation.plots import save_speech_bars
 from soundstorm.evaluation.speaker import build_verifier, cosine
 from soundstorm.evaluation.speech_plan import SpeechItem, plan_speech_items
-from soundstorm.io import atomic_write_bytes
+from soundstorm.io import atomic_write_bytes, atomic_write_wav
+from soundstorm.paths import check_name, output_dir
 
 ROWS = ("ground_truth", "resynthesis", "unprompted", "prompted", "cross_speaker")
 T2S_ROW = "text_to_semantic"
@@ -59,10 +61,13 @@ class SpeechTable:
     """Scores :class:`SpeechItem` s with a ``GenerationEvaluator`` (generate / decode), a recognizer and a
     verifier. ``load(utt_id)`` returns a token-folder utterance (``codes``, ``semantic``, ``text``, ``path``)."""
 
-    def __init__(self, evaluator, recognizer, verifier, load, prompt_seconds: float = 3.0, seed: int = 0, t2s=None,
-                 level_prefixes=()):
+    def __init__(self, evaluator, recognizer, verifier, load, prompt_seconds: float = 3.0, seed: int = 0,
+                 semantic_from_text=None, level_prefixes=(), audio_path=None):
         self.evaluator, self.recognizer, self.verifier, self.load = evaluator, recognizer, verifier, load
-        self.t2s = t2s  # a TextToSemantic model: adds the text_to_semantic row
+        # utterance → its checked source audio path (TokenDataset.audio_path); None: the record's path as is
+        self.audio_path = audio_path or (lambda utt: utt["path"])
+        # (text, prompt semantic [P], seed) → semantic [S]: adds the text_to_semantic row
+        self.semantic_from_text = semantic_from_text
         num_levels = evaluator.model.config.num_levels if level_prefixes else 0
         bad = [k for k in level_prefixes if not 1 <= k < num_levels]
         if bad:
@@ -77,9 +82,14 @@ class SpeechTable:
         self._embeddings: dict[str, torch.Tensor] = {}
 
     def recording(self, utt: dict) -> torch.Tensor:
-        """The utterance's source audio ``[N]`` at the codec's sample rate."""
+        """The utterance's source audio ``[N]`` at the codec's sample rate (read only where
+        :meth:`TokenManifest.audio_path` allows)."""
+        path = self.audio_path(utt)
+        if not Path(path).is_file():
+            raise FileNotFoundError(f"the speech table needs the ground-truth audio of utterance {utt['utt_id']!r}: "
+                                    f"manifest path {str(path)!r} not found")
         try:
-            data, rate = sf.read(str(utt["path"]), dtype="float32", always_2d=True)
+            data, rate = sf.read(str(path), dtype="float32", always_2d=True)
         except (OSError, RuntimeError) as err:
             raise FileNotFoundError(f"the speech table needs the ground-truth audio of utterance {utt['utt_id']!r}: "
                                     f"cannot read manifest path {utt['path']!r} ({err})") from err
@@ -128,12 +138,9 @@ class SpeechTable:
         for k in self.level_prefixes:
             true_row, generated_row = level_rows(k)
             waves[true_row], waves[generated_row] = decode(target["codes"][:k]), decode(prompted_QT[:k])
-        if self.t2s is not None:
-            from soundstorm.t2s import generate_semantic
-
+        if self.semantic_from_text is not None:
             prompt_utt = self.load(item.prompt)
-            semantic_S = generate_semantic(self.t2s, [target["text"]], [self.prompt_semantic(prompt_utt)],
-                                           generator=torch.Generator().manual_seed(seed))[0]
+            semantic_S = self.semantic_from_text(target["text"], self.prompt_semantic(prompt_utt), seed)
             waves[T2S_ROW] = decode(self.continue_prompt(target, prompt_utt, seed, semantic_S))
         prompt_refs = {"prompted": item.reference, "cross_speaker": item.cross_reference, T2S_ROW: item.reference}
         prompt_refs.update({level_rows(k)[1]: item.reference for k in self.level_prefixes})
@@ -188,29 +195,14 @@ def markdown(table: dict, asr: str = "", verifier: str = "") -> str:
     return "\n".join(lines) + "\n"
 
 
-def load_t2s(checkpoint, model):
-    """The first stage from ``evaluation.speech.t2s_checkpoint`` (None: no row), on the model's device;
-    its semantic vocabulary must be SoundStorm's (the same tokenizer)."""
-    if checkpoint is None:
-        return None
-    from soundstorm.t2s import TextToSemantic
-
-    if not Path(checkpoint).is_dir():
-        raise FileNotFoundError(f"evaluation.speech.t2s_checkpoint={str(checkpoint)!r}: directory not found")
-    t2s = TextToSemantic.from_pretrained(checkpoint, map_location=next(model.parameters()).device)
-    if t2s.config.semantic_vocab_size != model.config.semantic_vocab_size:
-        raise ValueError(f"evaluation.speech.t2s_checkpoint={str(checkpoint)!r} predicts "
-                         f"{t2s.config.semantic_vocab_size} semantic ids, the SoundStorm checkpoint reads "
-                         f"{model.config.semantic_vocab_size}: they were not trained on the same tokenizer")
-    return t2s.eval()
-
-
-def evaluate_speech(config, evaluator, heldout, others, out_dir, num_examples: int = 0) -> dict:
+def evaluate_speech(config, evaluator, heldout, others, out_dir, num_examples: int = 0,
+                    semantic_from_text=None) -> dict:
     """Plan, score and write the speech table: ``out_dir/speech_table.{md,png}`` and, for the first
     ``num_examples`` targets, every row's audio under ``out_dir/speech_examples``. ``heldout``: the
     ``TokenDataset`` whose utterances are scored; ``others``: a ``TokenDataset`` (the training split) whose
     utterances may serve as prompts and references; ``config``: a
-    :class:`~soundstorm.evaluation.speech_plan.SpeechEvalConfig`. Returns the table."""
+    :class:`~soundstorm.evaluation.speech_plan.SpeechEvalConfig`; ``semantic_from_text``: the first stage of the
+    ``text_to_semantic`` row (None: no row). Returns the table."""
     where = {u["utt_id"]: (dataset, i) for dataset in (others, heldout) for i, u in enumerate(dataset.utterances)}
     records = [u for dataset in (others, heldout) for u in dataset.utterances]
     heldout_ids = [u["utt_id"] for u in heldout.utterances]
@@ -220,14 +212,20 @@ def evaluate_speech(config, evaluator, heldout, others, out_dir, num_examples: i
         dataset, i = where[utt_id]
         return dataset.utterance(i)
 
+    def audio_path(utt: dict):
+        return where[utt["utt_id"]][0].audio_path(utt)
+
     scorer = SpeechTable(evaluator, build_recognizer(config.asr, config.asr_options),
                          build_verifier(config.verifier, config.verifier_options), load, config.prompt_seconds,
-                         config.seed, load_t2s(config.t2s_checkpoint, evaluator.model), config.level_prefixes)
+                         config.seed, semantic_from_text, config.level_prefixes, audio_path)
     table, results = scorer.run(items)
     out_dir = Path(out_dir)
-    for result in results[:num_examples]:
-        for row, wav_N in result["waves"].items():
-            write_wav(out_dir / "speech_examples" / f"{result['ids']['target']}_{row}.wav", wav_N, scorer.sample_rate)
+    if results[:num_examples]:
+        examples = output_dir(out_dir, "speech_examples")
+        for result in results[:num_examples]:
+            target = check_name(result["ids"]["target"], "utt_id")
+            for row, wav_N in result["waves"].items():
+                atomic_write_wav(examples / f"{target}_{row}.wav", wav_N, scorer.sample_rate)
     rows = rows_of(table)
     table["items"] = [{**r["ids"], "rows": {row: {k: r["rows"][row][k] for k in ("wer", "transcript")} for row in rows}}
                       for r in results]

@@ -17,6 +17,7 @@ import torch
 import torchaudio
 
 from soundstorm._checks import check_positive_ints
+from soundstorm import limits
 from soundstorm.io import load_component, save_component
 from soundstorm._kmeans import fit_kmeans, nearest
 from soundstorm.semantic.base import check_mono
@@ -39,6 +40,9 @@ class MFCCKMeansConfig:
     def __post_init__(self):
         check_positive_ints("MFCCKMeansConfig", self, ("sample_rate", "vocab_size", "n_mfcc", "n_mels", "n_fft",
                                                        "fit_iters", "fit_max_frames"))
+        for name, limit in (("sample_rate", "max_sample_rate"), ("n_fft", "max_n_fft"), ("n_mels", "max_n_mels"),
+                            ("n_mfcc", "max_n_mels"), ("vocab_size", "max_codebook_size")):
+            limits.check_at_most(getattr(self, name), limit, f"MFCCKMeansConfig.{name}")
         hop = self.sample_rate / self.frame_rate if self.frame_rate > 0 else 0.0
         if self.frame_rate <= 0 or hop != int(hop):
             raise ValueError(f"MFCCKMeansConfig.frame_rate={self.frame_rate} must divide sample_rate="
@@ -122,4 +126,8 @@ class MFCCKMeans:
         config, tensors = load_component(directory, "MFCCKMeans")
         if config["name"] != cls.name:
             raise ValueError(f"{directory} holds tokenizer {config['name']!r}, expected {cls.name!r}")
-        return cls(MFCCKMeansConfig(**config["config"]), tensors)
+        try:
+            mfcc_config = MFCCKMeansConfig(**config["config"])
+        except (TypeError, ValueError) as err:  # an unknown key, a bad value or one above soundstorm.limits
+            raise ValueError(f"{directory}/config.json: {err}") from err
+        return cls(mfcc_config, tensors)

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
+from pathlib import Path
 from typing import List
 
 import numpy as np
@@ -23,8 +24,9 @@ import torch
 import torchaudio
 from torch import nn
 
+from soundstorm import limits
 from soundstorm._checks import check_positive_ints
-from soundstorm.io import load_component, save_component
+from soundstorm.io import check_weights_fit, load_component, save_component
 from soundstorm.semantic.base import check_mono
 
 FEATURE_RATE = 100  # feature frames per second (10 ms hop)
@@ -50,6 +52,9 @@ class PhoneTokenizerConfig:
     def __post_init__(self):
         check_positive_ints("PhoneTokenizerConfig", self, ("sample_rate", "vocab_size", "n_mels", "hidden",
                                                           "fit_epochs", "fit_batch_size", "fit_max_frames"))
+        for name, limit in (("sample_rate", "max_sample_rate"), ("n_mels", "max_n_mels"),
+                            ("vocab_size", "max_codebook_size")):
+            limits.check_at_most(getattr(self, name), limit, f"PhoneTokenizerConfig.{name}")
         if isinstance(self.context, bool) or not isinstance(self.context, int) or self.context < 0:
             raise ValueError(f"PhoneTokenizerConfig.context must be an integer >= 0, got {self.context!r}")
         ratio = FEATURE_RATE / self.frame_rate if self.frame_rate > 0 else 0.0
@@ -98,6 +103,14 @@ class PhoneTokenizer:
         if state is not None:
             self.net.load_state_dict(state)
             self.is_fitted = True
+
+    @staticmethod
+    def net_shapes(config: PhoneTokenizerConfig) -> dict[str, tuple]:
+        """The classifier's tensor shapes for ``config`` (checked against saved weights before building it)."""
+        width = config.n_mels * (2 * config.context + 1)
+        return {"0.weight": (config.hidden, width), "0.bias": (config.hidden,),
+                "2.weight": (config.hidden, config.hidden), "2.bias": (config.hidden,),
+                "4.weight": (config.vocab_size, config.hidden), "4.bias": (config.vocab_size,)}
 
     def num_frames(self, num_samples: int) -> int:
         return num_samples // (self.config.sample_rate // FEATURE_RATE * self.config.frames_per_token) + 1
@@ -199,4 +212,10 @@ class PhoneTokenizer:
         config, tensors = load_component(directory, "PhoneTokenizer")
         if config["name"] != cls.name:
             raise ValueError(f"{directory} holds tokenizer {config['name']!r}, expected {cls.name!r}")
-        return cls(PhoneTokenizerConfig(**config["config"]), tensors)
+        try:
+            phone_config = PhoneTokenizerConfig(**config["config"])
+        except (TypeError, ValueError) as err:  # an unknown key, a bad value or one above soundstorm.limits
+            raise ValueError(f"{directory}/config.json: {err}") from err
+        check_weights_fit(cls.net_shapes(phone_config), Path(directory) / "weights.safetensors",
+                          Path(directory) / "config.json", phone_config)
+        return cls(phone_config, tensors)

@@ -9,7 +9,9 @@ iterations (default 16) and the same temperature / top-k / top-p / confidence-no
 An aligned model (``T2SConfig.aligned``) reads its texts framed by boundary spaces, as in training;
 its duration predictor gives each symbol's frames (divided by ``speed``; scaled to ``num_frames``
 when that is given), rounded so that they sum to the length, and each target position is told the
-symbol it is aligned to.
+symbol it is aligned to. A predicted length is checked before any target is allocated: more than
+:attr:`~soundstorm.limits.Limits.max_frames_per_symbol` frames per text symbol (a broken or hostile
+duration head; 39,005 frames for "Hello there." was seen) is refused with a ``ValueError``.
 
 Shape letters: see :mod:`soundstorm`.
 """
@@ -20,6 +22,7 @@ from typing import Sequence
 
 import torch
 
+from soundstorm import limits
 from soundstorm._checks import check_int_tensor, check_range
 from soundstorm.sampler import SamplerConfig, decode
 from soundstorm.t2s.align import with_boundaries
@@ -37,9 +40,19 @@ def _check_speed(speed: float) -> None:
         raise ValueError(f"speed must be > 0, got {speed!r}")
 
 
-def _num_frames(durations: list[torch.Tensor], speed: float) -> list[int]:
-    """Target lengths from predicted symbol durations: their sum divided by ``speed``, at least 1."""
-    return [max(1, round(float(d.sum()) / speed)) for d in durations]
+def _num_frames(model, texts: Sequence[str], durations: list[torch.Tensor], speed: float) -> list[int]:
+    """Target lengths from predicted symbol durations: their sum divided by ``speed``, at least 1; refused
+    above ``max_frames_per_symbol`` × the text's symbols (see the module docstring)."""
+    lengths = [max(1, round(float(d.sum()) / speed)) if torch.isfinite(d).all() else -1 for d in durations]
+    per_symbol = limits.current().max_frames_per_symbol
+    for text, d, n in zip(texts, durations, lengths):
+        if n < 0 or n > per_symbol * len(d):
+            shown = "a non-finite length" if n < 0 else f"{n} semantic frames"
+            raise ValueError(f"the text-to-semantic model {getattr(model, 'source', '')!r} predicts {shown} for "
+                             f"text {text[:60]!r} ({len(d)} symbols, speed {speed:g}); accepted at most "
+                             f"{per_symbol} frames per symbol ({per_symbol * len(d)}; limit max_frames_per_symbol): "
+                             f"a broken duration head? {limits.how_to_raise('max_frames_per_symbol')}")
+    return lengths
 
 
 def round_durations(durations_N: torch.Tensor, num_frames: int) -> list[int]:
@@ -85,7 +98,7 @@ def predict_num_frames(model, texts: Sequence[str], prompts=None, speed: float =
     _check_speed(speed)
     ids = _text_ids(model, texts)
     prompts = _check_prompts(model, prompts, len(ids))
-    return _num_frames(_predicted_durations(model, ids, prompts, next(model.parameters()).device), speed)
+    return _num_frames(model, texts, _predicted_durations(model, ids, prompts, next(model.parameters()).device), speed)
 
 
 @torch.no_grad()
@@ -108,7 +121,7 @@ def generate_semantic(model, texts: Sequence[str], prompts: Sequence[torch.Tenso
     predicted = _predicted_durations(model, ids, prompts, device) \
         if num_frames is None or model.config.aligned else None
     if num_frames is None:
-        num_frames = _num_frames(predicted, speed)
+        num_frames = _num_frames(model, texts, predicted, speed)
     if len(num_frames) != len(ids) or any(isinstance(n, bool) or int(n) != n or n < 1 for n in num_frames):
         raise ValueError(f"num_frames must hold one positive integer per text, got {list(num_frames)!r}")
     durations = [round_durations(d, int(n)) for d, n in zip(predicted, num_frames)] if model.config.aligned else None

@@ -229,7 +229,9 @@ class TextToSemantic(nn.Module):
         """Load a model written by :meth:`save_pretrained` (or a training checkpoint); never unpickles."""
         config, state = read_model_dir(directory, FORMAT, T2SConfig, "text-to-semantic directory (written by "
                                        "save_pretrained() or soundstorm-train-t2s)", map_location, CONFIG_NAME,
-                                       WEIGHTS_NAME, older_formats=OLDER_FORMATS)
+                                       WEIGHTS_NAME, older_formats=OLDER_FORMATS, build=cls,
+                                       count_fields=("depth", "length_depth"))
         model = cls(config)
         load_weights(model, state, Path(directory) / WEIGHTS_NAME)
+        model.source = str(directory)  # named by errors about what this model predicts (t2s.generate)
         return model.to(map_location)

@@ -31,11 +31,16 @@ def check_frontend(frontend: str) -> str:
 
 @functools.lru_cache(maxsize=4096)
 def phonemize(text: str) -> str:
-    """espeak-ng's ASCII phonemes of ``text`` (words separated by spaces, clauses by ' | ')."""
+    """espeak-ng's ASCII phonemes of ``text`` (words separated by spaces, clauses by ' | ').
+
+    ``text`` comes from data (a manifest, a shared dialogue script): it follows ``--``, the end of
+    espeak-ng's options, so a text such as ``--phonout=FILE`` or ``-w FILE`` is spoken, never obeyed;
+    the command is an argument list (no shell)."""
     espeak = shutil.which("espeak-ng")
     if espeak is None:
         raise FileNotFoundError(f"espeak-ng was not found on PATH (the 'phonemes' front end needs it); {_INSTALL_HINT}")
-    result = subprocess.run([espeak, "-q", "-x", "-v", "en-us", text], capture_output=True, text=True, timeout=60)
+    result = subprocess.run([espeak, "-q", "-x", "-v", "en-us", "--", text], capture_output=True, text=True,
+                            timeout=60)
     if result.returncode != 0:
         raise ValueError(f"espeak-ng could not phonemize {text!r}: {result.stderr.strip()}")
     clauses = [" ".join(line.split()) for line in result.stdout.splitlines() if line.strip()]

@@ -28,6 +28,7 @@ import torch
 
 from soundstorm.io import CorruptFileError, atomic_write_bytes, load_state_dict, save_state_dict
 from soundstorm.model import CONFIG_NAME, EMA_WEIGHTS_NAME, WEIGHTS_NAME
+from soundstorm.paths import check_name
 
 STEP_DIR = re.compile(r"^step_(\d{8})$")
 META_NAME = "meta.json"
@@ -129,9 +130,10 @@ def is_valid(directory: Path) -> bool:
         return False
     try:
         meta = json.loads((directory / META_NAME).read_text())
-    except (OSError, json.JSONDecodeError):
-        return False
-    return meta.get("step") == int(match.group(1)) and all((directory / f).is_file() for f in meta.get("files", []))
+        files = [check_name(f, f"{directory / META_NAME}: files") for f in meta.get("files", [])]
+    except (OSError, json.JSONDecodeError, ValueError, TypeError, AttributeError):
+        return False  # unreadable, or a file list naming anything but plain files of this directory
+    return meta.get("step") == int(match.group(1)) and all((directory / f).is_file() for f in files)
 
 
 def list_checkpoints(root: Path) -> list[Path]:

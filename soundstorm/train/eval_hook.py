@@ -17,6 +17,7 @@ from pathlib import Path
 from soundstorm.evaluation.config import EvaluationConfig
 from soundstorm.evaluation.generation import GenerationEvaluator
 from soundstorm.evaluation.teacher_forced import heldout_batches, pooled, summarize, teacher_forced_sums
+from soundstorm.paths import output_dir
 
 
 class TrainingEvaluator:
@@ -51,7 +52,7 @@ class TrainingEvaluator:
         if self.codec is None:
             self.codec = self.codec_factory()
         utterances = [self.dataset.utterance(i) for i in range(min(len(self.dataset), self.config.max_utterances))]
-        out_dir = self.out_dir / "eval" / f"step_{step:08d}"
+        out_dir = output_dir(self.out_dir, "eval", f"step_{step:08d}")
         result = GenerationEvaluator(model, self.codec, self.sampler_config, self.config,
                                      mark_step=self.backend.mark_step).run(utterances, out_dir)
         examples = out_dir / "examples"

@@ -1,9 +1,9 @@
 """Synthesise a small English speech corpus (wav files + a JSONL manifest) with festival or espeak-ng.
 
-One job: turn the bundled sentences (``soundstorm/data/sentences.txt``) into ``N`` utterances with a
+One job: turn the bundled sentences (``soundstorm/synthesis/sentences.txt``) into ``N`` utterances with a
 speaker id and a transcript each, and decide which *sentences* are held out. Engines:
 
-- ``festival`` (:mod:`soundstorm.festival`): six distinct speakers that an offline recognizer reads,
+- ``festival`` (:mod:`soundstorm.synthesis.festival`): six distinct speakers that an offline recognizer reads,
   plus festival's phone alignments (``phones``: ``[[phone, end_seconds], ...]``);
 - ``espeak``: many espeak-ng English voices with pitch and speed varied from the seed (robotic: a
   recognizer reads it poorly); the speaker id is the voice.
@@ -27,8 +27,8 @@ from pathlib import Path
 import numpy as np
 import soundfile as sf
 
-from soundstorm import festival
-from soundstorm.io import atomic_write_bytes
+from soundstorm.synthesis import festival
+from soundstorm.io import atomic_file, atomic_write_bytes
 
 ACCENTS = ("en-us", "en-gb", "en-gb-scotland", "en-gb-x-rp", "en-gb-x-gbclan", "en-gb-x-gbcwmd", "en-029",
            "en-us-nyc")
@@ -40,7 +40,7 @@ INSTALL_HINT = "install it with: sudo apt-get install espeak-ng   (macOS: brew i
 
 def bundled_sentences() -> list[str]:
     """The sentences shipped with the package (comments and blank lines dropped)."""
-    text = resources.files("soundstorm").joinpath("data/sentences.txt").read_text(encoding="utf-8")
+    text = resources.files("soundstorm.synthesis").joinpath("sentences.txt").read_text(encoding="utf-8")
     return [line.strip() for line in text.splitlines() if line.strip() and not line.startswith("#")]
 
 
@@ -86,7 +86,7 @@ def plan_utterances(num_utterances: int, seed: int, sentences: list[str], engine
     Held-out sentences (:func:`heldout_sentences`) are spoken alone; training utterances join
     ``sentences_per_utterance`` sentences, so a model trained on them has heard sequences as long as
     a 3 s voice prompt followed by a held-out sentence. Texts are used in a seeded order, each once
-    before any repeats; festival speakers (``speakers``: a set of :mod:`soundstorm.festival`, ``diphone`` or
+    before any repeats; festival speakers (``speakers``: a set of :mod:`soundstorm.synthesis.festival`, ``diphone`` or
     ``mixed``, or a list of its speaker names) rotate so that a repeated text gets another speaker.
     Espeak: genders alternate, accents rotate.
     """
@@ -124,16 +124,14 @@ def plan_utterances(num_utterances: int, seed: int, sentences: list[str], engine
 
 def synthesize(espeak: str, plan: dict, path: Path) -> float:
     """Run espeak-ng for one utterance into ``path`` (written via a temporary file); return seconds."""
-    tmp = path.with_name(f".{path.name}.tmp.wav")
-    cmd = [espeak, "-v", plan["voice"], "-p", str(plan["pitch"]), "-s", str(plan["speed"]), "-w", str(tmp),
-           "--", plan["text"]]
-    result = subprocess.run(cmd, capture_output=True, text=True)
-    if result.returncode != 0 or not tmp.is_file():
-        tmp.unlink(missing_ok=True)
-        raise RuntimeError(f"espeak-ng failed for voice {plan['voice']!r} (exit {result.returncode}): "
-                           f"{result.stderr.strip()}")
-    info = sf.info(str(tmp))
-    tmp.replace(path)
+    with atomic_file(path, suffix=".wav") as tmp:  # a fresh temporary name: no planted link is followed
+        cmd = [espeak, "-v", plan["voice"], "-p", str(plan["pitch"]), "-s", str(plan["speed"]), "-w", str(tmp),
+               "--", plan["text"]]
+        result = subprocess.run(cmd, capture_output=True, text=True)
+        if result.returncode != 0 or tmp.stat().st_size == 0:
+            raise RuntimeError(f"espeak-ng failed for voice {plan['voice']!r} (exit {result.returncode}): "
+                               f"{result.stderr.strip()}")
+        info = sf.info(str(tmp))
     return info.frames / info.samplerate
 
 
@@ -169,7 +167,7 @@ def synth_corpus(out_dir, num_utterances: int = 20, seed: int = 0, sentences: li
 
     Espeak: a rerun reuses existing wav files of the same plan, so it finishes an interrupted run;
     festival is fast enough to redo. ``timing`` (festival): ``own`` or ``slt``, see
-    :func:`soundstorm.festival.resolve_timing`.
+    :func:`soundstorm.synthesis.festival.resolve_timing`.
     """
     out_dir = Path(out_dir)
     timing_voice = festival.resolve_timing(timing)  # a bad value fails before anything is written

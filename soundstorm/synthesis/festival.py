@@ -43,6 +43,8 @@ from pathlib import Path
 
 import soundfile as sf
 
+from soundstorm.io import atomic_file
+
 INSTALL_HINT = ("install it with: sudo apt-get install festival festvox-kallpc16k festvox-kdlpc16k festvox-us-slt-hts "
                 "sox")
 
@@ -229,19 +231,18 @@ def synthesize_batch(jobs: list[tuple[str, str, Path]], timing_voice: str | None
         for (speaker_id, _, wav), (_, _, raw) in zip(jobs, raw_jobs):
             speaker = SPEAKERS[speaker_id]
             speed = speaker.speed
-            part = wav.with_name(f".{wav.name}.tmp.wav")
             # -G: guard against clipping; -D: no dither when going back to 16 bits (sox dithers with random
             # noise by default, so the same corpus came out different on every run and so did everything
             # fitted or scored on it); speed: formants and pitch move by `speed`, duration by 1/speed;
             # pitch: the pitch alone, duration kept (phone times unchanged).
-            cmd = [sox, "-G", "-D", str(raw), "-b", "16", str(part), *(["speed", f"{speed}"] if speed != 1.0 else []),
-                   *(["pitch", f"{speaker.pitch_cents}"] if speaker.pitch_cents else []), "rate", "16000"]
-            done = subprocess.run(cmd, capture_output=True, text=True)
-            if done.returncode != 0:
-                part.unlink(missing_ok=True)
-                raise RuntimeError(f"sox failed for {wav.name} (exit {done.returncode}): {done.stderr.strip()}")
-            info = sf.info(str(part))
-            part.replace(wav)
+            with atomic_file(wav, suffix=".wav") as part:  # a fresh temporary name: no planted link is followed
+                cmd = [sox, "-G", "-D", str(raw), "-b", "16", str(part),
+                       *(["speed", f"{speed}"] if speed != 1.0 else []),
+                       *(["pitch", f"{speaker.pitch_cents}"] if speaker.pitch_cents else []), "rate", "16000"]
+                done = subprocess.run(cmd, capture_output=True, text=True)
+                if done.returncode != 0:
+                    raise RuntimeError(f"sox failed for {wav.name} (exit {done.returncode}): {done.stderr.strip()}")
+                info = sf.info(str(part))
             out[wav.stem] = {"duration": info.frames / info.samplerate,
                              "phones": [[p, round(end / speed, 4)] for p, end in phones[wav.stem]]}
     return out
