@@ -131,14 +131,14 @@ class SweepCallback(Callback):
                    "error": None if completed else f"{type(value).__name__}: {value}"}
         try:
             write_job_record(config.hydra.runtime.output_dir, record)
-            write_summary(config.hydra.sweep.dir)
+            write_summary(config.hydra.sweep.dir, runs_root=os.sep)  # this sweep's own records
         except Exception as err:  # noqa: BLE001
             _warn("update the sweep record and summary", err)
 
     def on_multirun_end(self, config, **kwargs) -> None:
         sweep_dir = Path(str(config.hydra.sweep.dir))
         try:
-            markdown = write_summary(sweep_dir)
+            markdown = write_summary(sweep_dir, runs_root=os.sep)  # this sweep's own records
         except Exception as err:  # noqa: BLE001
             _warn(f"write the sweep summary of {sweep_dir}", err)
             return

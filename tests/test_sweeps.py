@@ -120,11 +120,17 @@ def sweep(tmp_path):
     job(root, 0, "0.001", "completed", {"eval/loss": 4.123456, "eval/accuracy": 0.375, **level}, objective=4.123456)
     job(root, 1, "0.003", "failed", error="SweepJobFailed: soundstorm-train exit code 3 (too many non-finite steps)")
     job(root, 2, "0.01", "running")  # killed: no end record, no metrics
-    job(root, 3, "0.02", "completed", out_dir=str(tmp_path / "moved"))  # its run folder is gone
+    job(root, 3, "0.02", "completed", out_dir=str(root / "3" / "moved"))  # its run folder is gone
+    elsewhere = job(tmp_path / "elsewhere", 4, "0.04", "completed", {"eval/loss": 2.0, "eval/accuracy": 0.9})
+    job(root, 4, "0.04", "completed", out_dir=str(elsewhere), objective=2.0)  # e.g. sweep_lr_size's outputs/sweep/...
+    (elsewhere / "wandb_run_id.txt").write_text("abc123")
+    (root / "0" / "wandb_run_id.txt").write_text("not an id; <script>")
     job(root, 10, "0.03", "completed", {"eval/loss": 3.5, "eval/accuracy": 0.5, **level}, step=4, eval_step=2,
         stopped_by="the time limit trainer.max_minutes=1", objective=3.5)
     (root / "11").mkdir()
     (root / "11" / "sweep_job.json").write_text('{"format": "soundstorm-sweep-job/v1", "job": 11, "status": "hacked"}')
+    (root / "12").mkdir()
+    (root / "12" / "sweep_job.json").write_text('{"pad": "' + "x" * 1_000_001 + '"}')  # not read into memory
     tag = f"!!python/object/apply:os.mkdir ['{tmp_path / 'pwned'}']"  # what yaml.load (not safe_load) would run
     (root / "optimization_results.yaml").write_text(f"best_value: {tag}\n")
     return root
@@ -139,20 +145,28 @@ def test_summary_rows_say_what_happened_to_every_job(sweep, tmp_path):
     markdown, table_csv = summarize(sweep)
     rows = list(csv.DictReader(io.StringIO(table_csv)))
     status = {r["job"]: r["status"] for r in rows}
-    assert [r["job"] for r in rows] == ["0", "1", "2", "3", "10", ""]  # by number; the unreadable record last
+    assert [r["job"] for r in rows] == ["0", "1", "2", "3", "4", "10", "", ""]  # by number; unreadable ones last
     assert status["0"] == "completed"
     assert status["1"] == "failed: SweepJobFailed: soundstorm-train exit code 3 (too many non-finite steps)"
     assert status["2"].startswith("no end record: still running, or killed")
-    assert status["3"] == f"completed, no final_metrics.json in {tmp_path / 'moved'}"
+    assert status["3"] == f"completed, no final_metrics.json in {sweep / '3' / 'moved'}"
+    # a run folder outside the sweep folder is read only when the caller names a root above it
+    assert status["4"].startswith(f"completed, out_dir {tmp_path / 'elsewhere' / '4'} is outside the sweep folder")
+    assert rows[4]["heldout_loss"] == "" and rows[4]["wandb_run"] == ""
+    trusted = list(csv.DictReader(io.StringIO(summarize(sweep, runs_root=tmp_path)[1])))[4]
+    assert (trusted["status"], trusted["heldout_loss"], trusted["wandb_run"]) == ("completed", "2.0", "abc123")
     assert status["10"] == ("completed; stopped at step 4 of 6 (the time limit trainer.max_minutes=1); held-out "
                             "numbers from step 2")
-    assert "unreadable job record" in status[""] and "status='hacked' is not valid" in status[""]
+    unreadable = [r["status"] for r in rows if not r["job"]]
+    assert "status='hacked' is not valid" in unreadable[0] and "holds 1,000,012 bytes" in unreadable[1]
+    assert all(s.startswith("unreadable job record") for s in unreadable)
     first = rows[0]
     assert (first["optim.lr"], float(first["heldout_loss"]), float(first["accuracy_level2"])) == \
         ("0.001", 4.123456, 0.25)
     assert first["step"] == "6" and first["out_dir"] == "0" and rows[1]["heldout_loss"] == ""
+    assert first["wandb_run"] == ""  # a run id file that does not hold an id is left out
     assert "data.root" not in rows[0] and "Overrides of every job: `data.root=/t` `model=tiny`" in markdown
-    assert "lowest 3.5, highest 4.12346" in markdown
+    assert "lowest 2, highest 4.12346" in markdown
     # data from run folders is parsed safely: the YAML tag is refused, not executed
     assert "optimization_results.yaml is not valid YAML" in markdown and not (tmp_path / "pwned").exists()
 
@@ -182,6 +196,8 @@ def test_summary_files_and_cli(sweep, capsys):
     assert (sweep / "summary.csv").read_text() == summarize(sweep)[1]
     summary_cli.main([str(sweep)])
     assert capsys.readouterr().out == markdown
+    summary_cli.main([str(sweep), "--runs-root", str(sweep.parent)])
+    assert "| 4 | completed | 0.04 |" in capsys.readouterr().out
     with pytest.raises(SystemExit) as exit_info:
         summary_cli.main([str(sweep / "missing")])
     assert exit_info.value.code == 2

@@ -19,6 +19,7 @@ from soundstorm.io import atomic_write_bytes, read_json
 
 FILE_NAME = "final_metrics.json"
 FORMAT = "soundstorm-final-metrics/v1"
+MAX_BYTES = 1_000_000  # a few hundred metric names; a larger file is not one of ours
 
 
 def write_final_metrics(out_dir, step: int, max_steps: int, stopped_by: str | None, interrupted: bool,
@@ -40,7 +41,7 @@ def read_final_metrics(out_dir) -> dict:
     """The checked record of ``out_dir/final_metrics.json``; missing → FileNotFoundError, malformed →
     ValueError naming the file and the field."""
     path = Path(out_dir) / FILE_NAME
-    record = read_json(path, f"the final metrics a finished soundstorm-train run writes ({FILE_NAME})")
+    record = read_json(path, f"the final metrics a finished soundstorm-train run writes ({FILE_NAME})", MAX_BYTES)
     if not isinstance(record, dict) or record.get("format") != FORMAT:
         found = record.get("format") if isinstance(record, dict) else type(record).__name__
         raise ValueError(f"{path} has format {found!r}; expected {FORMAT!r}")

@@ -21,6 +21,7 @@ from soundstorm.io import atomic_write_bytes, read_json
 FILE_NAME = "sweep_job.json"
 FORMAT = "soundstorm-sweep-job/v1"
 STATUSES = ("running", "completed", "failed")
+MAX_BYTES = 1_000_000  # overrides and a few fields; a larger file is not one of ours
 
 
 def now() -> str:
@@ -40,7 +41,7 @@ def read_job_record(path) -> dict:
     """A checked record: ``job`` (int), ``status`` (one of :data:`STATUSES`), ``overrides`` (strings),
     ``out_dir`` (string or null), ``objective`` (number or null), ``error`` (string or null)."""
     path = Path(path)
-    record = read_json(path, f"a sweep job record ({FILE_NAME}, written by soundstorm-train -m)")
+    record = read_json(path, f"a sweep job record ({FILE_NAME}, written by soundstorm-train -m)", MAX_BYTES)
     if not isinstance(record, dict) or record.get("format") != FORMAT:
         found = record.get("format") if isinstance(record, dict) else type(record).__name__
         raise ValueError(f"{path} has format {found!r}; expected {FORMAT!r}")

@@ -10,7 +10,10 @@ the sweeper received and the wandb run id. A job that failed, was killed (its re
 
 Both files hold the same columns and rows: the CSV with full-precision numbers (for pandas), the
 markdown rounded to four significant digits. Everything read from run folders is parsed as JSON or
-with ``yaml.safe_load``, and checked.
+with ``yaml.safe_load``, size-capped and checked. A sweep folder may come from someone else, so a
+record's ``out_dir`` is followed (to read its ``final_metrics.json`` and wandb run id, nothing else)
+only when it lies under the sweep folder or under ``runs_root`` (symlinks resolved); the sweep's own
+Hydra callback passes ``/``, as it reads what its jobs just wrote.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from soundstorm.io import atomic_write_bytes
+from soundstorm.paths import is_under
 from soundstorm.train.final_metrics import read_final_metrics
 from soundstorm.train.sweep_record import find_job_records, read_job_record
 
@@ -72,8 +76,12 @@ def _status(record: dict, final: dict | None, problem: str | None) -> str:
     return status
 
 
-def read_row(record_path: Path, sweep_dir: Path) -> Row:
-    """The row of one job record (an unreadable record is a row saying why)."""
+WANDB_ID_CHARS = set("abcdefghijklmnopqrstuvwxyz0123456789")
+
+
+def read_row(record_path: Path, sweep_dir: Path, runs_root: Path | None = None) -> Row:
+    """The row of one job record (an unreadable record is a row saying why); its run folder is read only
+    under ``sweep_dir`` or ``runs_root``."""
     try:
         record = read_job_record(record_path)
     except (ValueError, FileNotFoundError) as err:
@@ -82,6 +90,10 @@ def read_row(record_path: Path, sweep_dir: Path) -> Row:
     final, problem = None, None
     if out_dir is None:
         problem = "no out_dir recorded"
+    elif not (is_under(out_dir, sweep_dir) or (runs_root is not None and is_under(out_dir, runs_root))):
+        problem = (f"out_dir {out_dir} is outside the sweep folder, not read (soundstorm-sweep-summary "
+                   "--runs-root FOLDER reads run folders under FOLDER)")
+        out_dir = None
     else:
         try:
             final = read_final_metrics(out_dir)
@@ -91,10 +103,13 @@ def read_row(record_path: Path, sweep_dir: Path) -> Row:
             problem = f"unreadable final metrics: {err}"
     row = Row(job=record["job"], status=_status(record, final, problem),
               overrides=dict(split_override(o) for o in record["overrides"]), objective=record["objective"])
+    row.out_dir = record["out_dir"]
     if out_dir is not None:
         row.out_dir = str(out_dir.relative_to(sweep_dir)) if out_dir.is_relative_to(sweep_dir) else str(out_dir)
         run_id = out_dir / "wandb_run_id.txt"
-        row.wandb_run = run_id.read_text().strip()[:64] if run_id.is_file() else None
+        if run_id.is_file() and run_id.stat().st_size <= 64:
+            text = run_id.read_text(errors="replace").strip()
+            row.wandb_run = text if text and set(text) <= WANDB_ID_CHARS else None
     if final is not None:
         metrics = final["metrics"]
         row.step, row.max_steps = final["step"], final["max_steps"]
@@ -106,7 +121,7 @@ def read_row(record_path: Path, sweep_dir: Path) -> Row:
     return row
 
 
-def collect(sweep_dir) -> list[Row]:
+def collect(sweep_dir, runs_root=None) -> list[Row]:
     """Every job's row, by job number; a folder without job records is a FileNotFoundError."""
     root = Path(sweep_dir).resolve()
     if not root.is_dir():
@@ -116,7 +131,7 @@ def collect(sweep_dir) -> list[Row]:
     if not paths:
         raise FileNotFoundError(f"no sweep_job.json under {root}; expected the hydra.sweep.dir of a soundstorm-train "
                                 "-m run (each job writes one into its folder when it starts)")
-    rows = [read_row(p, root) for p in paths]
+    rows = [read_row(p, root, None if runs_root is None else Path(runs_root)) for p in paths]
     return sorted(rows, key=lambda r: (r.job is None, r.job if r.job is not None else 0, r.out_dir or ""))
 
 
@@ -183,10 +198,11 @@ def optuna_result(sweep_dir: Path) -> str | None:
     return f"Optuna ({path.name}): Pareto front {data.get('solutions')!r:.500}"
 
 
-def summarize(sweep_dir) -> tuple[str, str]:
-    """``(markdown, csv)`` of the sweep in ``sweep_dir`` (not written)."""
+def summarize(sweep_dir, runs_root=None) -> tuple[str, str]:
+    """``(markdown, csv)`` of the sweep in ``sweep_dir`` (not written); see the module docstring for
+    ``runs_root``."""
     root = Path(sweep_dir).resolve()
-    rows = collect(root)
+    rows = collect(root, runs_root)
     shared, _ = shared_and_varying(rows)
     columns, cells = table(rows)
     done = sum(r.status.startswith("completed") for r in rows)
@@ -204,10 +220,10 @@ def summarize(sweep_dir) -> tuple[str, str]:
     return markdown, to_csv(columns, cells)
 
 
-def write_summary(sweep_dir) -> str:
+def write_summary(sweep_dir, runs_root=None) -> str:
     """Write ``summary.md`` and ``summary.csv`` into ``sweep_dir`` (atomically); returns the markdown."""
     root = Path(sweep_dir).resolve()
-    markdown, table_csv = summarize(root)
+    markdown, table_csv = summarize(root, runs_root)
     atomic_write_bytes(root / MARKDOWN_NAME, markdown.encode())
     atomic_write_bytes(root / CSV_NAME, table_csv.encode())
     return markdown
