@@ -22,7 +22,7 @@ $(STAMP): setup.cfg constraints.txt pyproject.toml
 	fi
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip wheel setuptools
-	$(PY) -m pip install -c constraints.txt -e '.[dev,xla,eval]'
+	$(PY) -m pip install -c constraints.txt -e '.[dev,xla,eval,sweep]'
 	$(PY) -m pip install -q -c constraints.txt --no-deps --force-reinstall webrtcvad-wheels
 	$(PY) -c "import pocketsphinx, resemblyzer"
 	@touch $@

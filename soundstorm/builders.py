@@ -24,6 +24,7 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 from threadpoolctl import threadpool_limits
 
+import soundstorm.hydra_sweep  # noqa: F401  (registers the ${soundstorm.job_dir:...} / sweep_group resolvers)
 from soundstorm._checks import dataclass_from_dict
 from soundstorm.assets import Assets, check_configured, load_assets
 from soundstorm.backends import get_backend
@@ -46,6 +47,7 @@ from soundstorm.semantic import (HubertKMeans, MFCCKMeans, MFCCKMeansConfig, Pho
 from soundstorm.train.checkpoint import resume_candidates
 from soundstorm.train.data import make_batch_source
 from soundstorm.train.eval_hook import TrainingEvaluator
+from soundstorm.train.final_metrics import objective
 from soundstorm.train.graphs import GraphBudget
 from soundstorm.train.logging import LoggerConfig, RunLogger
 from soundstorm.train.loop import Trainer, TrainerConfig
@@ -402,6 +404,24 @@ def build_training(cfg: DictConfig, backend, run_id_file: str = "wandb_run_id.tx
     trainer = Trainer(model, backend, optimizer, scheduler, trainer_config, out_dir, batches, logger, evaluate,
                       graph_budget=budget, tokens=assets.record)
     return trainer, resume_from
+
+
+# ================================================================ sweeps
+def check_sweep_objective(cfg) -> str | None:
+    """``sweep_objective``: the name of a metric the trainer logs (``eval/loss``, ``train/loss``,
+    ``eval/accuracy_level1``, ...) or null; checked before training, so a malformed one costs nothing."""
+    name = cfg.get("sweep_objective")
+    if name is not None and not (isinstance(name, str) and name.startswith(("eval/", "train/"))):
+        raise ValueError(f"sweep_objective={name!r} is not a logged metric name; expected one starting with "
+                         "'eval/' or 'train/' (e.g. eval/loss, the held-out loss) or null")
+    return name
+
+
+def sweep_objective(cfg) -> float | None:
+    """The value a sweeper optimises: the final value of ``sweep_objective`` in ``out_dir``'s
+    ``final_metrics.json`` (:func:`soundstorm.train.final_metrics.objective`); None when it is null."""
+    name = check_sweep_objective(cfg)
+    return None if name is None else objective(cfg.out_dir, name)
 
 
 # ================================================================ benchmark, dry run

@@ -190,11 +190,14 @@ def nonfinite_tensors(tensors: dict[str, torch.Tensor]) -> list[str]:
     return [k for k, ok in zip(names, flags) if not ok]
 
 
-def read_json(path: Path, what: str):
-    """Parse the JSON file ``path``; missing → FileNotFoundError, invalid → ValueError naming ``what``."""
+def read_json(path: Path, what: str, max_bytes: int | None = None):
+    """Parse the JSON file ``path``; missing → FileNotFoundError, invalid (or, with ``max_bytes``, larger
+    than that: a small record from a shared folder) → ValueError naming ``what``."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path} not found; expected {what}")
+    if max_bytes is not None and path.stat().st_size > max_bytes:
+        raise ValueError(f"{path} holds {path.stat().st_size:,} bytes; {what} is at most {max_bytes:,}")
     try:
         return json.loads(path.read_text())
     except json.JSONDecodeError as err:

@@ -88,6 +88,7 @@ LAYERS = {
     "soundstorm.train": 2, "soundstorm.evaluation": 2, "soundstorm.backends": 2, "soundstorm.bench": 2,
     # 3 configs → objects (the only reader of Hydra/OmegaConf below the applications)
     "soundstorm.builders": 3,
+    "soundstorm.hydra_sweep": 3,  # Hydra's multirun state: resolvers builders registers, the sweep callback
     # 4 the applications built on the core
     "soundstorm.t2s": 4, "soundstorm.dialogue": 4, "soundstorm.synthesis": 4,
     # 5 the command line

@@ -31,30 +31,31 @@ def run_with_backend(prog: str, backend_cfg, work: Callable) -> None:
 
 
 
-def run_training(prog: str, cfg, build: Callable) -> int:
+def run_training(prog: str, cfg, build: Callable, errors: list | None = None) -> int:
     """Build ``(trainer, resume_from) = build(cfg, backend)`` and fit; return the exit code (see the module
-    docstring). The logger is finished and the backend shut down whatever happens."""
-    backend, trainer, code = None, None, 0
+    docstring), the error message also appended to ``errors`` when given (a sweep job records it). The
+    logger is finished and the backend shut down whatever happens."""
+    backend, trainer, code, message = None, None, 0, None
     try:
         backend = builders.build_backend(cfg.backend)
         trainer, resume_from = build(cfg, backend)
         trainer.fit(resume_from)
     except (ValueError, FileNotFoundError) as err:
-        print(f"{prog}: error: {err}", file=sys.stderr)
-        code = 2
+        code, message = 2, str(err)
     except NonFiniteLossError as err:
-        print(f"{prog}: error: {err}", file=sys.stderr)
-        code = 3
+        code, message = 3, str(err)
     except GraphBudgetExceeded as err:
-        print(f"{prog}: error: {err}", file=sys.stderr)
-        code = 4
+        code, message = 4, str(err)
     except OSError as err:  # e.g. a full disk while checkpointing: what was written before is intact
-        print(f"{prog}: error: {err}; every checkpoint already under {cfg.out_dir}/checkpoints is complete "
-              "(resume=auto continues from the newest once this is fixed)", file=sys.stderr)
-        code = 1
+        code, message = 1, (f"{err}; every checkpoint already under {cfg.out_dir}/checkpoints is complete "
+                            "(resume=auto continues from the newest once this is fixed)")
     finally:
         if trainer is not None and trainer.logger is not None:
             trainer.logger.finish()
         if backend is not None:
             backend.shutdown()
+    if message is not None:
+        print(f"{prog}: error: {message}", file=sys.stderr)
+        if errors is not None:
+            errors.append(message)
     return code

@@ -84,3 +84,15 @@ def summarize(sums: torch.Tensor, mask_ratios) -> dict:
             "tokens_per_level": [int(t) for t in tokens],
         }
     return out
+
+
+def pooled(sums: torch.Tensor) -> dict:
+    """One held-out score from the sums ``[R, 3, Q]`` of :func:`teacher_forced_sums`: the masked-token
+    NLL (``loss``) and accuracy pooled, token-weighted, over every mask ratio, per level and over all
+    levels (as ``train/loss`` pools the training tokens). The single number a sweep can minimise."""
+    nll_Q, correct_Q, tokens_Q = sums.sum(dim=0).tolist()
+    total = sum(tokens_Q)
+    return {"loss": sum(nll_Q) / total if total else float("nan"),
+            "accuracy": sum(correct_Q) / total if total else float("nan"),
+            "loss_per_level": [n / t if t else float("nan") for n, t in zip(nll_Q, tokens_Q)],
+            "accuracy_per_level": [c / t if t else float("nan") for c, t in zip(correct_Q, tokens_Q)]}

@@ -1,5 +1,9 @@
 """Evaluation during training: teacher-forced metrics on every rank, audio examples on rank 0.
 
+Logged names: ``eval/mask_<r>/{nll,accuracy}_level<q>`` per mask ratio r, and ``eval/loss``,
+``eval/accuracy``, ``eval/{loss,accuracy}_level<q>`` pooled over the ratios (the default sweep
+objective, ``sweep_objective: eval/loss``); ``eval/gen_*`` from generation on rank 0.
+
 Every rank scores its share of the fixed held-out batches (teacher-forced, :mod:`soundstorm.
 evaluation.teacher_forced`) and the sums are all-reduced, so no rank waits on work it does not do.
 Rank 0 then generates a few held-out utterances, decodes them with the codec and logs audio and
@@ -12,7 +16,7 @@ from pathlib import Path
 
 from soundstorm.evaluation.config import EvaluationConfig
 from soundstorm.evaluation.generation import GenerationEvaluator
-from soundstorm.evaluation.teacher_forced import heldout_batches, summarize, teacher_forced_sums
+from soundstorm.evaluation.teacher_forced import heldout_batches, pooled, summarize, teacher_forced_sums
 from soundstorm.paths import output_dir
 
 
@@ -32,8 +36,10 @@ class TrainingEvaluator:
         batches = (self.backend.to_device({k: b[k] for k in ("codes", "semantic", "lengths")}) for b in self.batches)
         sums = teacher_forced_sums(model, batches, ratios, self.config.seed, self.backend.autocast,
                                    self.backend.mark_step)
-        summary = summarize(self.backend.all_reduce_sum(sums), ratios)
-        metrics = {}
+        sums = self.backend.all_reduce_sum(sums)
+        summary = summarize(sums, ratios)
+        # eval/loss, eval/accuracy and their per-level lists: pooled over the mask ratios (a sweep's objective)
+        metrics = {f"eval/{name}": value for name, value in pooled(sums).items()}
         for name, values in summary.items():
             metrics[f"eval/{name}/nll_per_level"] = values["nll_per_level"]
             metrics[f"eval/{name}/accuracy_per_level"] = values["accuracy_per_level"]

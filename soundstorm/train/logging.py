@@ -17,7 +17,9 @@ WANDB_MODES = ("online", "offline", "disabled")
 
 @dataclass
 class LoggerConfig:
-    """``kind``: ``wandb`` or ``none`` (stdout only). ``mode``: wandb's online/offline/disabled."""
+    """``kind``: ``wandb`` or ``none`` (stdout only). ``mode``: wandb's online/offline/disabled.
+    ``group``: the wandb group the run joins (the configs default it to the sweep folder's name in a
+    Hydra multirun, so a sweep's runs sit together; none otherwise)."""
 
     kind: str = "wandb"
     project: str = "soundstorm"
@@ -26,12 +28,15 @@ class LoggerConfig:
     name: str | None = None
     tags: list[str] = field(default_factory=list)
     dir: str = "outputs"
+    group: str | None = None
 
     def __post_init__(self):
         if self.kind not in ("wandb", "none"):
             raise ValueError(f"logger.kind must be 'wandb' or 'none', got {self.kind!r}")
         if self.mode not in WANDB_MODES:
             raise ValueError(f"logger.mode must be one of {WANDB_MODES}, got {self.mode!r}")
+        if self.group is not None and not (isinstance(self.group, str) and self.group.strip()):
+            raise ValueError(f"logger.group must be a non-empty string or null, got {self.group!r}")
 
 
 def flatten_levels(metrics: dict) -> dict:
@@ -76,7 +81,8 @@ class RunLogger:
             Path(config.dir).mkdir(parents=True, exist_ok=True)
             os.environ.setdefault("WANDB_SILENT", "true")
             self.run = wandb.init(project=config.project, entity=config.entity, name=config.name,
-                                  tags=list(config.tags), dir=config.dir, mode=config.mode, config=run_config,
+                                  group=config.group, tags=list(config.tags), dir=config.dir, mode=config.mode,
+                                  config=run_config,
                                   id=resume_id, resume="allow" if resume_id else None)
 
     @property

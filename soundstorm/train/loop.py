@@ -16,6 +16,9 @@ Nothing in a step reads a device value back to the host. Metric sums stay on dev
 once, every ``log_every`` steps; that is also when non-finite steps are counted and the stop limit
 applied, and (multi-process) when a SIGTERM/SIGINT seen by any rank is agreed on.
 
+A run that reaches ``max_steps`` is evaluated there (``eval_at_end``) if ``eval_every`` did not land
+on it, and ends with ``final_metrics.json`` (:mod:`.final_metrics`): the numbers a sweep compares.
+
 Shape letters: see :mod:`soundstorm`.
 """
 
@@ -36,6 +39,7 @@ from soundstorm._checks import check_positive_ints
 from soundstorm.masking import Corruption, masked_loss
 from soundstorm.quantize import is_quantized
 from soundstorm.train import checkpoint as ckpt
+from soundstorm.train.final_metrics import write_final_metrics
 from soundstorm.train.graphs import GraphBudget
 from soundstorm.train.logging import flatten_levels
 from soundstorm.train.optim import EMA, apply_optim_settings, guarded_step, optim_settings
@@ -60,6 +64,9 @@ class TrainerConfig:
     activation_checkpointing: bool = False  # recompute each Conformer block in the backward (less memory)
     # Relative probability of training each level (None: uniform, the paper's §3.2); see masking.corrupt.
     level_weights: Optional[List[float]] = None
+    # Evaluate once more at max_steps when eval_every did not land there, so a run's final numbers
+    # (final_metrics.json, a sweep's objective) are measured on its final weights.
+    eval_at_end: bool = True
 
     def __post_init__(self):
         check_positive_ints("trainer", self, ("max_steps", "grad_accum", "log_every", "eval_every", "ckpt_every",
@@ -80,6 +87,7 @@ class NonFiniteLossError(RuntimeError):
     """Raised when more than ``trainer.max_nonfinite`` steps had a non-finite loss or gradient."""
 
 
+TIME_LIMIT = "the time limit"  # how a stop by trainer.max_minutes is worded (not a signal)
 CORRUPTION_FIELDS = tuple(f.name for f in dataclasses.fields(Corruption))
 
 
@@ -138,6 +146,8 @@ class Trainer:
         self.step, self.epoch, self.batch_in_epoch = 0, 0, 0
         self.nonfinite_total, self.tokens_seen = 0, 0
         self.stop_signal: str | None = None
+        self.eval_metrics: dict = {}  # the last evaluation's metrics (flattened) and its step
+        self.eval_step: int | None = None
         self._iter: Iterator | None = None
         self._sums = None
         self.graph_budget = graph_budget
@@ -379,7 +389,7 @@ class Trainer:
                 if at_log:
                     last = self._log_window(bar)
                     if cfg.max_minutes is not None and time.perf_counter() - started > 60 * cfg.max_minutes:
-                        self.stop_signal = self.stop_signal or f"the time limit trainer.max_minutes={cfg.max_minutes}"
+                        self.stop_signal = self.stop_signal or f"{TIME_LIMIT} trainer.max_minutes={cfg.max_minutes}"
                 if self.evaluate is not None and self.step % cfg.eval_every == 0:
                     self._run_eval()
                 if self._stop_agreed(at_log):
@@ -391,8 +401,22 @@ class Trainer:
                     self.save()
         if bar is not None:
             bar.close()
+        # every rank takes the same branch: the step count is the same everywhere
+        if self.evaluate is not None and cfg.eval_at_end and self.step == cfg.max_steps and self.eval_step != self.step:
+            self._run_eval()
         self.save()
+        if self.dist.is_main:
+            self._write_final_metrics(last)
         return last
+
+    def _write_final_metrics(self, last: dict) -> None:
+        """``final_metrics.json`` (:mod:`.final_metrics`): where and why the run ended, its last numbers."""
+        stopped = None
+        if self.step < self.config.max_steps:
+            stopped = self.stop_signal or "a signal on another rank"
+        interrupted = stopped is not None and not stopped.startswith(TIME_LIMIT)
+        write_final_metrics(self.out_dir, self.step, self.config.max_steps, stopped, interrupted,
+                            flatten_levels(last), self.eval_metrics, self.eval_step)
 
     def _run_eval(self) -> None:
         """Evaluate with the EMA weights when EMA is on (all ranks call; see :mod:`soundstorm.evaluation`)."""
@@ -411,6 +435,7 @@ class Trainer:
             self._eval_seconds += time.perf_counter() - started
             if graphs is not None:
                 self._graphs_not_training += self.backend.compiled_graphs() - graphs
+        self.eval_metrics, self.eval_step = flatten_levels(metrics), self.step
         if self.logger is not None and metrics:
-            self.logger.log(flatten_levels(metrics), step=self.step)
+            self.logger.log(self.eval_metrics, step=self.step)
 
