@@ -18,6 +18,7 @@ from __future__ import annotations
 import dataclasses
 
 import torch
+from soundstorm.io import nonfinite_tensors
 
 _INTEGER_DTYPES = (torch.int8, torch.int16, torch.int32, torch.int64, torch.uint8)
 
@@ -123,8 +124,6 @@ def check_finite_weights(module: torch.nn.Module, what: str) -> None:
     storage and in-place version counters (an optimizer step, ``load_state_dict`` or ``.to()`` changes
     them): generating again with unchanged weights (long-form windows, a benchmark's timed runs) costs
     no scan and no device sync."""
-    from soundstorm.io import nonfinite_tensors
-
     params = dict(module.named_parameters())
     key = tuple((p.data_ptr(), p._version) for p in params.values())
     if getattr(module, "_finite_weights_key", None) == key:

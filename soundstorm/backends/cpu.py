@@ -17,6 +17,7 @@ import sys
 import torch
 
 from soundstorm.backends.base import Backend, check_dtype_option
+from soundstorm.quantize import INFERENCE_DTYPES, quantize_int8
 
 
 def _proc_status_bytes(field: str) -> int | None:
@@ -38,7 +39,6 @@ class CPUBackend(Backend):
 
     def __init__(self, num_threads: int | None = None, dtype: str = "float32"):
         super().__init__()
-        from soundstorm.quantize import INFERENCE_DTYPES
 
         check_dtype_option(self.name, dtype, INFERENCE_DTYPES)
         self.dtype = dtype
@@ -55,7 +55,6 @@ class CPUBackend(Backend):
         """``model`` in eval mode; with ``dtype="int8"`` its linear layers quantised in place."""
         if self.dtype != "int8":
             return model.eval()
-        from soundstorm.quantize import quantize_int8
 
         return quantize_int8(model)
 

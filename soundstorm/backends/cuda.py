@@ -10,6 +10,7 @@ from __future__ import annotations
 import torch
 
 from soundstorm.backends.base import Backend, check_dtype_option
+from soundstorm.backends.cuda_graphs import capture_cuda_graph
 
 
 class CUDABackend(Backend):
@@ -40,8 +41,6 @@ class CUDABackend(Backend):
     @staticmethod
     def graph_capture(fn):
         """Capture ``fn`` into a CUDA graph (see :mod:`soundstorm.backends.cuda_graphs`)."""
-        from soundstorm.backends.cuda_graphs import capture_cuda_graph
-
         return capture_cuda_graph(fn)
 
     def sync(self) -> None:

@@ -31,6 +31,7 @@ import torch_xla.core.xla_model as xm
 import torch_xla.runtime as xr
 
 from soundstorm.backends.base import Backend, DistInfo, check_dtype_option
+from soundstorm.attention import select_attention
 
 
 def _load_flash_kernel():
@@ -102,8 +103,6 @@ class XLABackend(Backend):
         """Pallas flash attention on a TPU (SDPA elsewhere, :func:`soundstorm.attention.select_attention`);
         checkpointing through ``torch_xla.utils.checkpoint`` (its optimisation barriers stop XLA from
         merging the recomputation back into the forward)."""
-        from soundstorm.attention import select_attention
-
         spec = (("data", None, None, None), self.mesh()) if self.spmd else (None, None)
         name, attention = select_attention(xm.xla_device_hw(self.device), _load_flash_kernel, *spec)
         checkpoint = None

@@ -29,6 +29,7 @@ import time
 import torch
 
 from soundstorm.model import SoundStormConfig
+from soundstorm.quantize import quantized_linear
 
 
 def flops_per_pass(config: SoundStormConfig, num_frames: int, batch_size: int = 1) -> int:
@@ -48,8 +49,6 @@ def measure_matmul_peak(backend, dtype: torch.dtype | str = torch.float32, size:
         raise ValueError(f"matmul peak size must be >= 64, got {size}")
     device = backend.device
     if dtype == "int8":
-        from soundstorm.quantize import quantized_linear
-
         a_NN = torch.randn(size, size, device=device)
         product = quantized_linear(torch.randn(size, size, device=device))
     else:

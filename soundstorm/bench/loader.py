@@ -34,6 +34,8 @@ from pathlib import Path
 import numpy as np
 
 from soundstorm.data.manifest import TokenManifest
+from soundstorm.data import TokenDataset
+from soundstorm.data.shards import read_shard, shard_path
 
 CODEC = {"name": "synthetic_encodec_6kbps", "sample_rate": 24000, "frame_rate": 75.0, "num_levels": 8,
          "codebook_size": 1024, "bandwidth": 6.0}
@@ -95,9 +97,6 @@ def _rchar() -> int:
 
 def measure(root, num_items: int, num_whole_shard: int, seed: int = 0) -> dict:
     """Items/s and bytes read per item: the lazy per-item path, then whole-shard reads."""
-    from soundstorm.data import TokenDataset
-    from soundstorm.data.shards import read_shard, shard_path
-
     start = time.perf_counter()
     dataset = TokenDataset(root, min_seconds=0.0, max_seconds=30.0, seed=seed)
     load_s = time.perf_counter() - start

@@ -30,6 +30,9 @@ from soundstorm.bench.flops import flops_per_pass, measure_matmul_peak
 from soundstorm.model import PRESETS, SoundStorm, SoundStormConfig
 from soundstorm.quantize import weights_bytes
 from soundstorm.sampler import SamplerConfig, generate
+from soundstorm.backends.cuda_graphs import GraphedModel
+from soundstorm.bench.autoregressive import estimate_autoregressive
+from soundstorm.bench.train_step import run_train_bench
 
 MODES = ("generate", "train")
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "int8": "int8"}  # int8: CPU inference only
@@ -158,8 +161,6 @@ def _sampler_runner(cfg: BenchConfig, backend, model):
         raise ValueError(f"BenchConfig.cuda_graphs=true needs the cuda backend, got {backend.name!r}")
     runner = torch.compile(model, dynamic=False) if cfg.compile else model
     if cfg.cuda_graphs:
-        from soundstorm.backends.cuda_graphs import GraphedModel
-
         runner = GraphedModel(runner, capture)
     return runner
 
@@ -242,8 +243,6 @@ def run_bench(cfg: BenchConfig) -> dict:
     peak_growth = None if peak_bytes is None else peak_bytes - (baseline_bytes or 0)
     ar = None
     if cfg.ar_baseline:
-        from soundstorm.bench.autoregressive import estimate_autoregressive
-
         ar = estimate_autoregressive(model, backend, num_frames, cfg.batch_size, cfg.ar_positions)
     peaks.append(measure_matmul_peak(backend, DTYPES[cfg.dtype], cfg.matmul_size))
 
@@ -264,8 +263,6 @@ def run_bench(cfg: BenchConfig) -> dict:
 
 def _train_result(cfg: BenchConfig, backend) -> dict:
     """``mode=train``: the step timing of :mod:`soundstorm.bench.train_step` plus config, device, versions."""
-    from soundstorm.bench.train_step import run_train_bench
-
     backend.check_trainable()  # int8 on the CPU is for inference only
     if cfg.compile or cfg.cuda_graphs or cfg.codec_decode or cfg.ar_baseline:
         raise ValueError("BenchConfig.mode='train' times the eager training step; compile, cuda_graphs, "

@@ -16,11 +16,11 @@ from omegaconf import DictConfig
 
 from soundstorm.cli._common import run_with_backend
 from soundstorm.dialogue import builders as dialogue_builders
+from soundstorm.dialogue.evaluate import evaluate_dialogue, true_semantic
+from soundstorm.dialogue.script import parse_script
 
 
 def run(cfg: DictConfig, backend) -> dict:
-    from soundstorm.dialogue.evaluate import evaluate_dialogue
-
     settings = dialogue_builders.build_dialogue_settings(cfg)
     pipeline = dialogue_builders.build_pipeline(cfg, settings, backend.device)
     recognizer, verifier = dialogue_builders.build_scorers(settings)
@@ -47,9 +47,6 @@ def run(cfg: DictConfig, backend) -> dict:
 
 def reference_tokens(settings) -> tuple[list, list]:
     """``(turns, true semantic tokens per turn)`` from the token folder's transcripts (every turn must match)."""
-    from soundstorm.dialogue.evaluate import true_semantic
-    from soundstorm.dialogue.script import parse_script
-
     turns = parse_script(settings.script, list(settings.voices))
     semantic = true_semantic(turns, settings.assets)
     missing = [i + 1 for i, s in enumerate(semantic) if s is None]
@@ -61,8 +58,6 @@ def reference_tokens(settings) -> tuple[list, list]:
 
 def reference(pipeline, result, true_tokens, settings, recognizer, verifier) -> dict:
     """The same turns and voices from the true semantic tokens (``reference.wav``), scored alike."""
-    from soundstorm.dialogue.evaluate import evaluate_dialogue
-
     turns, semantic = true_tokens
     rendered = pipeline.render(turns, result.voices, semantic, settings.seed)
     scores = evaluate_dialogue(rendered, recognizer, verifier, settings.silence_db)

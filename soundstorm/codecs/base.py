@@ -15,6 +15,7 @@ from typing import Protocol, runtime_checkable
 
 import torch
 import torchaudio
+from soundstorm._checks import check_int_tensor, check_range
 
 
 @runtime_checkable
@@ -55,8 +56,6 @@ def check_wav(wav, what: str = "wav") -> torch.Tensor:
 
 def check_codes(codes, num_levels: int, codebook_size: int, what: str = "codes") -> torch.Tensor:
     """Accept long codes ``[B, Q', T]`` with ``1 <= Q' <= num_levels`` and ids in ``[0, codebook_size)``."""
-    from soundstorm._checks import check_int_tensor, check_range
-
     codes_BQT = check_int_tensor(what, codes, 3, "[B, Q, T]")
     if not 1 <= codes_BQT.shape[1] <= num_levels:
         raise ValueError(f"{what} has {codes_BQT.shape[1]} levels, expected 1..{num_levels} (the codec's num_levels)")

@@ -12,6 +12,11 @@ from typing import Any, Dict, Optional
 from omegaconf import DictConfig, OmegaConf
 
 from soundstorm.builders import resolved, strict
+from soundstorm.builders import build_sampler
+from soundstorm.dialogue.pipeline import DialoguePipeline
+from soundstorm.evaluation.asr import build_recognizer
+from soundstorm.evaluation.speaker import build_verifier
+from soundstorm.sampler import SamplerConfig
 
 
 @dataclass
@@ -70,10 +75,6 @@ def build_dialogue_settings(cfg: DictConfig) -> DialogueSettings:
 
 
 def build_pipeline(cfg, settings: DialogueSettings, device):
-    from soundstorm.builders import build_sampler
-    from soundstorm.dialogue.pipeline import DialoguePipeline
-    from soundstorm.sampler import SamplerConfig
-
     s = settings.t2s_sampler
     t2s_sampler = SamplerConfig(steps=(s.steps,), temperature=s.temperature, top_k=s.top_k, choice_noise=s.choice_noise)
     t2s_sampler.resolve(1)
@@ -89,9 +90,6 @@ def build_pipeline(cfg, settings: DialogueSettings, device):
 def build_scorers(settings: DialogueSettings):
     """``(recognizer or None, verifier or None)`` named by ``evaluation.asr`` / ``evaluation.verifier``
     (``pocketsphinx`` / ``resemblyzer``, ``pkg.module:attr``, or null for none)."""
-    from soundstorm.evaluation.asr import build_recognizer
-    from soundstorm.evaluation.speaker import build_verifier
-
     scorers = []
     for field, build in (("asr", build_recognizer), ("verifier", build_verifier)):
         name = getattr(settings.evaluation, field)

@@ -20,6 +20,7 @@ import torch
 
 from soundstorm.evaluation.metrics import error_rates, normalize_text
 from soundstorm.evaluation.speaker import cosine
+from soundstorm.data import TokenDataset
 
 
 def quiet_runs(wav_N: torch.Tensor, sample_rate: int, silence_db: float = 40.0, frame_s: float = 0.02):
@@ -88,8 +89,6 @@ def true_semantic(turns, token_folder) -> list[torch.Tensor | None]:
     They give the reference the first stage is judged against: SoundStorm on the true semantic tokens
     of the same sentences, with the same voice prompts.
     """
-    from soundstorm.data import TokenDataset
-
     dataset = TokenDataset(token_folder)
     by_text = {}
     for index, utt in enumerate(dataset.utterances):

@@ -30,6 +30,15 @@ import torch
 
 from soundstorm.dialogue.script import Turn, parse_script
 from soundstorm.sampler import SamplerConfig, codebooks_for, generate
+from soundstorm.codecs import load_codec
+from soundstorm.data.audio import BadAudio, read_audio, resample
+from soundstorm.dialogue.evaluate import quiet_runs
+from soundstorm.dialogue.plot import save_dialogue_spectrogram
+from soundstorm.io import atomic_write_bytes, atomic_write_wav
+from soundstorm.model import SoundStorm
+from soundstorm.paths import check_name
+from soundstorm.semantic import load_tokenizer
+from soundstorm.t2s import TextToSemantic, generate_semantic
 
 
 @dataclass
@@ -64,10 +73,6 @@ class DialogueResult:
 
     def save(self, out_dir, stem: str = "dialogue", extra: dict | None = None) -> dict[str, Path]:
         """Write ``<stem>.wav``, ``<stem>.json`` (turns, latency, ``extra``) and ``<stem>.png``."""
-        from soundstorm.dialogue.plot import save_dialogue_spectrogram
-        from soundstorm.io import atomic_write_bytes, atomic_write_wav
-        from soundstorm.paths import check_name
-
         out_dir = Path(out_dir)
         out_dir.mkdir(parents=True, exist_ok=True)
         stem = check_name(stem, "stem")
@@ -116,11 +121,6 @@ class DialoguePipeline:
     def from_pretrained(cls, t2s_checkpoint, soundstorm_checkpoint, assets, *, use_ema: bool = True,
                         device="cpu", **kwargs) -> "DialoguePipeline":
         """Load both stages' checkpoints and the codec / semantic tokenizer saved in ``assets`` (a token folder)."""
-        from soundstorm.codecs import load_codec
-        from soundstorm.semantic import load_tokenizer
-        from soundstorm.model import SoundStorm
-        from soundstorm.t2s import TextToSemantic
-
         for name, path in (("t2s_checkpoint", t2s_checkpoint), ("soundstorm_checkpoint", soundstorm_checkpoint),
                            ("assets", assets)):
             if path is None or not Path(path).is_dir():
@@ -137,8 +137,6 @@ class DialoguePipeline:
     # ------------------------------------------------------------------ voices
     def voice(self, wav, sample_rate: int | None = None) -> Voice:
         """A speaker's prompt from a wav path or a ``[N]`` waveform: its first ``prompt_seconds``."""
-        from soundstorm.data.audio import BadAudio, read_audio, resample
-
         if isinstance(wav, (str, Path)):
             if not Path(wav).is_file():
                 raise FileNotFoundError(f"voice prompt file not found: {wav}")
@@ -197,8 +195,6 @@ class DialoguePipeline:
         return DialogueResult(wav_N, self.codec.sample_rate, records, latency, prompts)
 
     def _text_to_semantic(self, turns: list[Turn], prompts: dict, seed: int, speed: float) -> list[torch.Tensor]:
-        from soundstorm.t2s import generate_semantic
-
         return generate_semantic(self.t2s, [t.text for t in turns], [prompts[t.speaker].semantic_P for t in turns],
                                  speed=speed, config=self.t2s_sampler, generator=torch.Generator().manual_seed(seed))
 
@@ -226,8 +222,6 @@ class DialoguePipeline:
 
     def _trim(self, wave_N: torch.Tensor) -> torch.Tensor:
         """``wave_N`` without its leading and trailing frames ``trim_db`` below its loudest (20 ms frames)."""
-        from soundstorm.dialogue.evaluate import quiet_runs
-
         if self.trim_db is None or wave_N.numel() == 0:
             return wave_N
         quiet_F, frame_s = quiet_runs(wave_N, self.codec.sample_rate, self.trim_db)

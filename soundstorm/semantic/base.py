@@ -13,6 +13,7 @@ from __future__ import annotations
 from typing import Protocol, runtime_checkable
 
 import torch
+from soundstorm.codecs.base import check_wav
 
 
 @runtime_checkable
@@ -64,6 +65,4 @@ def align_lengths(num_codec_frames: int, num_semantic_frames: int, upsample: int
 
 def check_mono(wav, what: str = "wav") -> torch.Tensor:
     """Accept ``[B, N]`` or ``[B, 1, N]`` float audio; return ``[B, N]`` float32."""
-    from soundstorm.codecs.base import check_wav
-
     return check_wav(wav, what)
