@@ -8,6 +8,7 @@ from soundstorm.model import SoundStormConfig
 from soundstorm.train.memory_plan import memory_plan, measure_activations
 
 from _cli import run_cli
+from conftest import requires_encodec
 
 
 def test_activations_scale_with_the_batch_and_checkpointing_keeps_block_inputs_only():
@@ -24,6 +25,7 @@ def test_activations_scale_with_the_batch_and_checkpointing_keeps_block_inputs_o
     assert len(plan["states"]) == 4 and plan["activations"]["checkpointing, flash attention"] < two.total
 
 
+@requires_encodec  # the recipe's codec is EnCodec: its rates and Q come from the architecture
 def test_dry_run_prints_the_tpu_recipe_plan_without_data():
     result = run_cli("soundstorm.cli.train", "experiment=paper_librilight_tpu", "dry_run=true")
     assert result.returncode == 0, result.stderr[-3000:]
