@@ -68,6 +68,9 @@ def quantize_int8(model: nn.Module) -> nn.Module:
     target = getattr(model, "backbone", model)
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=r"torch\.ao\.quantization is deprecated", category=DeprecationWarning)
+        # torch >= 2.10 also warns that quantized-tensor creation (torch.quantize_per_channel) is deprecated
+        warnings.filterwarnings("ignore", message=r"torch\.quantize_per_tensor, torch\.quantize_per_channel",
+                                category=UserWarning)
         quantize_dynamic(target.eval(), {nn.Linear: per_channel_dynamic_qconfig}, dtype=torch.qint8, inplace=True)
     _release_freed_memory()
     return model.eval()
