@@ -89,7 +89,9 @@ def test_torch_backend_matches_stored_torchaudio_outputs():
     for name, ref in golden["outputs"].items():
         got = native[name]
         assert got["shape"] == ref["shape"], name
-        tol = 1e-4 * ref["abs_sum"] / math.prod(ref["shape"]) + 1e-6  # torch's FFT may round differently
+        # another torch's FFT rounds differently, and Griffin-Lim's iterations carry that on (torch 2.4.1:
+        # 3e-4 of the mean magnitude); a wrong definition (window, mel scale, momentum) is off by O(1)
+        tol = 1e-3 * ref["abs_sum"] / math.prod(ref["shape"]) + 1e-6
         assert got["samples"] == pytest.approx(ref["samples"], rel=1e-3, abs=tol), name
         assert got["abs_sum"] == pytest.approx(ref["abs_sum"], rel=1e-4), name
 
