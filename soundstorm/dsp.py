@@ -307,5 +307,6 @@ def compute_deltas(features: torch.Tensor, win_length: int = 5) -> torch.Tensor:
     rows = features.reshape(1, -1, shape[-1])
     n = (win_length - 1) // 2
     kernel = torch.arange(-n, n + 1, 1, device=features.device, dtype=features.dtype).repeat(rows.shape[1], 1, 1)
-    deltas = F.conv1d(F.pad(rows, (n, n), mode="replicate"), kernel, groups=rows.shape[1]) / (n * (n + 1) * (2 * n + 1) / 3)
+    twice_sum_of_squares = n * (n + 1) * (2 * n + 1) / 3
+    deltas = F.conv1d(F.pad(rows, (n, n), mode="replicate"), kernel, groups=rows.shape[1]) / twice_sum_of_squares
     return deltas.reshape(shape)

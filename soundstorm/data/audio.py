@@ -1,7 +1,8 @@
 """Reading source audio for token preparation: soundfile I/O, mono mixdown, sanity checks.
 
 One job: turn a path into a mono float waveform, or into a reason it must be skipped (unreadable,
-empty, NaN/inf samples, silent, shorter than one semantic frame). Resampling: :func:`soundstorm.dsp.resample`.
+empty, NaN/inf samples, silent, shorter than one semantic frame). Resampling:
+:func:`soundstorm.dsp.resample`.
 
 Shape letters: see :mod:`soundstorm`.
 """
