@@ -10,7 +10,7 @@ APT_PACKAGES := espeak-ng festival festvox-kallpc16k festvox-kdlpc16k festvox-us
 export WANDB_MODE ?= offline
 export PYTHONUNBUFFERED := 1
 
-.PHONY: setup test test-fast demo bench clean
+.PHONY: setup test test-fast test-latest demo bench clean
 
 setup: $(STAMP)
 
@@ -22,7 +22,7 @@ $(STAMP): setup.cfg constraints.txt pyproject.toml
 	fi
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip wheel setuptools
-	$(PY) -m pip install -c constraints.txt -e '.[dev,xla,eval,sweep]'
+	$(PY) -m pip install -c constraints.txt -e '.[dev,xla,eval,encodec,hubert,sweep]'
 	$(PY) -m pip install -q -c constraints.txt --no-deps --force-reinstall webrtcvad-wheels
 	$(PY) -c "import pocketsphinx, resemblyzer"
 	@touch $@
@@ -33,6 +33,25 @@ test: $(STAMP)
 # Everything but the end-to-end and learning runs (marked `slow`); the golden-loss test still covers training.
 test-fast: $(STAMP)
 	$(PY) -m pytest -q -m "not slow"
+
+# The library where researchers work: a second venv with the newest torch from PyPI and whatever pip resolves
+# for '.[dev,eval]' without constraints.txt (no torchaudio, encodec or torch_xla, so the torch-native DSP path
+# of soundstorm/dsp.py runs and their tests skip), then the fast suite. Every run upgrades torch to the newest.
+# LATEST_PIP_CONFIG: pip's config file for this venv; /dev/null ignores machine-wide settings (a pip.conf that
+# caps torch, as on this project's machines); set it to your own file if you need one (e.g. a mirror).
+VENV_LATEST ?= .venv-latest
+LATEST_PIP_CONFIG ?= /dev/null
+PY_LATEST := $(VENV_LATEST)/bin/python
+PIP_LATEST := PIP_CONFIG_FILE=$(LATEST_PIP_CONFIG) $(PY_LATEST) -m pip
+
+test-latest:
+	@test -x $(PY_LATEST) || $(PYTHON) -m venv $(VENV_LATEST)
+	$(PIP_LATEST) install -q --upgrade pip wheel setuptools
+	$(PIP_LATEST) install -q --upgrade torch
+	$(PIP_LATEST) install -q -e '.[dev,eval]'
+	$(PIP_LATEST) install -q --no-deps --force-reinstall webrtcvad-wheels
+	@$(PIP_LATEST) show torch | grep -E '^(Name|Version):'
+	$(PY_LATEST) -m pytest -q -m "not slow"
 
 # The CPU quickstart end to end (experiments/quickstart_cpu/run.sh): festival corpus → tokens → ≤ 28 min
 # of training → the speech table on held-out sentences. Leaves outputs/quickstart/{metrics.json,
@@ -47,4 +66,4 @@ bench: $(STAMP)
 	$(VENV)/bin/soundstorm-bench duration_s=10
 
 clean:
-	rm -rf $(VENV) build dist *.egg-info outputs multirun
+	rm -rf $(VENV) $(VENV_LATEST) build dist *.egg-info outputs multirun

@@ -6,8 +6,9 @@ test that uses either is marked ``slow`` here (``make test-fast`` runs ``-m "not
 
 from __future__ import annotations
 
-import json
 import contextlib
+import importlib.util
+import json
 import shutil
 from pathlib import Path
 
@@ -33,10 +34,23 @@ def single_thread():
 
 
 SLOW_FIXTURES = {"espeak_corpus", "espeak_tokens"}
+HAS_TORCH_XLA = importlib.util.find_spec("torch_xla") is not None
+
+
+def requires(module: str, extra: str):
+    """Skip a test where the optional ``module`` (installed by ``soundstorm[extra]``) is missing."""
+    return pytest.mark.skipif(importlib.util.find_spec(module) is None,
+                              reason=f"{module} is not installed (pip install 'soundstorm[{extra}]')")
+
+
+requires_encodec = requires("encodec", "encodec")
+requires_torchaudio = requires("torchaudio", "hubert")
 
 
 def pytest_collection_modifyitems(config, items):
     for item in items:
+        if "xla" in item.keywords and not HAS_TORCH_XLA:
+            item.add_marker(pytest.mark.skip(reason="torch_xla is not installed (pip install 'soundstorm[xla]')"))
         if SLOW_FIXTURES & set(getattr(item, "fixturenames", ())):
             item.add_marker(pytest.mark.slow)
 
@@ -54,12 +68,12 @@ def espeak_corpus(tmp_path_factory) -> Path:
 
 def load_corpus_wavs(manifest: Path, sample_rate: int) -> list[torch.Tensor]:
     """The corpus's waveforms, mono float32, resampled to ``sample_rate``."""
-    import torchaudio
+    from soundstorm.dsp import resample
 
     wavs = []
     for line in manifest.read_text().splitlines():
         data, rate = sf.read(str(manifest.parent / json.loads(line)["path"]), dtype="float32")
-        wavs.append(torchaudio.functional.resample(torch.from_numpy(data), rate, sample_rate))
+        wavs.append(resample(torch.from_numpy(data), rate, sample_rate))
     return wavs
 
 

@@ -8,7 +8,7 @@ import json
 import pytest
 import torch
 
-from conftest import single_thread, load_corpus_wavs
+from conftest import load_corpus_wavs, requires_encodec, single_thread
 from soundstorm.codecs import Codec, EncodecCodec, MelRVQCodec, MelRVQConfig, load_codec, mel_distance
 from soundstorm.codecs.melrvq import smooth_frames
 
@@ -73,6 +73,7 @@ def test_melrvq_rejects_bad_inputs(melrvq):
         MelRVQCodec(MelRVQConfig(num_levels=1, codebook_size=64)).fit([torch.randn(2400)])
 
 
+@requires_encodec
 def test_encodec_untrained_needs_fit_then_uses_many_codes(wavs_24k, tmp_path):
     codec = EncodecCodec(bandwidth=1.5, pretrained=False)
     assert (codec.num_levels, codec.frame_rate, codec.codebook_size, codec.sample_rate) == (2, 75.0, 1024, 24_000)
@@ -101,6 +102,7 @@ def test_encodec_untrained_needs_fit_then_uses_many_codes(wavs_24k, tmp_path):
     assert torch.equal(loaded.encode(wav_BN), codes_BQT)
 
 
+@requires_encodec
 def test_encodec_settings_and_pretrained_errors(tmp_path):
     assert EncodecCodec(bandwidth=6.0, pretrained=False).num_levels == 8
     with pytest.raises(ValueError, match="bandwidth=5.0"):

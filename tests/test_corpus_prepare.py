@@ -13,7 +13,7 @@ import soundfile as sf
 import torch
 
 from _cli import run_cli, start_python
-from conftest import single_thread, PREPARE_SMALL
+from conftest import PREPARE_SMALL, requires_encodec, single_thread
 from soundstorm.codecs import MelRVQCodec, MelRVQConfig, load_codec
 from soundstorm.synthesis.corpus import synth_corpus
 from soundstorm.data import TokenManifest
@@ -146,6 +146,7 @@ def test_prepare_skips_broken_files(espeak_corpus, tmp_path, capsys):
     assert all(p.suffix in (".npz", ".json") for p in (tmp_path / "tokens").glob("shard-*"))
 
 
+@requires_encodec
 def test_prepare_cli_reports_bad_config(tmp_path, espeak_corpus):
     result = run_cli("soundstorm.cli.prepare", f"input={espeak_corpus}", f"output={tmp_path}", "+codec.num_level=3")
     assert result.returncode == 2 and "num_level" in result.stderr
@@ -156,6 +157,7 @@ def test_prepare_cli_reports_bad_config(tmp_path, espeak_corpus):
     assert result.returncode == 2 and "75.0 Hz" in result.stderr and "50.0 Hz" in result.stderr
 
 
+@requires_encodec
 def test_prepare_fits_untrained_encodec_and_reuses_it(espeak_corpus, tmp_path, capsys):
     from soundstorm.codecs import EncodecCodec
     from soundstorm.data.prepare import resolve_component

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 
 from soundstorm.model import SoundStormConfig
-from soundstorm.train.memory_plan import memory_plan, measure_activations
+from soundstorm.train.memory_plan import CHECKPOINT_ON_META, memory_plan, measure_activations
 
 from _cli import run_cli
+from conftest import requires_encodec
 
 
+@pytest.mark.skipif(not CHECKPOINT_ON_META, reason="torch < 2.5: checkpointing cannot run on meta (next test)")
 def test_activations_scale_with_the_batch_and_checkpointing_keeps_block_inputs_only():
     config = SoundStormConfig.tiny()
     two, four = (measure_activations(config, b, 16, torch.float32) for b in (2, 4))
@@ -24,6 +27,14 @@ def test_activations_scale_with_the_batch_and_checkpointing_keeps_block_inputs_o
     assert len(plan["states"]) == 4 and plan["activations"]["checkpointing, flash attention"] < two.total
 
 
+@pytest.mark.skipif(CHECKPOINT_ON_META, reason="torch >= 2.5 measures checkpointing (previous test)")
+def test_checkpointing_measurement_on_an_old_torch_says_what_it_needs():
+    assert measure_activations(SoundStormConfig.tiny(), 2, 16, torch.float32).total > 0
+    with pytest.raises(RuntimeError, match=r"needs torch >= 2.5 .* this is torch 2\.4"):
+        measure_activations(SoundStormConfig.tiny(), 2, 16, torch.float32, checkpointing=True)
+
+
+@requires_encodec  # the recipe's codec is EnCodec: its rates and Q come from the architecture
 def test_dry_run_prints_the_tpu_recipe_plan_without_data():
     result = run_cli("soundstorm.cli.train", "experiment=paper_librilight_tpu", "dry_run=true")
     assert result.returncode == 0, result.stderr[-3000:]

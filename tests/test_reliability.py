@@ -27,6 +27,7 @@ from soundstorm.codecs import MelRVQCodec, load_codec
 from soundstorm.io import atomic_write_bytes
 from soundstorm.train import checkpoint as ckpt
 
+from conftest import requires_encodec
 from test_train_loop import make_trainer
 
 FAST_GEN = ("backend=cpu", "sampler=greedy", "window_seconds=1.0", "window_prompt_seconds=0.2")
@@ -97,6 +98,7 @@ def test_row1_generate_refuses_assets_the_checkpoint_was_not_trained_on(capsys, 
 
 
 # ------------------------------------------------------------------ 2: train with a codec group that does not match
+@requires_encodec
 def test_row2_train_refuses_a_codec_group_that_does_not_match_the_tokens(capsys, espeak_tokens, tmp_path):
     code, out, err = run_main(capsys, "soundstorm.cli.train", f"data.root={espeak_tokens}", f"out_dir={tmp_path}",
                               "codec=encodec_24khz", "codec.pretrained=false", "model=tiny", "logger=none",

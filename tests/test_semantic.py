@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from conftest import single_thread, load_corpus_wavs
+from conftest import load_corpus_wavs, requires_torchaudio, single_thread
 from soundstorm.semantic import HubertKMeans, SemanticTokenizer, MFCCKMeans, MFCCKMeansConfig, align_lengths, load_tokenizer, upsample_ratio
 
 
@@ -61,6 +61,7 @@ def test_mfcc_kmeans_fit_tokenize_save_load(wavs_16k, tmp_path):
         MFCCKMeansConfig(frame_rate=30.0, sample_rate=16_000)
 
 
+@requires_torchaudio
 def test_hubert_kmeans_random_weights(wavs_16k, tmp_path):
     tokenizer = HubertKMeans(layer=2, vocab_size=16, pretrained=False)
     assert tokenizer.frame_rate == 25.0 and tokenizer.sample_rate == 16_000

@@ -14,6 +14,7 @@ import torch
 
 from soundstorm.evaluation.asr import PocketsphinxRecognizer, WhisperRecognizer, build_recognizer, error_rates
 from soundstorm.evaluation.speaker import ResemblyzerVerifier, build_verifier, cosine
+from soundstorm.dsp import resample
 
 SENTENCES = ("The boy was there when the sun rose.", "It is easy to tell the depth of a well.")
 
@@ -33,9 +34,7 @@ def clips(tmp_path_factory):
     out = {f"kal{i}": festival(s, "voice_kal_diphone", tmp / f"kal{i}.wav") for i, s in enumerate(SENTENCES)}
     subprocess.run(["espeak-ng", "-v", "en-us+f3", "-p", "70", "-w", str(tmp / "f.wav"), SENTENCES[1]], check=True)
     data, rate = sf.read(str(tmp / "f.wav"), dtype="float32")
-    import torchaudio
-
-    out["female1"] = torchaudio.functional.resample(torch.from_numpy(data), rate, 16000)
+    out["female1"] = resample(torch.from_numpy(data), rate, 16000)
     return out
 
 

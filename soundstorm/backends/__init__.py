@@ -83,6 +83,9 @@ def get_backend(name: str = "auto", **options) -> Backend:
         from soundstorm.backends.cuda import CUDABackend
 
         return CUDABackend(**options)
+    from soundstorm._optional import require
+
+    require("torch_xla", "backend=xla")
     from soundstorm.backends.xla import XLABackend
 
     return XLABackend(**options)

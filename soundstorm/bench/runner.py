@@ -148,8 +148,9 @@ def _versions() -> dict:
 
 def _codec_decoder(device):
     """EnCodec 24 kHz with random weights (same architecture and cost as the real one)."""
-    from encodec import EncodecModel
+    from soundstorm._optional import require
 
+    EncodecModel = require("encodec", "soundstorm-bench codec_decode=true (EnCodec 24 kHz)").EncodecModel
     codec = EncodecModel.encodec_model_24khz(pretrained=False).to(device).eval()
     return lambda codes_BQT: codec.decoder(codec.quantizer.decode(codes_BQT.transpose(0, 1)))
 

@@ -14,7 +14,8 @@ from __future__ import annotations
 from typing import Protocol, runtime_checkable
 
 import torch
-import torchaudio
+
+from soundstorm import dsp
 from soundstorm._checks import check_int_tensor, check_range
 
 
@@ -63,7 +64,7 @@ def check_codes(codes, num_levels: int, codebook_size: int, what: str = "codes")
     return codes_BQT.long()
 
 
-_MEL_CACHE: dict[int, torchaudio.transforms.MelSpectrogram] = {}
+_MEL_CACHE: dict[tuple[str, int], dsp.MelSpectrogram] = {}  # by (dsp backend, sample rate)
 
 
 def mel_distance(wav_a, wav_b, sample_rate: int) -> float:
@@ -80,10 +81,10 @@ def mel_distance(wav_a, wav_b, sample_rate: int) -> float:
     if wav_a.shape[0] != wav_b.shape[0]:
         raise ValueError(f"wav_a has batch {wav_a.shape[0]}, wav_b has batch {wav_b.shape[0]}")
     num_samples = min(wav_a.shape[1], wav_b.shape[1])
-    if sample_rate not in _MEL_CACHE:
-        _MEL_CACHE[sample_rate] = torchaudio.transforms.MelSpectrogram(
-            sample_rate, n_fft=1024, hop_length=sample_rate // 100, n_mels=80, power=1.0)
-    mel = _MEL_CACHE[sample_rate]
+    key = (dsp.backend(), sample_rate)
+    if key not in _MEL_CACHE:
+        _MEL_CACHE[key] = dsp.MelSpectrogram(sample_rate, 1024, sample_rate // 100, 80, power=1.0)
+    mel = _MEL_CACHE[key]
     logmel_a = mel(wav_a[:, :num_samples]).clamp(min=1e-5).log()
     logmel_b = mel(wav_b[:, :num_samples]).clamp(min=1e-5).log()
     return float((logmel_a - logmel_b).abs().mean())

@@ -4,6 +4,7 @@
 read from ``repository``). ``pretrained=False`` builds the same architecture with seeded random
 weights; its codebooks are all zero (every frame → token 0) until :meth:`EncodecCodec.fit`
 initialises them by residual k-means on the encoder's output frames. Q = bandwidth / 0.75 kbps.
+Needs the ``encodec`` package (which needs torchaudio): ``pip install 'soundstorm[encodec]'``.
 
 Shape letters: see :mod:`soundstorm`.
 """
@@ -16,6 +17,7 @@ from pathlib import Path
 
 import torch
 
+from soundstorm._optional import require
 from soundstorm.io import check_fingerprint, load_component, save_component, weights_fingerprint
 from soundstorm._kmeans import fit_residual
 from soundstorm.codecs.base import check_codes, check_wav
@@ -30,8 +32,6 @@ class EncodecCodec:
 
     def __init__(self, bandwidth: float = 6.0, pretrained: bool = True, repository=None, seed: int = 0,
                  fit_iters: int = 30, fit_max_frames: int = 100_000):
-        from encodec import EncodecModel
-
         if bandwidth not in BANDWIDTHS_KBPS:
             raise ValueError(f"EncodecCodec bandwidth={bandwidth!r} kbps is not supported; expected one of "
                              f"{list(BANDWIDTHS_KBPS)}")
@@ -39,6 +39,7 @@ class EncodecCodec:
             raise ValueError("EncodecCodec: repository= only applies with pretrained=True")
         self.pretrained, self.seed = bool(pretrained), int(seed)
         self.fit_iters, self.fit_max_frames = int(fit_iters), int(fit_max_frames)
+        EncodecModel = require("encodec", "EncodecCodec").EncodecModel
         with warnings.catch_warnings():  # encodec uses the deprecated torch.nn.utils.weight_norm
             warnings.filterwarnings("ignore", message=".*weight_norm.*", category=FutureWarning)
             model = self._build(EncodecModel, pretrained, repository)

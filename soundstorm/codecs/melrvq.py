@@ -3,8 +3,9 @@
 Encoding: 24 kHz audio → log-mel frames at ``frame_rate`` (50/s as in the paper) → Q residual
 k-means codebooks fitted on data (:meth:`MelRVQCodec.fit`). Decoding: sum the chosen codewords per
 frame, smooth the log-mel frames over time (``decode_smoothing``), ``exp`` back to a mel magnitude,
-invert with torchaudio ``InverseMelScale`` + ``GriffinLim``. Decoding a prefix of the levels
-(``codes[:, :q]``) is the codec at Q = q (the RVQ property).
+invert with ``InverseMelScale`` + ``GriffinLim`` (:mod:`soundstorm.dsp`: torchaudio's, or the same
+computed in torch). Decoding a prefix of the levels (``codes[:, :q]``) is the codec at Q = q (the RVQ
+property).
 
 Why the smoothing: a wrong code is a wrong frame. Quantisation error, and above all a model's
 frame-by-frame code choices, are close to independent from one frame to the next, while a speech
@@ -26,9 +27,8 @@ from dataclasses import dataclass, field
 import torch
 import torch.nn.functional as F
 from einops import rearrange
-import torchaudio
 
-from soundstorm import limits
+from soundstorm import dsp, limits
 from soundstorm._checks import check_positive_ints
 from soundstorm.io import load_component, save_component
 from soundstorm._kmeans import fit_residual, residual_decode, residual_encode
@@ -103,12 +103,9 @@ class MelRVQCodec:
         self.frame_rate = float(config.frame_rate)
         self.num_levels = config.num_levels
         self.codebook_size = config.codebook_size
-        self.mel = torchaudio.transforms.MelSpectrogram(config.sample_rate, n_fft=config.n_fft,
-                                                        hop_length=config.hop_length, n_mels=config.n_mels, power=1.0)
-        self.inverse_mel = torchaudio.transforms.InverseMelScale(config.n_fft // 2 + 1, config.n_mels,
-                                                                 config.sample_rate)
-        self.griffin_lim = torchaudio.transforms.GriffinLim(config.n_fft, n_iter=config.griffin_lim_iters,
-                                                            hop_length=config.hop_length, power=1.0, rand_init=False)
+        self.mel = dsp.MelSpectrogram(config.sample_rate, config.n_fft, config.hop_length, config.n_mels, power=1.0)
+        self.inverse_mel = dsp.InverseMelScale(config.n_fft // 2 + 1, config.n_mels, config.sample_rate)
+        self.griffin_lim = dsp.GriffinLim(config.n_fft, config.griffin_lim_iters, config.hop_length, power=1.0)
         self.codebooks_QKF = None
         if codebooks_QKF is not None:
             self._set_codebooks(codebooks_QKF)

@@ -1,7 +1,8 @@
 """Reading source audio for token preparation: soundfile I/O, mono mixdown, sanity checks.
 
 One job: turn a path into a mono float waveform, or into a reason it must be skipped (unreadable,
-empty, NaN/inf samples, silent, shorter than one semantic frame). Resampling uses torchaudio.
+empty, NaN/inf samples, silent, shorter than one semantic frame). Resampling:
+:func:`soundstorm.dsp.resample`.
 
 Shape letters: see :mod:`soundstorm`.
 """
@@ -13,7 +14,8 @@ from pathlib import Path
 import numpy as np
 import soundfile as sf
 import torch
-import torchaudio
+
+from soundstorm import dsp
 
 AUDIO_SUFFIXES = (".wav", ".flac", ".ogg")
 SILENCE_PEAK = 1e-4  # about -80 dBFS
@@ -45,7 +47,7 @@ def read_audio(path, min_seconds: float) -> tuple[torch.Tensor, int]:
 
 
 def resample(wav_N: torch.Tensor, from_rate: int, to_rate: int) -> torch.Tensor:
-    return wav_N if from_rate == to_rate else torchaudio.functional.resample(wav_N, from_rate, to_rate)
+    return wav_N if from_rate == to_rate else dsp.resample(wav_N, from_rate, to_rate)
 
 
 def list_folder(folder: Path) -> list[dict]:

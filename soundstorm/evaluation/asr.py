@@ -19,7 +19,8 @@ from pathlib import Path
 from typing import Protocol, runtime_checkable
 
 import torch
-import torchaudio
+
+from soundstorm import dsp
 
 from soundstorm.evaluation.metrics import build_plugin, error_rates, load_callable, normalize_text  # noqa: F401 (re-exported)
 
@@ -39,7 +40,7 @@ def to_mono_16k(wav_N: torch.Tensor, sample_rate: int) -> torch.Tensor:
     if wav_N.ndim != 1:
         raise ValueError(f"expected a mono waveform of shape [N], got {tuple(wav_N.shape)}")
     if sample_rate != ASR_SAMPLE_RATE:
-        wav_N = torchaudio.functional.resample(wav_N, sample_rate, ASR_SAMPLE_RATE)
+        wav_N = dsp.resample(wav_N, sample_rate, ASR_SAMPLE_RATE)
     return wav_N
 
 

@@ -8,13 +8,14 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
-import torchaudio
+
+from soundstorm import dsp
 
 from soundstorm.io import atomic_save_figure
 
 
 def log_mel(wav_N: torch.Tensor, sample_rate: int, n_mels: int = 80) -> torch.Tensor:
-    mel = torchaudio.transforms.MelSpectrogram(sample_rate, n_fft=1024, hop_length=sample_rate // 100, n_mels=n_mels)
+    mel = dsp.MelSpectrogram(sample_rate, 1024, sample_rate // 100, n_mels)
     return torch.log(mel(wav_N.float().cpu()).clamp(min=1e-5))
 
 

@@ -35,7 +35,8 @@ from pathlib import Path
 
 import soundfile as sf
 import torch
-import torchaudio
+
+from soundstorm import dsp
 
 from soundstorm.codecs.base import mel_distance
 from soundstorm.evaluation.asr import build_recognizer
@@ -94,7 +95,7 @@ class SpeechTable:
             raise FileNotFoundError(f"the speech table needs the ground-truth audio of utterance {utt['utt_id']!r}: "
                                     f"cannot read manifest path {utt['path']!r} ({err})") from err
         wav_N = torch.from_numpy(data).mean(dim=1)
-        return torchaudio.functional.resample(wav_N, rate, self.sample_rate) if rate != self.sample_rate else wav_N
+        return dsp.resample(wav_N, rate, self.sample_rate) if rate != self.sample_rate else wav_N
 
     def speaker_embedding(self, utt_id: str) -> torch.Tensor:
         if utt_id not in self._embeddings:

@@ -5,6 +5,7 @@ layer ``layer``, average ``downsample`` consecutive frames (2 → 25/s, the pape
 and assign each to the nearest of ``vocab_size`` centroids fitted with scikit-learn.
 ``pretrained=True`` loads ``torchaudio.pipelines.HUBERT_BASE`` (weights downloaded by torchaudio on
 first use); ``pretrained=False`` builds the same architecture with seeded random weights (tests).
+Needs torchaudio (its HuBERT model and pipeline): ``pip install 'soundstorm[hubert]'``.
 
 Shape letters: see :mod:`soundstorm`.
 """
@@ -16,6 +17,7 @@ import math
 import torch
 import torch.nn.functional as F
 
+from soundstorm._optional import require
 from soundstorm.io import check_fingerprint, load_component, save_component, weights_fingerprint
 from soundstorm._kmeans import fit_kmeans, nearest
 from soundstorm.semantic.base import check_mono
@@ -31,8 +33,6 @@ class HubertKMeans:
 
     def __init__(self, layer: int = 6, vocab_size: int = 1024, downsample: int = 2, pretrained: bool = True,
                  seed: int = 0, fit_iters: int = 30, fit_max_frames: int = 100_000):
-        import torchaudio
-
         if not 1 <= layer <= 12:
             raise ValueError(f"HubertKMeans layer={layer!r} must be in 1..12 (HuBERT-base has 12 layers)")
         for field, value in (("vocab_size", vocab_size), ("downsample", downsample)):
@@ -40,6 +40,7 @@ class HubertKMeans:
                 raise ValueError(f"HubertKMeans {field} must be a positive integer, got {value!r}")
         self.layer, self.vocab_size, self.downsample = layer, vocab_size, downsample
         self.pretrained, self.seed, self.fit_iters, self.fit_max_frames = bool(pretrained), seed, fit_iters, fit_max_frames
+        torchaudio = require("torchaudio", "HubertKMeans (torchaudio's HuBERT-base)")
         if pretrained:
             bundle = torchaudio.pipelines.HUBERT_BASE
             try:

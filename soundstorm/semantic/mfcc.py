@@ -1,6 +1,6 @@
 """MFCCKMeans, the offline semantic tokenizer: MFCC frames at 25 Hz + k-means (HuBERT iteration 1).
 
-Features: 13 MFCCs with deltas and delta-deltas (39 dims) from torchaudio at 16 kHz with a 40 ms
+Features: 13 MFCCs with deltas and delta-deltas (39 dims; :mod:`soundstorm.dsp`) at 16 kHz with a 40 ms
 hop (25 frames/s), normalised by the mean and standard deviation measured when fitting, then
 assigned to the nearest of ``vocab_size`` k-means centroids (scikit-learn) — the targets HuBERT's
 first training iteration clusters.
@@ -14,8 +14,8 @@ import dataclasses
 from dataclasses import dataclass
 
 import torch
-import torchaudio
 
+from soundstorm import dsp
 from soundstorm._checks import check_positive_ints
 from soundstorm import limits
 from soundstorm.io import load_component, save_component
@@ -62,8 +62,7 @@ class MFCCKMeans:
         self.config = config = config or MFCCKMeansConfig()
         self.sample_rate, self.frame_rate, self.vocab_size = config.sample_rate, float(config.frame_rate), config.vocab_size
         win = min(config.n_fft, 2 * config.hop_length)
-        self.mfcc = torchaudio.transforms.MFCC(config.sample_rate, n_mfcc=config.n_mfcc, melkwargs=dict(
-            n_fft=config.n_fft, win_length=win, hop_length=config.hop_length, n_mels=config.n_mels))
+        self.mfcc = dsp.MFCC(config.sample_rate, config.n_mfcc, config.n_fft, win, config.hop_length, config.n_mels)
         self.state = None
         if state is not None:
             self._set_state(state)
@@ -84,8 +83,8 @@ class MFCCKMeans:
     def features(self, wav_BN: torch.Tensor) -> torch.Tensor:
         """Un-normalised MFCC + Δ + ΔΔ frames ``[B, S, 3 * n_mfcc]``, ``S = num_frames(N)``."""
         mfcc_BCS = self.mfcc(check_mono(wav_BN))
-        delta_BCS = torchaudio.functional.compute_deltas(mfcc_BCS)
-        feats_BCS = torch.cat([mfcc_BCS, delta_BCS, torchaudio.functional.compute_deltas(delta_BCS)], dim=1)
+        delta_BCS = dsp.compute_deltas(mfcc_BCS)
+        feats_BCS = torch.cat([mfcc_BCS, delta_BCS, dsp.compute_deltas(delta_BCS)], dim=1)
         return feats_BCS.transpose(1, 2)
 
     def num_frames(self, num_samples: int) -> int:

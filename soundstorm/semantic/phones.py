@@ -21,10 +21,9 @@ from typing import List
 
 import numpy as np
 import torch
-import torchaudio
 from torch import nn
 
-from soundstorm import limits
+from soundstorm import dsp, limits
 from soundstorm._checks import check_positive_ints
 from soundstorm.io import check_weights_fit, load_component, save_component
 from soundstorm.semantic.base import check_mono
@@ -92,8 +91,7 @@ class PhoneTokenizer:
         self.sample_rate, self.frame_rate = config.sample_rate, float(config.frame_rate)
         self.vocab_size = config.vocab_size
         hop = config.sample_rate // FEATURE_RATE
-        self.mel = torchaudio.transforms.MelSpectrogram(config.sample_rate, n_fft=4 * hop, win_length=int(2.5 * hop),
-                                                        hop_length=hop, n_mels=config.n_mels)
+        self.mel = dsp.MelSpectrogram(config.sample_rate, 4 * hop, hop, config.n_mels, win_length=int(2.5 * hop))
         width = config.n_mels * (2 * config.context + 1)
         with torch.random.fork_rng():  # seeded initial weights without touching the caller's generator
             torch.manual_seed(config.seed)

@@ -24,6 +24,8 @@ from soundstorm.masking import corrupt, masked_loss
 from soundstorm.model import SoundStorm, SoundStormConfig
 
 GiB = 2**30
+# torch.utils.checkpoint runs on the meta device from torch 2.5 on (pytorch/pytorch#132684)
+CHECKPOINT_ON_META = tuple(int(part) for part in torch.__version__.split(".")[:2]) >= (2, 5)
 DEVICES = (("TPU v4 chip, 32 GiB", 32 * GiB), ("GPU, 80 GB", 80 * 10**9))
 
 
@@ -36,6 +38,10 @@ class ActivationBytes:
 def measure_activations(config: SoundStormConfig, batch_size: int, num_frames: int, dtype: torch.dtype,
                         checkpointing: bool = False) -> ActivationBytes:
     """Bytes autograd saves in one training forward at ``[batch_size, num_frames]`` (on ``meta``)."""
+    if checkpointing and not CHECKPOINT_ON_META:
+        raise RuntimeError(f"measuring activations with activation checkpointing needs torch >= 2.5 "
+                           f"(torch.utils.checkpoint cannot run on the meta device before); this is torch "
+                           f"{torch.__version__}")
     with torch.device("meta"):
         model = SoundStorm(config).to(dtype)
     for name, buffer in SoundStorm(SoundStormConfig(**{**config.to_dict(), "depth": 1})).named_buffers():
