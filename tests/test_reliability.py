@@ -304,12 +304,12 @@ def test_row10_masking_forward_sampler_and_nan_weights_are_checked(tmp_path):
 
 def test_generate_scans_the_weights_once_until_they_change(monkeypatch):
     """The NaN scan syncs the device, so unchanged weights are scanned once; any in-place change rescans."""
-    import soundstorm.io
+    import soundstorm._checks
     from soundstorm import generate
 
     scans = []
-    real = soundstorm.io.nonfinite_tensors
-    monkeypatch.setattr(soundstorm.io, "nonfinite_tensors", lambda tensors: scans.append(1) or real(tensors))
+    real = soundstorm._checks.nonfinite_tensors
+    monkeypatch.setattr(soundstorm._checks, "nonfinite_tensors", lambda tensors: scans.append(1) or real(tensors))
     model = SoundStorm(SoundStormConfig.tiny()).eval()
     semantic = torch.randint(0, 16, (1, 4))
     generate(model, semantic)
