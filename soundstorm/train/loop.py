@@ -19,6 +19,9 @@ applied, and (multi-process) when a SIGTERM/SIGINT seen by any rank is agreed on
 A run that reaches ``max_steps`` is evaluated there (``eval_at_end``) if ``eval_every`` did not land
 on it, and ends with ``final_metrics.json`` (:mod:`.final_metrics`): the numbers a sweep compares.
 
+``trainer.max_minutes`` bounds a run by time *and* lays its learning-rate schedule out over the steps
+that time will give (:mod:`.budget`): the cosine ends when the budget ends, on any machine.
+
 Shape letters: see :mod:`soundstorm`.
 """
 
@@ -39,10 +42,11 @@ from soundstorm._checks import check_positive_ints
 from soundstorm.masking import Corruption, masked_loss
 from soundstorm.quantize import is_quantized
 from soundstorm.train import checkpoint as ckpt
+from soundstorm.train.budget import TimeBudget
 from soundstorm.train.final_metrics import write_final_metrics
 from soundstorm.train.graphs import GraphBudget
 from soundstorm.train.logging import flatten_levels
-from soundstorm.train.optim import EMA, apply_optim_settings, guarded_step, optim_settings
+from soundstorm.train.optim import EMA, apply_optim_settings, guarded_step, optim_settings, set_total_steps
 
 
 @dataclass
@@ -59,7 +63,8 @@ class TrainerConfig:
     max_nonfinite: int = 10
     ema_decay: float = 0.0
     progress: bool = True
-    max_minutes: float | None = None  # wall-clock budget of this session; checked at log steps
+    # wall-clock budget of the run (all sessions): the LR schedule ends when it ends (soundstorm.train.budget)
+    max_minutes: float | None = None
     max_graphs: int | None = None  # XLA: compiled training graphs allowed (None: from the batch shapes)
     activation_checkpointing: bool = False  # recompute each Conformer block in the backward (less memory)
     # Relative probability of training each level (None: uniform, the paper's §3.2); see masking.corrupt.
@@ -117,12 +122,14 @@ class Trainer:
 
     def __init__(self, model, backend, optimizer, scheduler, config: TrainerConfig, out_dir, batches: BatchSource,
                  logger=None, evaluate: Callable | None = None, loss: nn.Module | None = None,
-                 graph_budget: GraphBudget | None = None, tokens: dict | None = None):
+                 graph_budget: GraphBudget | None = None, tokens: dict | None = None,
+                 clock: Callable[[], float] = time.perf_counter):
         """``loss``: the module a step calls with the batch tensors named by its ``batch_keys``,
         returning ``(summed loss, metrics)`` with per-level sums over its ``num_levels`` levels
         (default: SoundStorm's masked loss, :class:`MaskedLoss`). A loss with ``extra_metrics`` (names)
         also returns ``metrics["extra"]``, one 0-d value per name and micro-batch; the log reports
-        their mean over the window as ``train/<name>``."""
+        their mean over the window as ``train/<name>``. ``clock``: the time budget's clock (tests
+        give every step a known duration)."""
         backend.check_trainable()
         if is_quantized(model):
             raise ValueError("the model has int8 quantised layers (inference only); train the float32 model")
@@ -153,6 +160,7 @@ class Trainer:
         self.graph_budget = graph_budget
         self._graphs_not_training = 0  # compiled by evaluation (its own shapes), left out of the budget
         self.batch_shapes_seen: set[tuple[int, ...]] = set()  # codes [B, Q, T] shapes trained on (host metadata)
+        self.budget = TimeBudget(60.0 * config.max_minutes, config.max_steps, clock) if config.max_minutes else None
 
     # ------------------------------------------------------------------ data position
     def _next_batch(self) -> dict:
@@ -277,7 +285,8 @@ class Trainer:
                 "optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
                 "rng": ckpt.capture_rng(), "nonfinite_skipped": self.nonfinite_total,
                 "tokens_seen": self.tokens_seen, "world_size": self.dist.world_size,
-                "wandb_id": getattr(self.logger, "run_id", None) or ""}
+                "wandb_id": getattr(self.logger, "run_id", None) or "",
+                **({"budget": self.budget.state_dict()} if self.budget is not None else {})}
 
     def save(self) -> Path | None:
         """Rank 0 writes the checkpoint; every rank waits for it."""
@@ -312,6 +321,8 @@ class Trainer:
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
         changed = apply_optim_settings(self.optimizer, self.scheduler, configured)
+        if self.budget is not None and "budget" in state:  # the time budget owns the schedule's total
+            changed.pop("optim.total_steps", None)
         if changed and self.dist.is_main:
             print(f"resume: applying the changed optimizer settings over those of {directory}: "
                   + ", ".join(f"{k} {old} -> {new}" for k, (old, new) in changed.items()), flush=True)
@@ -321,6 +332,10 @@ class Trainer:
                 raise ValueError(f"{directory} has no ema.safetensors but trainer.ema_decay={self.config.ema_decay}")
             self.ema.load_state_dict(ema_state)
         self.step, self.epoch, self.batch_in_epoch = state["step"], state["epoch"], state["batch_in_epoch"]
+        if self.budget is not None and "budget" in state:  # its seconds and plan continue (see .budget)
+            self.budget.load_state_dict(state["budget"])
+            if self.budget.planned_total is not None:
+                set_total_steps(self.optimizer, self.scheduler, self.budget.planned_total)
         self.nonfinite_total, self.tokens_seen = state["nonfinite_skipped"], state["tokens_seen"]
         if state["world_size"] != self.dist.world_size and self.dist.is_main:
             print(f"warning: {directory} was written by {state['world_size']} processes, resuming with "
@@ -368,7 +383,12 @@ class Trainer:
         """Train to ``max_steps`` (or until a signal) after resuming from the newest intact checkpoint of
         ``resume_from`` (one directory or candidates newest first); returns the last logged metrics."""
         self.resume(resume_from)
-        cfg, last, started = self.config, {}, time.perf_counter()
+        cfg, last = self.config, {}
+        if self.budget is not None:
+            self.budget.begin_session()
+            if self.budget.expired() and self.dist.is_main:
+                print(f"time budget trainer.max_minutes={cfg.max_minutes} was spent by earlier sessions "
+                      f"({self.budget.spent() / 60:.1f} min); nothing to train", flush=True)
         self.model.train()
         self._zero_sums()
         bar = None
@@ -378,18 +398,21 @@ class Trainer:
             bar = tqdm(total=cfg.max_steps, initial=self.step, desc="train", dynamic_ncols=True)
         graphs_before = self.backend.compiled_graphs()
         with self._signals():
-            while self.step < cfg.max_steps:
+            first_window = True
+            nothing_left = self.budget is not None and self.budget.expired()  # decided once: same on every rank
+            while not nothing_left and self.step < cfg.max_steps and not self._budget_spent():
                 self.train_step()
                 if self.graph_budget is not None and graphs_before is not None:
                     compiled = self.backend.compiled_graphs() - graphs_before - self._graphs_not_training
                     self.graph_budget.check(compiled, self.step)
                 if bar is not None:
                     bar.update(1)
-                at_log = self.step % cfg.log_every == 0 or self.step == cfg.max_steps
+                at_log = self.step % cfg.log_every == 0 or self.step == cfg.max_steps or self._budget_spent()
                 if at_log:
                     last = self._log_window(bar)
-                    if cfg.max_minutes is not None and time.perf_counter() - started > 60 * cfg.max_minutes:
-                        self.stop_signal = self.stop_signal or f"{TIME_LIMIT} trainer.max_minutes={cfg.max_minutes}"
+                    if self.budget is not None:
+                        self._follow_budget(first_window)
+                        first_window = False
                 if self.evaluate is not None and self.step % cfg.eval_every == 0:
                     self._run_eval()
                 if self._stop_agreed(at_log):
@@ -402,18 +425,59 @@ class Trainer:
         if bar is not None:
             bar.close()
         # every rank takes the same branch: the step count is the same everywhere
-        if self.evaluate is not None and cfg.eval_at_end and self.step == cfg.max_steps and self.eval_step != self.step:
+        finished = self.step == cfg.max_steps or self._budget_spent()
+        if self.evaluate is not None and cfg.eval_at_end and finished and self.eval_step != self.step:
             self._run_eval()
         self.save()
         if self.dist.is_main:
+            if self.budget is not None:
+                self._report_budget()
             self._write_final_metrics(last)
         return last
+
+    # ------------------------------------------------------------------ the time budget
+    def _budget_spent(self) -> bool:
+        """The budget's schedule has ended (the same step on every rank: the plan is agreed at log steps)."""
+        return self.budget is not None and self.budget.planned_total is not None \
+            and self.step >= self.budget.planned_total
+
+    def _follow_budget(self, first_window: bool) -> None:
+        """At a log step: start measuring after the session's first window, then re-plan the schedule's
+        end from the measured rate (rank 0's plan, shared with every rank), and stop when time is up."""
+        if self.budget.expired():
+            self.stop_signal = self.stop_signal or f"{TIME_LIMIT} trainer.max_minutes={self.config.max_minutes}"
+        if first_window:
+            self.budget.start_measuring(self.step)
+            return
+        if self._budget_spent() or self.budget.expired():  # the end: nothing left to plan
+            return
+        before = self.budget.planned_total
+        planned = self.budget.replan(self.step)
+        if self.dist.distributed and planned is not None:  # every rank follows rank 0's plan
+            mine = torch.tensor([float(planned) if self.dist.is_main else 0.0], device=self.backend.device)
+            planned = self.budget.planned_total = int(self.backend.all_reduce_sum(mine).item())
+        if planned is not None and planned != before:
+            set_total_steps(self.optimizer, self.scheduler, planned)
+            if self.dist.is_main and (before is None or abs(planned - before) > 0.05 * before):
+                rate = self.budget.rate(self.step)
+                print(f"time budget trainer.max_minutes={self.config.max_minutes}: {rate:.2f} steps/s, "
+                      f"{self.budget.remaining() / 60:.1f} min left -> the learning-rate schedule now ends at "
+                      f"step {planned} (trainer.max_steps={self.config.max_steps})", flush=True)
+
+    def _report_budget(self) -> None:
+        b = self.budget
+        ended = "its schedule ended" if self._budget_spent() else (
+            "the time limit" if b.expired() else (self.stop_signal or "trainer.max_steps"))
+        print(f"time budget trainer.max_minutes={self.config.max_minutes}: expected {b.first_planned} steps at "
+              f"the first estimate, planned {b.planned_total} at the last; made {self.step} steps in "
+              f"{b.spent() / 60:.1f} min (stopped by {ended})", flush=True)
 
     def _write_final_metrics(self, last: dict) -> None:
         """``final_metrics.json`` (:mod:`.final_metrics`): where and why the run ended, its last numbers."""
         stopped = None
         if self.step < self.config.max_steps:
-            stopped = self.stop_signal or "a signal on another rank"
+            stopped = self.stop_signal or (f"{TIME_LIMIT} trainer.max_minutes={self.config.max_minutes} (its "
+                                           "schedule ended)" if self._budget_spent() else "a signal on another rank")
         interrupted = stopped is not None and not stopped.startswith(TIME_LIMIT)
         write_final_metrics(self.out_dir, self.step, self.config.max_steps, stopped, interrupted,
                             flatten_levels(last), self.eval_metrics, self.eval_step)

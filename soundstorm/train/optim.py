@@ -112,6 +112,17 @@ def apply_optim_settings(optimizer, scheduler, configured: dict) -> dict:
     return changed
 
 
+def set_total_steps(optimizer, scheduler, total_steps: int) -> None:
+    """Lay the schedule out over ``total_steps`` from here on (a time budget's re-estimate,
+    :mod:`.budget`): the multiplier's total changes and the learning rate in force is recomputed at the
+    current step, so the next update uses the new schedule."""
+    for schedule in scheduler.lr_lambdas:
+        schedule.total_steps = int(total_steps)
+    for i, group in enumerate(optimizer.param_groups):
+        group["lr"] = scheduler.base_lrs[i] * scheduler.lr_lambdas[i](scheduler.last_epoch)
+    scheduler._last_lr = [group["lr"] for group in optimizer.param_groups]
+
+
 class EMA:
     """Exponential moving average of a model's floating-point parameters and buffers, on device."""
 
