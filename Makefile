@@ -53,7 +53,7 @@ test-latest:
 	@$(PIP_LATEST) show torch | grep -E '^(Name|Version):'
 	$(PY_LATEST) -m pytest -q -m "not slow"
 
-# The CPU quickstart end to end (experiments/quickstart_cpu/run.sh): festival corpus → tokens → ≤ 28 min
+# The CPU quickstart end to end (experiments/quickstart_cpu/run.sh): festival corpus → tokens → ≤ 25 min
 # of training → the speech table on held-out sentences. Leaves outputs/quickstart/{metrics.json,
 # speech_table.md, speech_table.png, speech_examples/, generated_30s.wav, spectrogram_30s.png, wandb/}.
 # Then the dialogue (experiments/dialogue_cpu/run.sh): ~12 min of text-to-semantic training and a

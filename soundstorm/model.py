@@ -123,8 +123,8 @@ class SoundStorm(nn.Module):
         self.head_bias = nn.Parameter(torch.zeros(q, v))
         # Unit-variance token embeddings (nn.Embedding's default), not GPT's 0.02: the blocks are
         # pre-LN, so a tiny input is swamped by the first blocks' O(1) outputs and the model sits on a
-        # plateau of near-uniform predictions before it uses the tokens at all (measured on the CPU
-        # quickstart: level-1 loss 6.3 after 300 steps with std 0.02, 4.4 with std 1).
+        # plateau of near-uniform predictions before it uses the tokens at all (the CPU quickstart's
+        # losses with both: docs/quickstart.md, "What made a 25-minute model speak").
         nn.init.normal_(self.semantic_embed.weight, std=1.0)
         nn.init.normal_(self.acoustic_embed.weight, std=1.0)
 

@@ -7,14 +7,13 @@ ceiling. Everything else stays fp32: embeddings, norms, rotary attention (SDPA),
 convolution and the Q output heads (one ``[Q, D, V]`` weight used through ``index_select`` + ``bmm``;
 one head is ≈ 0.3 % of a pass's FLOPs at the paper size, so quantising it would not pay).
 
-Library, chosen by measurement on this project's 2-core AMD EPYC (see docs/benchmark.md): PyTorch's
-dynamic quantisation (``torch.ao.quantization.quantize_dynamic``, fbgemm/x86 kernels, per-output-channel
-int8 weights, per-tensor activation scales) ran the feed-forward shape 1500 × 1024 → 4096 → 1024
-about twice as fast as torchao 0.14/0.15's ``Int8DynamicActivationInt8WeightConfig`` in eager mode.
-``torch.ao.quantization`` is deprecated upstream (announced for removal after torch 2.9, the version
-this project pins because torch_xla stops at 2.9), but it is still there and works on torch 2.15
-(measured: the int8 tests pass, and the paper preset at 10 s runs 2.3× faster than fp32 on this
-project's Xeon; docs/benchmark.md); it is used through :func:`quantize_int8` only, so a move to
+Library: PyTorch's dynamic quantisation (``torch.ao.quantization.quantize_dynamic``, fbgemm/x86
+kernels, per-output-channel int8 weights, per-tensor activation scales), chosen because it ran the
+paper's feed-forward shape faster than torchao's eager int8 path and needs no new dependency (the
+comparison: docs/benchmark.md, "Int8 on the CPU"). ``torch.ao.quantization`` is deprecated upstream
+(announced for removal after torch 2.9, the version this project pins because torch_xla stops at
+2.9), but it is still there and works on torch 2.15 (the int8 tests pass on both stacks; speed there:
+docs/benchmark.md, "On the newest torch"); it is used through :func:`quantize_int8` only, so a move to
 torchao touches this module alone. Its deprecation warnings are silenced here for that reason.
 
 Quantised weights are never saved: a model is stored as fp32 safetensors (``save_pretrained``) and
@@ -83,7 +82,8 @@ def _release_freed_memory() -> None:
 
     glibc keeps freed heap blocks resident, and once blocks of a layer's size have been freed it
     serves such sizes from the heap rather than from their own mappings; the replaced fp32 weights
-    then stay in the resident set (measured: +1.3 GB for the paper preset) until ``malloc_trim``.
+    then stay in the resident set until ``malloc_trim`` (how much for the paper preset:
+    docs/benchmark.md, "Int8 on the CPU").
     Elsewhere than glibc this is a no-op."""
     gc.collect()
     try:

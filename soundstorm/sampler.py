@@ -18,11 +18,9 @@ that are as large as the true ones but unrelated to them (noise). The minimum-Ba
 the code whose codec vector is nearest the model's *expected* vector ``sum_k p_k e_k``, i.e. the code
 that minimises the expected squared error in the codec's space: the argmax when the model is sure, a
 small, average residual when it is not. It needs the codec's codebooks (``Codec.codebook_vectors()``).
-Measured on the CPU quickstart's checkpoint, 60 held-out sentences (README, "CPU quickstart"): from
-level 2 on, prompted WER 0.348 against 0.410 with the argmax, but cross-speaker attribution 0.63
-against 0.82 (the output moves towards the source speaker); from level 3, 4 or 5, or from level 2 at
-temperature 0.5, the same trade (40 sentences: 0.34-0.37 against 0.404, attribution 0.65-0.68 against
-0.80). So it stays off by default and in the quickstart.
+It stays off by default and in the quickstart: on the CPU quickstart's model it made speech more
+intelligible but moved the voice towards the source speaker, losing cross-speaker attribution
+(``docs/quickstart.md``, "The minimum-Bayes-risk option on this model").
 
 Shapes are fixed for the whole decode and every per-iteration quantity (level, temperature,
 schedule fraction, noise scale) is a 0-d tensor prepared before the loop, so one compiled graph

@@ -3,7 +3,7 @@
 Teacher-forced per-level accuracy and NLL at ``evaluation.mask_ratios``; generation (unprompted and
 prompted with the first ``evaluation.prompt_seconds``) with per-level token accuracy, mel distances
 and the unigram / random-token baselines; optional WER and speaker similarity
-(``evaluation.asr=pkg.mod:fn``, ``evaluation.speaker=pkg.mod:fn``); example wavs and spectrogram PNGs,
+(``evaluation.asr=pkg.mod:fn``, ``evaluation.verifier=pkg.mod:fn``); example wavs and spectrogram PNGs,
 and a ``evaluation.long_seconds`` long-form generation. With ``evaluation.speech.enabled=true``, the
 paper's Table 1 in miniature (:mod:`soundstorm.evaluation.speech_table`: WER/CER and speaker
 similarity of ground truth, codec resynthesis, unprompted, prompted and cross-speaker generation) goes

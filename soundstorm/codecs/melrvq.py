@@ -10,10 +10,11 @@ property).
 Why the smoothing: a wrong code is a wrong frame. Quantisation error, and above all a model's
 frame-by-frame code choices, are close to independent from one frame to the next, while a speech
 envelope at 50 frames/s changes over several frames. A 3-tap low-pass (weights 1, 3, 1) averages the
-independent errors and blurs the envelope only a little. Measured with the CPU quickstart's model on 40
-held-out sentences (``docs/results/quickstart_decode_smoothing.json``): prompted SoundStorm WER 0.414 →
-0.280, the codec's own resynthesis 0.194 → 0.213 (the price: true codes are blurred too).
-``decode_smoothing=[1.0]`` turns it off; codecs saved before the setting existed load with it off.
+independent errors and blurs the envelope only a little. On generated codes it buys far more
+intelligibility than it costs on true codes, which it blurs too (the CPU quickstart's WER with and
+without it, and the other filters tried: ``docs/quickstart.md``,
+``docs/results/quickstart_decode_smoothing.json``). ``decode_smoothing=[1.0]`` turns it off; codecs
+saved before the setting existed load with it off.
 
 Shape letters: see :mod:`soundstorm`.
 """

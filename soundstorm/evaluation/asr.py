@@ -49,9 +49,8 @@ class PocketsphinxRecognizer:
 
     Every call starts from the decoder's initial feature state: pocketsphinx's live cepstral mean
     normalisation otherwise carries the previous utterance's mean into the next one, so a transcript
-    depended on what was recognised before it (measured: 7 of 72 transcripts changed with the order of
-    the same utterances, WER 0.185 against 0.173 from a fresh decoder each time). ``reinit_feat`` gives
-    exactly the fresh decoder's transcripts and costs nothing.
+    depended on what was recognised before it, and a row's WER on the order of the rows (how much:
+    docs/evaluation.md). ``reinit_feat`` gives exactly the fresh decoder's transcripts and costs nothing.
     """
 
     def __init__(self, **decoder_options):

@@ -11,22 +11,20 @@ pitch, and ``pitch``, which moves the pitch alone.
 Two speaker sets (``soundstorm-synth-corpus --speakers``), each of six speakers whose similarity to each
 other stays below 0.8 (resemblyzer, mean over sentence pairs):
 
-* :data:`DIPHONE_SPEAKERS` (the CLI's default): variants of the two diphone voices. Recognizer WER per
-  speaker 0.12–0.25 on the quickstart's held-out sentences (mean 0.18; the formant-raised variants read
-  worst). Their content tokens (``semantic=phone_classifier``) do not tell the speakers apart (speaker
-  identification from token histograms 0.17–0.31 in two measurements on two corpora, chance 0.17;
-  festival's own phone labels score 0.20: ``docs/results/festival_speaker_survey.json``), so a voice
-  prompt sets the voice.
+* :data:`DIPHONE_SPEAKERS` (the CLI's default): variants of the two diphone voices. Their content tokens
+  (``semantic=phone_classifier``) do not tell the speakers apart, so a voice prompt sets the voice; a
+  recognizer reads them less well than the slt voice.
 * :data:`MIXED_SPEAKERS` (the quickstart's, with ``--timing slt``): kal, ked, kal_high, kal_bright and two
-  slt variants. Read far better (WER 0.08–0.17 per speaker, mean 0.115 on 20 utterances each). Each
-  voice's own timing gives it away: festival's duration model for the diphone voices, HTS's for slt, and
-  vowel reduction only in the former, so even the *true* phone labels name the voice family (nearest
-  centroid on label histograms: 1.00, tokens 1.00), and a model conditioned on them keeps the source
-  family's voice whatever the prompt (cross-speaker attribution 0.50). :data:`TIMINGS` ``slt`` removes
-  that: the diphone speakers say each text with the slt voice's phone durations and its unreduced vowels
-  (identical phone sequences on all ~560 bundled sentences), and family identification falls to 0.65
-  from the labels and 0.62 from the tokens (chance 0.50; 240 utterances,
-  ``docs/results/festival_shared_timing.json``).
+  slt variants, which a recognizer reads far better. Each voice's own timing gives it away: festival's
+  duration model for the diphone voices, HTS's for slt, and vowel reduction only in the former, so even
+  the *true* phone labels name the voice family, and a model conditioned on them keeps the source
+  family's voice whatever the prompt. :data:`TIMINGS` ``slt`` removes that: the diphone speakers say each
+  text with the slt voice's phone durations and its unreduced vowels (identical phone sequences on all
+  ~560 bundled sentences).
+
+The measurements behind both sets (WER per speaker, speaker and family identification from tokens and
+labels, the candidates that were left out): ``docs/quickstart.md``, "The festival speakers", and
+``docs/results/festival_speaker_survey.json``, ``docs/results/festival_shared_timing.json``.
 
 One festival process synthesises a whole batch through a generated Scheme script; phone end times
 come from the utterance's ``Segment`` relation and are rescaled by the sox speed factor.
@@ -71,8 +69,8 @@ SPEAKERS: dict[str, Speaker] = {
     "kal": Speaker("kal_diphone", 105, 14),
     "ked": Speaker("ked_diphone", 105, 15),
     "kal_high": Speaker("kal_diphone", 200, 30),
-    "ked_high": Speaker("ked_diphone", 200, 30),  # for --speakers lists; in place of kal_small it did not bring
-    # the quickstart's ground-truth WER under 0.15 (0.158) and lowered attribution (docs/results/quickstart_speech_rescored.json)
+    "ked_high": Speaker("ked_diphone", 200, 30),  # for --speakers lists only: tried in place of kal_small, it
+    # did not help the quickstart (docs/quickstart.md, "The festival speakers")
     "kal_bright": Speaker("kal_diphone", 95, 14, stretch=1.1, speed=1.15),
     "ked_bright": Speaker("ked_diphone", 150, 25, stretch=1.1, speed=1.15),
     "kal_small": Speaker("kal_diphone", 170, 25, stretch=1.15, speed=1.22),
@@ -81,7 +79,7 @@ SPEAKERS: dict[str, Speaker] = {
     "slt_deep": Speaker("cmu_us_slt_arctic_hts", 170, 34, pitch_cents=-500),
 }
 DIPHONE_SPEAKERS = ("kal", "ked", "kal_high", "kal_bright", "ked_bright", "kal_small")
-MIXED_SPEAKERS = ("kal", "ked", "kal_high", "kal_bright", "slt", "slt_deep")  # slt_low: 0.82 to slt
+MIXED_SPEAKERS = ("kal", "ked", "kal_high", "kal_bright", "slt", "slt_deep")  # not slt_low: too close to slt
 SPEAKER_SETS = {"diphone": DIPHONE_SPEAKERS, "mixed": MIXED_SPEAKERS}
 
 

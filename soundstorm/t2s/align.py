@@ -1,7 +1,7 @@
 """Durations of text symbols in semantic frames, found without labels: monotonic alignment by hard EM.
 
 Why: a masked generator that must discover on its own which text symbol each target frame speaks
-learns slowly (hundreds of CPU-minutes); given the aligned symbol of each frame (FastSpeech's length
+learns slowly (docs/dialogue.md); given the aligned symbol of each frame (FastSpeech's length
 regulator used as *conditioning*, not as the output), it only has to learn what each symbol sounds
 like in tokens. The durations come from the training corpus itself, for any semantic token type:
 

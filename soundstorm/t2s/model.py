@@ -14,7 +14,8 @@ predictor's per-symbol durations are trained on durations found without labels
 (:mod:`soundstorm.t2s.align`), and every target position also reads the embedding of the text symbol
 it is aligned to. The generator still predicts the tokens by cross-entropy (it is not a length
 regulator that copies phones into frames), but it no longer has to discover the alignment itself,
-which is what made the unaligned model need hundreds of CPU-minutes. Checkpoints written before the
+which is what kept the unaligned model from learning in a CPU quickstart's budget (docs/dialogue.md
+has both measured). Checkpoints written before the
 option (format ``soundstorm-t2s/v1``) load as ``aligned=False``.
 
 Weights are saved as safetensors plus a JSON config, as :meth:`SoundStorm.save_pretrained` does.
