@@ -34,6 +34,8 @@ import warnings
 import torch
 import torch.nn.functional as F
 
+from soundstorm._optional import require
+
 BACKENDS = ("torchaudio", "torch")
 TOP_DB = 80.0  # torchaudio.transforms.MFCC's floor below the loudest bin
 AMIN = 1e-10  # smallest power before log10 (torchaudio's AmplitudeToDB)
@@ -73,8 +75,6 @@ def _choose(name: str) -> str:
         return "torchaudio"
     if name == "torchaudio":
         if isinstance(error, ModuleNotFoundError):
-            from soundstorm._optional import require
-
             require("torchaudio", "SOUNDSTORM_DSP=torchaudio")  # raises, naming the extra
         raise ImportError(f"SOUNDSTORM_DSP=torchaudio, but torchaudio does not run with torch {torch.__version__}: "
                           f"{type(error).__name__}: {error}")

@@ -25,6 +25,7 @@ from dataclasses import dataclass
 
 import torch
 
+from soundstorm._optional import require
 from soundstorm.backends import NAMES, get_backend, resolve_name
 from soundstorm.bench.flops import flops_per_pass, measure_matmul_peak
 from soundstorm.model import PRESETS, SoundStorm, SoundStormConfig
@@ -148,8 +149,6 @@ def _versions() -> dict:
 
 def _codec_decoder(device):
     """EnCodec 24 kHz with random weights (same architecture and cost as the real one)."""
-    from soundstorm._optional import require
-
     EncodecModel = require("encodec", "soundstorm-bench codec_decode=true (EnCodec 24 kHz)").EncodecModel
     codec = EncodecModel.encodec_model_24khz(pretrained=False).to(device).eval()
     return lambda codes_BQT: codec.decoder(codec.quantizer.decode(codes_BQT.transpose(0, 1)))
