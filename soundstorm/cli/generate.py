@@ -19,12 +19,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import hydra
 import numpy as np
 import torch
 from omegaconf import DictConfig, OmegaConf
 
 from soundstorm import builders
+from soundstorm.cli._hydra import cli_schema, hydra_main
 from soundstorm.assets import check_pairing, read_record
 from soundstorm.cli._common import run_with_backend
 from soundstorm.data.audio import BadAudio, read_audio, resample
@@ -149,7 +149,7 @@ def run(cfg: DictConfig, backend) -> list[Path]:
     return written
 
 
-@hydra.main(config_path="pkg://soundstorm.configs", config_name="generate", version_base="1.3")
+@hydra_main("soundstorm-generate", "generate", lambda: cli_schema("generate", ("codec", "semantic", "sampler", "backend")))
 def main(cfg: DictConfig) -> None:
     run_with_backend("soundstorm-generate", cfg.backend, lambda backend: run(cfg, backend))
 
