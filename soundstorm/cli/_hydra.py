@@ -124,7 +124,7 @@ def hydra_main(prog: str, config_name: str, schema: Callable[[], dict]):
                 raise
 
         main.__doc__ = task.__doc__
-        main.task = checked
+        main.task, main.schema = checked, schema
         return main
 
     return decorate
