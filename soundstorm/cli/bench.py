@@ -24,7 +24,11 @@ from soundstorm.io import atomic_write_bytes
 from soundstorm.bench import format_table, run_bench
 
 
-@hydra_main("soundstorm-bench", "bench", lambda: cli_schema("bench", ("model", "sampler", "backend")))
+# the config groups of its closed schema (soundstorm.cli._hydra)
+SECTIONS = ("model", "sampler", "backend")
+
+
+@hydra_main("soundstorm-bench", "bench", lambda: cli_schema("bench", SECTIONS))
 def main(cfg: DictConfig) -> None:
     try:
         bench_cfg = builders.build_bench_config(cfg)

@@ -10,7 +10,8 @@ The codec and tokenizer are the ones saved in ``assets`` (a ``soundstorm-prepare
 against what the checkpoint was trained on (settings and fingerprints, :mod:`soundstorm.assets`).
 Writes ``out_dir/<stem>.wav`` and ``out_dir/<stem>.codes.npy`` (``[Q, T]`` int64), atomically; an
 existing output is kept unless ``overwrite=true``. Every check runs before any work; exit code 2 on
-bad inputs.
+bad inputs. Each input is sampled with its own seed (:func:`input_seed`: a hash of ``seed`` and its file
+name, not its position), so adding or reordering inputs leaves the others' outputs unchanged.
 
 Shape letters: see :mod:`soundstorm`.
 """
@@ -26,9 +27,9 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from soundstorm import builders
-from soundstorm.cli._hydra import cli_schema, hydra_main
 from soundstorm.assets import check_pairing, read_record
 from soundstorm.cli._common import run_with_backend
+from soundstorm.cli._hydra import cli_schema, hydra_main
 from soundstorm.codecs.base import min_decode_frames
 from soundstorm.data.audio import load_audio, resample
 from soundstorm.evaluation.generation import frames_for
@@ -173,7 +174,11 @@ def run(cfg: DictConfig, backend) -> list[Path]:
     return written
 
 
-@hydra_main("soundstorm-generate", "generate", lambda: cli_schema("generate", ("codec", "semantic", "sampler", "backend")))
+# the config groups of its closed schema (soundstorm.cli._hydra)
+SECTIONS = ("codec", "semantic", "sampler", "backend")
+
+
+@hydra_main("soundstorm-generate", "generate", lambda: cli_schema("generate", SECTIONS))
 def main(cfg: DictConfig) -> None:
     run_with_backend("soundstorm-generate", cfg.backend, lambda backend: run(cfg, backend))
 

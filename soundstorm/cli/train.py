@@ -90,6 +90,7 @@ class SweepJobFailed(RuntimeError):
     """A multirun job's training ended with a non-zero exit code (its error is in the job's log)."""
 
 
+# the config groups of its closed schema (soundstorm.cli._hydra)
 SECTIONS = ("model", "codec", "semantic", "data", "optim", "sampler", "evaluation", "trainer", "logger", "backend")
 
 

@@ -146,9 +146,10 @@ def list_inputs(source, audio_root=None) -> list[dict]:
             except (json.JSONDecodeError, KeyError, TypeError) as err:
                 raise ValueError(f"{source}:{lineno}: expected a JSON object with a 'path' field ({err})") from err
             path = path if path.is_absolute() else source.parent / path
-            items.append({"utt_id": str(entry.get("utt_id", path.stem)), "path": str(path), "where": f"{source}:{lineno}",
-                          "listed": str(entry["path"]), "text": str(entry.get("text", "")),
-                          "speaker": speaker_of(entry), **corpus_fields(entry, f"{source}:{lineno}")})
+            items.append({"utt_id": str(entry.get("utt_id", path.stem)), "path": str(path),
+                          "where": f"{source}:{lineno}", "listed": str(entry["path"]),
+                          "text": str(entry.get("text", "")), "speaker": speaker_of(entry),
+                          **corpus_fields(entry, f"{source}:{lineno}")})
     else:
         raise FileNotFoundError(f"prepare input not found: {source} (expected a folder of audio or a JSONL manifest)")
     if not items:
