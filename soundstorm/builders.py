@@ -30,6 +30,7 @@ from soundstorm.assets import Assets, check_configured, load_assets
 from soundstorm.backends import get_backend
 from soundstorm.bench import BenchConfig
 from soundstorm.codecs import EncodecCodec, MelRVQCodec, MelRVQConfig, load_codec
+from soundstorm.config_keys import check_keys, dataclass_schema
 from soundstorm.data import LengthBucketSampler, TokenDataset, TokenManifest
 from soundstorm.data.buckets import derive_frame_buckets, padded_length
 from soundstorm.data.prepare import PrepareOptions
@@ -69,11 +70,13 @@ def resolved(cfg):
 
 def strict(schema, cfg, where: str, drop: tuple[str, ...] = ()):
     """Validate ``cfg`` (less the keys in ``drop``) into the dataclass ``schema`` and build it;
-    unknown keys or bad types → ValueError naming them (the dataclass's own checks run too)."""
+    unknown keys (named with the nearest known one, :mod:`soundstorm.config_keys`) or bad types →
+    ValueError naming them (the dataclass's own checks run too)."""
     data = resolved(cfg)
     if not isinstance(data, dict):
         raise ValueError(f"the {where} config must be a mapping, got {data!r}")
     data = {k: v for k, v in data.items() if k not in drop}
+    check_keys(data, dataclass_schema(schema), f"the {where} config")  # names the nearest known key
     try:
         return OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(schema), data))
     except OmegaConfBaseException as err:

@@ -27,6 +27,7 @@ import struct
 import tempfile
 from pathlib import Path
 
+import numpy as np
 import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
@@ -370,3 +371,37 @@ def check_output_dir(path, field: str) -> Path:
         raise ValueError(f"{field}={str(path)!r} cannot be written to ({err.strerror}: {err.filename}); expected a "
                          "folder this user can create files in") from err
     return path
+
+
+NPY_MAGIC = b"\x93NUMPY"
+
+
+def read_npy(path, what: str):
+    """The array in the ``.npy`` file ``path`` (``what`` names what it should hold), never unpickled: a
+    missing file is a ``FileNotFoundError``; a file that is not a ``.npy`` array (text, a pickle, an
+    ``.npz``), an object array or a truncated one is a ``ValueError`` naming the file and what it is."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: not found; expected {what} saved with numpy.save")
+    with open(path, "rb") as f:
+        prefix = f.read(len(NPY_MAGIC))
+        if prefix != NPY_MAGIC:
+            kind = "an .npz archive" if prefix[:4] == b"PK\x03\x04" else f"it starts with {prefix!r}"
+            raise ValueError(f"{path}: not a NumPy .npy array ({kind}, not the .npy header {NPY_MAGIC!r}); "
+                             f"expected {what} saved with numpy.save")
+        f.seek(0)
+        try:
+            version = np.lib.format.read_magic(f)
+            read_header = {(1, 0): np.lib.format.read_array_header_1_0,
+                           (2, 0): np.lib.format.read_array_header_2_0}.get(version)
+            dtype = read_header(f)[2] if read_header else None  # format 3.0: np.load reads it below
+        except (ValueError, EOFError, OSError) as err:
+            raise CorruptFileError(f"{path}: a .npy file whose header cannot be read ({err}); expected {what} "
+                                   "saved with numpy.save") from err
+    if dtype is not None and dtype.hasobject:
+        raise ValueError(f"{path}: a .npy array of Python objects (dtype {dtype}), whose items are pickles and are "
+                         f"never loaded; expected {what} (a numeric array)")
+    try:
+        return np.load(path, allow_pickle=False)
+    except (ValueError, EOFError, OSError) as err:
+        raise CorruptFileError(f"{path}: a truncated or corrupt .npy file ({err}); expected {what}") from err

@@ -16,15 +16,19 @@ import json
 import sys
 from pathlib import Path
 
-import hydra
 from omegaconf import DictConfig
 
 from soundstorm import builders
+from soundstorm.cli._hydra import cli_schema, hydra_main
 from soundstorm.io import atomic_write_bytes
 from soundstorm.bench import format_table, run_bench
 
 
-@hydra.main(config_path="pkg://soundstorm.configs", config_name="bench", version_base="1.3")
+# the config groups of its closed schema (soundstorm.cli._hydra)
+SECTIONS = ("model", "sampler", "backend")
+
+
+@hydra_main("soundstorm-bench", "bench", lambda: cli_schema("bench", SECTIONS))
 def main(cfg: DictConfig) -> None:
     try:
         bench_cfg = builders.build_bench_config(cfg)

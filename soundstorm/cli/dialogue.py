@@ -11,10 +11,11 @@ from __future__ import annotations
 
 import json
 
-import hydra
 from omegaconf import DictConfig
 
 from soundstorm.cli._common import run_with_backend
+from soundstorm.cli._hydra import cli_schema, hydra_main
+from soundstorm.config_keys import dataclass_schema
 from soundstorm.dialogue import builders as dialogue_builders
 from soundstorm.dialogue.evaluate import evaluate_dialogue, true_semantic
 from soundstorm.dialogue.script import parse_script
@@ -66,7 +67,15 @@ def reference(pipeline, result, true_tokens, settings, recognizer, verifier) -> 
     return {**scores["summary"], "turns": scores["turns"]}
 
 
-@hydra.main(config_path="pkg://soundstorm.configs", config_name="dialogue", version_base="1.3")
+def schema() -> dict:
+    """The dialogue's own settings (:class:`~soundstorm.dialogue.builders.DialogueSettings`; its top-level
+    ``silence_db`` is filled from ``evaluation.silence_db``, not a key) and the sampler and backend groups."""
+    settings = dataclass_schema(dialogue_builders.DialogueSettings)
+    settings.pop("silence_db")
+    return cli_schema("dialogue", ("sampler", "backend"), **settings)
+
+
+@hydra_main("soundstorm-dialogue", "dialogue", schema)
 def main(cfg: DictConfig) -> None:
     run_with_backend("soundstorm-dialogue", cfg.backend, lambda backend: run(cfg, backend))
 

@@ -21,12 +21,12 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import hydra
 from omegaconf import DictConfig, OmegaConf
 
 from soundstorm import builders
 from soundstorm.assets import check_pairing, read_record
 from soundstorm.cli._common import run_with_backend
+from soundstorm.cli._hydra import cli_schema, hydra_main
 from soundstorm.evaluation.generation import GenerationEvaluator, frames_for
 from soundstorm.evaluation.int8 import compare_int8
 from soundstorm.evaluation.metrics import most_frequent_tokens
@@ -140,7 +140,11 @@ def _evaluate_and_write(cfg: DictConfig, backend) -> None:
     print(f"wrote {out_dir / 'metrics.json'}")
 
 
-@hydra.main(config_path="pkg://soundstorm.configs", config_name="eval", version_base="1.3")
+# the config groups of its closed schema (soundstorm.cli._hydra)
+SECTIONS = ("codec", "semantic", "data", "sampler", "evaluation", "backend", "logger")
+
+
+@hydra_main("soundstorm-eval", "eval", lambda: cli_schema("eval", SECTIONS))
 def main(cfg: DictConfig) -> None:
     run_with_backend("soundstorm-eval", cfg.backend, lambda backend: _evaluate_and_write(cfg, backend))
 

@@ -10,16 +10,18 @@ The codec and tokenizer are the ones saved in ``assets`` (a ``soundstorm-prepare
 against what the checkpoint was trained on (settings and fingerprints, :mod:`soundstorm.assets`).
 Writes ``out_dir/<stem>.wav`` and ``out_dir/<stem>.codes.npy`` (``[Q, T]`` int64), atomically; an
 existing output is kept unless ``overwrite=true``. Every check runs before any work; exit code 2 on
-bad inputs.
+bad inputs. Each input is sampled with its own seed (:func:`input_seed`: a hash of ``seed`` and its file
+name, not its position), so adding or reordering inputs leaves the others' outputs unchanged.
 
 Shape letters: see :mod:`soundstorm`.
 """
 
 from __future__ import annotations
 
+import hashlib
+import math
 from pathlib import Path
 
-import hydra
 import numpy as np
 import torch
 from omegaconf import DictConfig, OmegaConf
@@ -27,59 +29,81 @@ from omegaconf import DictConfig, OmegaConf
 from soundstorm import builders
 from soundstorm.assets import check_pairing, read_record
 from soundstorm.cli._common import run_with_backend
-from soundstorm.data.audio import BadAudio, read_audio, resample
+from soundstorm.cli._hydra import cli_schema, hydra_main
+from soundstorm.codecs.base import min_decode_frames
+from soundstorm.data.audio import load_audio, resample
 from soundstorm.evaluation.generation import frames_for
 from soundstorm.longform import generate_windowed
 from soundstorm.sampler import codebooks_for
-from soundstorm.io import atomic_file, atomic_write_wav, check_output_dir
+from soundstorm.io import atomic_file, atomic_write_wav, check_output_dir, read_npy
 from soundstorm.model import SoundStorm
 
 AUDIO_SUFFIXES = (".wav", ".flac", ".ogg", ".mp3")
 
 
-def load_wav(path, sample_rate: int) -> torch.Tensor:
-    if not Path(path).is_file():
-        raise FileNotFoundError(f"audio file not found: {path}")
-    try:
-        wav_N, rate = read_audio(path, 0.0)
-    except BadAudio as err:
-        raise ValueError(f"{path}: {err}") from err
-    return resample(wav_N, rate, sample_rate)
+def min_semantic_ids(codec, upsample: int) -> int:
+    """The fewest semantic ids an input may hold: its codes (``ids × upsample`` frames) must be enough
+    for the codec to decode (:func:`soundstorm.codecs.base.min_decode_frames`)."""
+    return max(1, math.ceil(min_decode_frames(codec) / upsample))
 
 
-def load_semantic(path, tokenizer_factory, vocab_size: int) -> torch.Tensor:
-    """Semantic ids ``[S]`` from an audio file (tokenized) or a ``.npy`` token file."""
+def check_input_length(path, num_ids: int, codec, upsample: int) -> None:
+    """Refuse an input of fewer than :func:`min_semantic_ids` semantic ids, naming the file, its length and
+    the minimum (before any work: a codec that cannot decode it would fail after the codes were written)."""
+    fewest, rate = min_semantic_ids(codec, upsample), codec.frame_rate / upsample
+    if num_ids < fewest:
+        raise ValueError(f"input {str(path)!r} holds {num_ids} semantic ids ({num_ids / rate:.3f} s at {rate:g} Hz), "
+                         f"fewer than {fewest} ({fewest / rate:.3f} s), the shortest input the {codec.name} codec "
+                         f"decodes ({min_decode_frames(codec)} frames at {codec.frame_rate:g} Hz); expected a longer "
+                         "input")
+
+
+def load_semantic(path, tokenizer_factory, vocab_size: int, codec, upsample: int) -> torch.Tensor:
+    """Semantic ids ``[S]`` from an audio file (checked, :func:`soundstorm.data.audio.load_audio`, and
+    tokenized) or a ``.npy`` token file, at least :func:`min_semantic_ids` long."""
     path = Path(path)
     if path.suffix.lower() in AUDIO_SUFFIXES:
         tokenizer = tokenizer_factory()
-        return tokenizer.tokenize(load_wav(path, tokenizer.sample_rate)[None])[0].long()
+        fewest = min_semantic_ids(codec, upsample)
+        wav_N, _ = load_audio(path, "inputs", fewest / tokenizer.frame_rate, tokenizer.sample_rate,
+                              f"{fewest} semantic frames, the shortest input the codec decodes")
+        ids = tokenizer.tokenize(wav_N[None])[0].long()
+        check_input_length(path, ids.shape[0], codec, upsample)
+        return ids
     if path.suffix.lower() != ".npy":
         raise ValueError(f"input {str(path)!r}: expected an audio file {AUDIO_SUFFIXES} or a .npy of semantic ids")
-    if not path.is_file():
-        raise FileNotFoundError(f"token file not found: {path}")
-    ids = np.load(path, allow_pickle=False)
+    ids = read_npy(path, "semantic ids [S]")
     if ids.ndim != 1 or not np.issubdtype(ids.dtype, np.integer) or ids.size == 0:
         raise ValueError(f"{path}: expected a non-empty 1-D integer array of semantic ids, got {ids.dtype} {ids.shape}")
     if ids.min() < 0 or ids.max() >= vocab_size:
         raise ValueError(f"{path}: semantic ids in [{ids.min()}, {ids.max()}], expected [0, {vocab_size - 1}]")
+    check_input_length(path, ids.size, codec, upsample)
     return torch.from_numpy(ids.astype(np.int64))
 
 
 def voice_prompt(path, seconds: float, codec, tokenizer, upsample: int) -> tuple[torch.Tensor, torch.Tensor]:
     """``(semantic_S, codes_QT)`` of the first ``seconds`` of ``path``, aligned to whole semantic frames.
     A prompt shorter than ``seconds`` is an error (not silently a shorter prompt)."""
-    wav_N = load_wav(path, tokenizer.sample_rate)
-    available = wav_N.shape[0] / tokenizer.sample_rate
+    wav_N, rate = load_audio(path, "prompt_wav", 1 / tokenizer.frame_rate)
+    available = wav_N.shape[0] / rate
     if available < seconds:
         raise ValueError(f"prompt_wav={str(path)!r} is {available:.2f} s long, shorter than prompt_seconds={seconds}; "
                          f"expected a prompt at least that long (or set prompt_seconds<={available:.2f})")
-    semantic_S = tokenizer.tokenize(wav_N[None])[0].long()
-    codes_QT = codec.encode(load_wav(path, codec.sample_rate)[None])[0].long()
+    semantic_S = tokenizer.tokenize(resample(wav_N, rate, tokenizer.sample_rate)[None])[0].long()
+    codes_QT = codec.encode(resample(wav_N, rate, codec.sample_rate)[None])[0].long()
     num_semantic = min(int(seconds * tokenizer.frame_rate), semantic_S.shape[0], codes_QT.shape[1] // upsample)
     if num_semantic < 1:
         raise ValueError(f"prompt_seconds={seconds} is shorter than one semantic frame "
                          f"({1 / tokenizer.frame_rate:.3f} s); expected a longer prompt")
     return semantic_S[:num_semantic], codes_QT[:, :num_semantic * upsample]
+
+
+def input_seed(seed: int, name: str) -> int:
+    """The sampler seed of the input named ``name`` (its file stem, which is also its output's name):
+    a stable hash (sha256) of ``seed`` and the name, so an input's output does not change when inputs
+    are reordered, added or removed (``seed + position`` would)."""
+    digest = hashlib.sha256(f"{int(seed)}:{name}".encode("utf-8", "surrogateescape")).digest()
+    return int.from_bytes(digest[:8], "little") >> 1  # < 2**63: any torch.Generator seed
 
 
 def plan_outputs(inputs: list[str], out_dir: Path, overwrite: bool) -> list[Path]:
@@ -130,16 +154,17 @@ def run(cfg: DictConfig, backend) -> list[Path]:
     prompt_S, prompt_QT = None, None
     if cfg.prompt_wav:
         prompt_S, prompt_QT = voice_prompt(cfg.prompt_wav, float(cfg.prompt_seconds), codec, assets.tokenizer, up)
-    semantics = [load_semantic(path, lambda: assets.tokenizer, model.config.semantic_vocab_size) for path in inputs]
+    semantics = [load_semantic(path, lambda: assets.tokenizer, model.config.semantic_vocab_size, codec, up)
+                 for path in inputs]
     written = []
-    for i, (path, base, semantic_S) in enumerate(zip(inputs, bases, semantics)):
+    for path, base, semantic_S in zip(inputs, bases, semantics):
         skip = 0
         if prompt_S is not None:
             semantic_S, skip = torch.cat([prompt_S, semantic_S]), prompt_QT.shape[1]
         codes_QT = generate_windowed(model, semantic_S, window_frames=frames_for(cfg.window_seconds, codec.frame_rate, up),
                                      prompt_frames=frames_for(cfg.window_prompt_seconds, codec.frame_rate, up),
                                      prompt_QT=prompt_QT, config=sampler,
-                                     generator=torch.Generator().manual_seed(int(cfg.seed) + i),
+                                     generator=torch.Generator().manual_seed(input_seed(cfg.seed, base.name)),
                                      mark_step=backend.mark_step, codebooks=codebooks_for(sampler, codec))[:, skip:]
         with atomic_file(Path(f"{base}.codes.npy")) as tmp, open(tmp, "wb") as f:
             np.save(f, codes_QT.numpy().astype(np.int64))
@@ -149,7 +174,11 @@ def run(cfg: DictConfig, backend) -> list[Path]:
     return written
 
 
-@hydra.main(config_path="pkg://soundstorm.configs", config_name="generate", version_base="1.3")
+# the config groups of its closed schema (soundstorm.cli._hydra)
+SECTIONS = ("codec", "semantic", "sampler", "backend")
+
+
+@hydra_main("soundstorm-generate", "generate", lambda: cli_schema("generate", SECTIONS))
 def main(cfg: DictConfig) -> None:
     run_with_backend("soundstorm-generate", cfg.backend, lambda backend: run(cfg, backend))
 

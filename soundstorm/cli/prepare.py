@@ -8,14 +8,16 @@ from __future__ import annotations
 
 import sys
 
-import hydra
 from omegaconf import DictConfig
 
 from soundstorm.builders import build_prepare
-from soundstorm.data.prepare import prepare
+from soundstorm.cli._hydra import cli_schema, hydra_main
+from soundstorm.config_keys import dataclass_schema
+from soundstorm.data.prepare import PrepareOptions, prepare
 
 
-@hydra.main(config_path="pkg://soundstorm.configs", config_name="prepare", version_base="1.3")
+@hydra_main("soundstorm-prepare", "prepare", lambda: cli_schema("prepare", ("codec", "semantic"),
+                                                              **dataclass_schema(PrepareOptions)))
 def main(cfg: DictConfig) -> None:
     try:
         options, codec, tokenizer = build_prepare(cfg)

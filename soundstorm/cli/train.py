@@ -25,11 +25,11 @@ from __future__ import annotations
 import os
 import sys
 
-import hydra
 from omegaconf import DictConfig, OmegaConf
 
 from soundstorm import builders, hydra_sweep
 from soundstorm.cli._common import run_training
+from soundstorm.cli._hydra import cli_schema, hydra_main
 from soundstorm.train.launch import ReplicaFailed, processes_per_host, run_replicas
 from soundstorm.train.memory_plan import format_plan, memory_plan
 
@@ -90,7 +90,11 @@ class SweepJobFailed(RuntimeError):
     """A multirun job's training ended with a non-zero exit code (its error is in the job's log)."""
 
 
-@hydra.main(config_path="pkg://soundstorm.configs", config_name="train", version_base="1.3")
+# the config groups of its closed schema (soundstorm.cli._hydra)
+SECTIONS = ("model", "codec", "semantic", "data", "optim", "sampler", "evaluation", "trainer", "logger", "backend")
+
+
+@hydra_main("soundstorm-train", "train", lambda: cli_schema("train", SECTIONS))
 def train_task(cfg: DictConfig) -> float | None:
     """Hydra's task. A single run exits with the training's code. A multirun job returns the final
     ``sweep_objective`` (None when it is null, or for a dry run), or raises so the sweeper counts a failure."""

@@ -13,14 +13,15 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-import hydra
 import torch
 from omegaconf import DictConfig
 
 from soundstorm import builders
 from soundstorm.cli._common import run_training
+from soundstorm.cli._hydra import cli_schema, hydra_main
+from soundstorm.config_keys import LEAF, dataclass_schema
 from soundstorm.t2s import builders as t2s_builders
-from soundstorm.t2s.model import TextToSemantic
+from soundstorm.t2s.model import T2SConfig, TextToSemantic
 from soundstorm.t2s.train import T2SEvaluator, T2SLoss
 from soundstorm.train.checkpoint import resume_candidates
 from soundstorm.train.loop import Trainer
@@ -54,7 +55,15 @@ def build_t2s_training(cfg: DictConfig, backend) -> tuple[Trainer, list[Path]]:
     return trainer, resume_from
 
 
-@hydra.main(config_path="pkg://soundstorm.configs", config_name="train_t2s", version_base="1.3")
+def schema() -> dict:
+    """SoundStorm's data, optim, trainer, logger and backend groups, the text-to-semantic model and its
+    held-out evaluation section."""
+    return cli_schema("train_t2s", ("data", "optim", "trainer", "logger", "backend"),
+                      t2s_model=dataclass_schema(T2SConfig, name=LEAF),
+                      evaluation=dataclass_schema(t2s_builders.T2SEvalSection))
+
+
+@hydra_main("soundstorm-train-t2s", "train_t2s", schema)
 def main(cfg: DictConfig) -> None:
     code = run_training("soundstorm-train-t2s", cfg, build_t2s_training)
     if code:

@@ -40,6 +40,11 @@ class Codec(Protocol):
     def codebook_vectors(self) -> torch.Tensor: ...
 
 
+def min_decode_frames(codec) -> int:
+    """The fewest frames ``codec.decode`` takes (its ``min_decode_frames``; 1 for a codec without one)."""
+    return max(1, int(getattr(codec, "min_decode_frames", 1)))
+
+
 def check_wav(wav, what: str = "wav") -> torch.Tensor:
     """Accept ``[B, N]`` or ``[B, 1, N]`` floating audio; return ``[B, N]`` float32."""
     if not isinstance(wav, torch.Tensor):

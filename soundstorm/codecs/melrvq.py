@@ -149,6 +149,12 @@ class MelRVQCodec:
                                          cfg.fit_iters, cfg.fit_max_frames, what="MelRVQCodec.fit"))
         return self
 
+    @property
+    def min_decode_frames(self) -> int:
+        """The fewest frames :meth:`decode` takes: Griffin-Lim's STFT pads ``n_fft // 2`` samples by
+        reflection, which needs more than that many output samples, ``(T - 1) × hop``."""
+        return self.config.n_fft // 2 // self.config.hop_length + 2
+
     # ------------------------------------------------------------------ codec
     @torch.no_grad()
     def encode(self, wav_BN: torch.Tensor) -> torch.Tensor:

@@ -29,7 +29,7 @@ import torch
 from tqdm import tqdm
 
 from soundstorm.codecs import load_codec
-from soundstorm.data.audio import BadAudio, list_folder, read_audio, resample
+from soundstorm.data.audio import BadAudio, display_path, list_folder, read_audio, resample
 from soundstorm.data.manifest import TokenManifest, relative_source_path
 from soundstorm.data.reader import tensor_ranges
 from soundstorm.data.segment import SegmentConfig, segment_bounds
@@ -100,15 +100,44 @@ def input_audio_root(source, audio_root=None) -> Path:
     return source if source.is_dir() else source.parent
 
 
+def manifest_lines(source: Path) -> list[str]:
+    """The lines of a JSONL manifest, each decoded as UTF-8; a line that is not is a ``ValueError`` naming
+    the manifest, the line and the byte (instead of a decoder error that names neither)."""
+    lines = []
+    for lineno, raw in enumerate(source.read_bytes().splitlines(), 1):
+        try:
+            lines.append(raw.decode("utf-8"))
+        except UnicodeDecodeError as err:
+            raise ValueError(f"{source}:{lineno}: not UTF-8 text (byte {raw[err.start]:#04x} at column "
+                             f"{err.start + 1}: {raw[max(0, err.start - 30):err.start + 10]!r}); save the manifest as "
+                             "UTF-8 (and give a file whose name is not UTF-8 a UTF-8 name)") from err
+    return lines
+
+
+def check_utf8(item: dict, where: str) -> None:
+    """Refuse an input whose path, id or text cannot be written as UTF-8 (a file name from another system,
+    held by Python as surrogate escapes, or an escaped lone surrogate in a JSONL): the token manifest is
+    UTF-8 JSON, and finding out after the codebooks were fitted would leave a half-written token folder."""
+    for key in ("path", "utt_id", "text", "speaker"):
+        try:
+            str(item.get(key, "")).encode("utf-8")
+        except UnicodeEncodeError as err:
+            shown = display_path(item[key])
+            what = "its file name" if key == "path" else f"its {key}"
+            raise ValueError(f"{where}: {what} ({shown}) is not valid UTF-8, and the token manifest records it as "
+                             "UTF-8 JSON; rename the file (or fix the entry) to UTF-8, e.g. with convmv") from err
+
+
 def list_inputs(source, audio_root=None) -> list[dict]:
     """Items ``{utt_id, path, text, speaker}`` from a folder of audio or a JSONL manifest (paths relative to
-    it); every path must lie under :func:`input_audio_root` and every id must be a plain file name."""
+    it); every path must lie under :func:`input_audio_root`, name an existing file and be UTF-8 (as every id
+    and text), and every id must be a plain file name. All of it is checked before any work."""
     source = Path(source)
     if source.is_dir():
         items = list_folder(source)
     elif source.is_file():
         items = []
-        for lineno, line in enumerate(source.read_text().splitlines(), 1):
+        for lineno, line in enumerate(manifest_lines(source), 1):
             if not line.strip():
                 continue
             try:
@@ -117,7 +146,8 @@ def list_inputs(source, audio_root=None) -> list[dict]:
             except (json.JSONDecodeError, KeyError, TypeError) as err:
                 raise ValueError(f"{source}:{lineno}: expected a JSON object with a 'path' field ({err})") from err
             path = path if path.is_absolute() else source.parent / path
-            items.append({"utt_id": str(entry.get("utt_id", path.stem)), "path": str(path), "where": f"{source}:{lineno}",
+            items.append({"utt_id": str(entry.get("utt_id", path.stem)), "path": str(path),
+                          "where": f"{source}:{lineno}", "listed": str(entry["path"]),
                           "text": str(entry.get("text", "")), "speaker": speaker_of(entry),
                           **corpus_fields(entry, f"{source}:{lineno}")})
     else:
@@ -125,10 +155,20 @@ def list_inputs(source, audio_root=None) -> list[dict]:
     if not items:
         raise ValueError(f"prepare input {source} lists no audio files (.wav, .flac, .ogg)")
     root = input_audio_root(source, audio_root)
+    missing = []
     for item in items:
-        where = item.pop("where", f"{source}: {item['path']}")
+        where = item.pop("where", f"{source}: {display_path(item['path'])}")
+        listed = item.pop("listed", None)
+        check_utf8(item, where)
         check_name(item["utt_id"], f"{where}: utt_id")
         inside(root, item["path"], f"{where}: path", "the audio root (audio_root=FOLDER allows another)")
+        if not Path(item["path"]).is_file():
+            missing.append((where, listed, item["path"]))
+    if missing:
+        where, listed, path = missing[0]
+        more = f" (and {len(missing) - 1} more of the {len(items)} listed files)" if len(missing) > 1 else ""
+        raise FileNotFoundError(f"{where}: path {listed!r} not found: no file at {path}{more}; a relative path is "
+                                f"read from the manifest's folder {source.parent}")
     ids = [item["utt_id"] for item in items]
     if len(set(ids)) != len(ids):
         raise ValueError(f"prepare input {source} has duplicate utt_ids, e.g. "

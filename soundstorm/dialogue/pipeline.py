@@ -31,7 +31,7 @@ import torch
 from soundstorm.dialogue.script import Turn, parse_script
 from soundstorm.sampler import SamplerConfig, codebooks_for, generate
 from soundstorm.codecs import load_codec
-from soundstorm.data.audio import BadAudio, read_audio, resample
+from soundstorm.data.audio import load_audio, resample
 from soundstorm.dialogue.evaluate import quiet_runs
 from soundstorm.dialogue.plot import save_dialogue_spectrogram
 from soundstorm.io import atomic_write_bytes, atomic_write_wav
@@ -135,15 +135,11 @@ class DialoguePipeline:
                    **kwargs)
 
     # ------------------------------------------------------------------ voices
-    def voice(self, wav, sample_rate: int | None = None) -> Voice:
-        """A speaker's prompt from a wav path or a ``[N]`` waveform: its first ``prompt_seconds``."""
+    def voice(self, wav, sample_rate: int | None = None, field: str = "voice prompt") -> Voice:
+        """A speaker's prompt from a wav path or a ``[N]`` waveform: its first ``prompt_seconds``. A path is
+        checked as every audio input is (:func:`soundstorm.data.audio.load_audio`; ``field`` names it)."""
         if isinstance(wav, (str, Path)):
-            if not Path(wav).is_file():
-                raise FileNotFoundError(f"voice prompt file not found: {wav}")
-            try:
-                wav_N, sample_rate = read_audio(wav, 0.0)
-            except BadAudio as err:
-                raise ValueError(f"voice prompt {wav}: {err}") from err
+            wav_N, sample_rate = load_audio(wav, field, 1 / self.tokenizer.frame_rate)
         else:
             if not isinstance(wav, torch.Tensor) or wav.ndim != 1 or sample_rate is None:
                 raise ValueError("a voice is a wav path, or a 1-D waveform tensor with its sample_rate")
@@ -175,7 +171,8 @@ class DialoguePipeline:
         for name, v in voices.items():
             if isinstance(v, (str, Path)) and not Path(v).is_file():
                 raise FileNotFoundError(f"voices.{name}={str(v)!r}: voice prompt file not found")
-        return turns, {name: v if isinstance(v, Voice) else self.voice(v) for name, v in voices.items()}
+        return turns, {name: v if isinstance(v, Voice) else self.voice(v, field=f"voices.{name}")
+                       for name, v in voices.items()}
 
     @torch.no_grad()
     def render(self, turns: list[Turn], prompts: dict, semantic: list[torch.Tensor], seed: int = 0,

@@ -33,12 +33,10 @@ import math
 import re
 from pathlib import Path
 
-import soundfile as sf
 import torch
 
-from soundstorm import dsp
-
 from soundstorm.codecs.base import mel_distance
+from soundstorm.data.audio import load_audio
 from soundstorm.evaluation.asr import build_recognizer
 from soundstorm.evaluation.metrics import error_rates
 from soundstorm.evaluation.plots import save_speech_bars
@@ -89,13 +87,8 @@ class SpeechTable:
         if not Path(path).is_file():
             raise FileNotFoundError(f"the speech table needs the ground-truth audio of utterance {utt['utt_id']!r}: "
                                     f"manifest path {str(path)!r} not found")
-        try:
-            data, rate = sf.read(str(path), dtype="float32", always_2d=True)
-        except (OSError, RuntimeError) as err:
-            raise FileNotFoundError(f"the speech table needs the ground-truth audio of utterance {utt['utt_id']!r}: "
-                                    f"cannot read manifest path {utt['path']!r} ({err})") from err
-        wav_N = torch.from_numpy(data).mean(dim=1)
-        return dsp.resample(wav_N, rate, self.sample_rate) if rate != self.sample_rate else wav_N
+        what = f"the speech table needs the ground-truth audio of utterance {utt['utt_id']!r}: manifest path"
+        return load_audio(path, what, sample_rate=self.sample_rate)[0]  # checked as every audio input is
 
     def speaker_embedding(self, utt_id: str) -> torch.Tensor:
         if utt_id not in self._embeddings:
