@@ -74,6 +74,22 @@ def test_the_plan_is_bounded_by_max_steps_and_follows_the_rate():
     clock["now"] = 10.0
     assert budget.replan(10) == 50  # 1 step/s for 90 s more would be 100 steps: capped at max_steps
     clock["now"] = 60.0
-    assert budget.replan(20) == 20 + int(15 / 55 * 40)  # slowed: 15 steps in 55 s since measuring began
+    # slowed: 15 steps in 55 s since measuring began, but 10 in the last 50 s: the slower rate plans
+    assert budget.replan(20) == 20 + int(10 / 50 * 40) and budget.planned_rate == pytest.approx(0.2)
     clock["now"] = 100.0
     assert budget.expired() and budget.done(21)
+
+
+def test_a_machine_that_slows_down_mid_run_still_finishes_its_schedule_in_time(tmp_path, capsys):
+    """1 s per step for 10 steps, then 4 s per step (another job started beside the run): planning with
+    the average rate alone would end the schedule at step 23, at 62 s of a 60 s budget, cut by the time
+    limit; the last window's rate pulls the end in to step 22, at 58 s."""
+    holder = {}
+    trainer = make_trainer(tmp_path, max_steps=100, max_minutes=1.0, log_every=5)
+    trainer.budget.clock = lambda: min(holder["trainer"].step, 10) + 4.0 * max(holder["trainer"].step - 10, 0)
+    holder["trainer"] = trainer
+    trainer.fit()
+    schedule = trainer.scheduler.lr_lambdas[0]
+    assert trainer.step == 22 and schedule.total_steps == 22 and trainer.budget.spent() <= 60.0
+    assert schedule(trainer.step) == pytest.approx(schedule.min_ratio)
+    assert "stopped by its schedule ended" in capsys.readouterr().out

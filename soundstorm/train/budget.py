@@ -7,7 +7,10 @@ the budget instead. After a first log window (the slow first steps: allocation, 
 the trainer measures its step rate (wall clock, evaluation and checkpoints included: what the rest of
 the run will also pay) and sets the schedule's total to the step the budget will reach, never beyond
 ``trainer.max_steps``; it re-estimates at every log step, so the cosine ends when the budget ends on a
-fast machine, a slow one or a busy one. The run stops at that step (the decay finished) or when the
+fast machine, a slow one or a busy one. The rate it plans with is the slower of the whole measured
+span's and the last log window's: a machine that slows down mid-run (another job starts beside it)
+pulls the schedule's end in at once, instead of after its average has caught up, so the decay still
+finishes before the time is up (ending a little early costs less than a cosine cut short). The run stops at that step (the decay finished) or when the
 time is up, whichever comes first.
 
 The budget is the run's, not a session's: the training seconds spent so far and the planned total are
@@ -34,14 +37,16 @@ class TimeBudget:
         self.spent_before = 0.0  # training seconds of earlier sessions (from the checkpoint)
         self.planned_total: int | None = None  # None until the first measurement
         self.first_planned: int | None = None  # what the run announced first (printed again at the end)
+        self.planned_rate: float | None = None  # steps/s the last plan assumed
         self._session_start = clock()
         self._measure_from: tuple[float, int] | None = None  # (clock, step) where the rate is measured from
+        self._last_plan: tuple[float, int] | None = None  # (clock, step) of the previous re-plan: the recent window
 
     # -- the clock
     def begin_session(self) -> None:
         """The session's clock starts now (the trainer calls this when ``fit`` starts)."""
         self._session_start = self.clock()
-        self._measure_from = None
+        self._measure_from = self._last_plan = None
 
     def spent(self) -> float:
         """Training seconds of the whole run so far (earlier sessions + this one)."""
@@ -57,13 +62,19 @@ class TimeBudget:
     def start_measuring(self, step: int) -> None:
         """Called at the end of the session's first log window: the rate is measured from here on."""
         if self._measure_from is None:
-            self._measure_from = (self.clock(), step)
+            self._measure_from = self._last_plan = (self.clock(), step)
 
     def rate(self, step: int) -> float | None:
-        """Steps per second since :meth:`start_measuring` (None before it, or before a step was timed)."""
-        if self._measure_from is None:
+        """Steps per second the plan assumes: the slower of the rate since :meth:`start_measuring` and the
+        rate since the previous re-plan (None before anything was timed)."""
+        rates = [r for r in (self._rate_since(self._measure_from, step), self._rate_since(self._last_plan, step))
+                 if r is not None]
+        return min(rates) if rates else None
+
+    def _rate_since(self, mark: tuple[float, int] | None, step: int) -> float | None:
+        if mark is None:
             return None
-        since, first = self._measure_from
+        since, first = mark
         elapsed = self.clock() - since
         return (step - first) / elapsed if step > first and elapsed > 0 else None
 
@@ -73,6 +84,7 @@ class TimeBudget:
         rate = self.rate(step)
         if rate is None:
             return self.planned_total
+        self._last_plan, self.planned_rate = (self.clock(), step), rate
         total = step + int(math.floor(rate * self.remaining()))
         self.planned_total = max(step + 1, min(self.max_steps, total))
         if self.first_planned is None:

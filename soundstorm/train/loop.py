@@ -459,7 +459,7 @@ class Trainer:
         if planned is not None and planned != before:
             set_total_steps(self.optimizer, self.scheduler, planned)
             if self.dist.is_main and (before is None or abs(planned - before) > 0.05 * before):
-                rate = self.budget.rate(self.step)
+                rate = self.budget.planned_rate or 0.0
                 print(f"time budget trainer.max_minutes={self.config.max_minutes}: {rate:.2f} steps/s, "
                       f"{self.budget.remaining() / 60:.1f} min left -> the learning-rate schedule now ends at "
                       f"step {planned} (trainer.max_steps={self.config.max_steps})", flush=True)
