@@ -10,7 +10,8 @@ A research run is trusted by what it leaves in its folder, so every writer claim
   record was left by a run that died (SIGKILL, power loss): it is taken over, with a note naming that pid.
   The lock file is removed when the claim ends; removal and re-creation are safe because a claimant checks,
   after locking, that the file it locked is still the one at the path (otherwise it tries again).
-* **No silent replacement.** A claim names the outputs the run will write (file names or glob patterns);
+* **No silent replacement.** A claim names the outputs the run will write (file names or glob patterns, a
+  trailing ``/`` for a folder; a folder found where a file output goes is refused, never removed);
   when one already exists the run is refused before any work unless ``overwrite=true``. With
   ``overwrite=true`` the earlier outputs are removed by :meth:`OutputFolder.commit`, which a CLI calls after
   its last check and before its first write, so no file of the earlier run is left beside the new ones.
@@ -83,8 +84,10 @@ def _own_record(command: str) -> dict:
 class OutputFolder:
     """A claimed output folder (see the module docstring); made by :func:`claim`."""
 
-    def __init__(self, path: Path, field: str, prog: str, outputs: list[str], overwrite: bool | None):
+    def __init__(self, path: Path, field: str, prog: str, outputs: list[str], overwrite: bool | None,
+                 shown: str | None = None):
         self.path, self.field, self.prog = path, field, prog
+        self.shown = shown or f"{field}={str(path)!r}"  # how messages name the folder
         self.outputs, self.overwrite = outputs, overwrite
         self.created: list[Path] = []  # folders this claim made, outermost first
         self.lock_path: Path | None = None
@@ -93,10 +96,10 @@ class OutputFolder:
 
     # ---------------------------------------------------------------- outputs of an earlier run
     def existing(self) -> list[Path]:
-        """The outputs of this run (names or glob patterns under the folder) that exist already, in the order
-        of ``outputs`` (the main result first)."""
+        """The outputs of this run (names or glob patterns under the folder; a trailing ``/`` marks a folder)
+        that exist already, in the order of ``outputs`` (the main result first)."""
         found: list[Path] = []
-        for pattern in self.outputs:
+        for pattern in (p.rstrip("/") for p in self.outputs):
             if glob.has_magic(pattern):
                 matches = sorted(Path(p) for p in glob.glob(os.path.join(glob.escape(str(self.path)), pattern)))
             else:
@@ -105,13 +108,19 @@ class OutputFolder:
         return found
 
     def refuse_existing(self) -> None:
-        """Refuse (ValueError) when an output already exists and ``overwrite`` is not true."""
-        if self.overwrite is None or self.overwrite:
+        """Refuse (ValueError) when an output already exists and ``overwrite`` is not true, or when a real
+        folder stands where this run writes a file (``overwrite=true`` never removes a folder it did not name)."""
+        if self.overwrite is None:
             return
+        files = {p for p in self.outputs if not p.endswith("/")}
+        for path in self.existing():
+            if path.is_dir() and not path.is_symlink() and any(path.match(p) for p in files):
+                raise ValueError(f"{path} is a folder, but this run writes a file of that name; move it away or "
+                                 f"choose another {self.field}")
         found = self.existing()
-        if found:
+        if found and not self.overwrite:
             more = f" and {len(found) - 1} more outputs" if len(found) > 1 else ""
-            raise ValueError(f"{self.field}={str(self.path)!r} already holds {found[0].relative_to(self.path)}{more} "
+            raise ValueError(f"{self.shown} already holds {found[0].relative_to(self.path)}{more} "
                              f"of an earlier run; expected a fresh {self.field}, or overwrite=true to replace the "
                              "earlier outputs (all of them are removed before the new ones are written)")
 
@@ -143,7 +152,7 @@ class OutputFolder:
 
     def _check_writable(self) -> None:
         if os.path.lexists(self.path) and not self.path.is_dir():
-            raise ValueError(f"{self.field}={str(self.path)!r} is a file; expected a folder (or a path that does not "
+            raise ValueError(f"{self.shown} is a file; expected a folder (or a path that does not "
                              "exist yet)")
         try:
             self._create()
@@ -151,7 +160,7 @@ class OutputFolder:
             os.close(fd)
             os.unlink(probe)
         except OSError as err:
-            raise ValueError(f"{self.field}={str(self.path)!r} cannot be written to ({err.strerror}: {err.filename}); "
+            raise ValueError(f"{self.shown} cannot be written to ({err.strerror}: {err.filename}); "
                              "expected a folder this user can create files in") from err
 
     def _lock(self, lock_name: str, command: str) -> None:
@@ -165,10 +174,10 @@ class OutputFolder:
                 record = _read_record(fd)
                 os.close(fd)
                 if err.errno not in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
-                    raise ValueError(f"{self.field}={str(self.path)!r}: cannot lock {self.lock_path} ({err.strerror})"
+                    raise ValueError(f"{self.shown}: cannot lock {self.lock_path} ({err.strerror})"
                                      "; expected a local folder that supports file locks") from err
                 holder = describe_holder(record) if record else "another process (its record is not written yet)"
-                raise OutputBusy(f"{self.field}={str(self.path)!r} is in use by another soundstorm run: {holder}; "
+                raise OutputBusy(f"{self.shown} is in use by another soundstorm run: {holder}; "
                                  f"wait for it to end, or choose another {self.field} (two runs writing one folder "
                                  "would mix their outputs)") from None
             try:
@@ -189,7 +198,7 @@ class OutputFolder:
             os.fsync(fd)
             self._fd = fd
             return
-        raise OutputBusy(f"{self.field}={str(self.path)!r}: its lock {self.lock_path} keeps being replaced by other "
+        raise OutputBusy(f"{self.shown}: its lock {self.lock_path} keeps being replaced by other "
                          "runs; expected one writer at a time")
 
     def release(self, failed: bool) -> None:
@@ -216,20 +225,21 @@ def command_line() -> str:
 @contextlib.contextmanager
 def claim(path, field: str, prog: str, *, outputs: Iterable[str] = (), overwrite: bool | None = None,
           enabled: bool = True, lock_name: str = LOCK_NAME, kept: str | Callable[[], str] | None = None,
-          rerun: str = "") -> Iterator[OutputFolder]:
+          rerun: str = "", shown: str | None = None) -> Iterator[OutputFolder]:
     """Claim the output folder ``path`` (config field ``field``) for this run; see the module docstring.
 
     ``outputs``: names or glob patterns (relative to the folder) this run writes; with ``overwrite=False``
     an existing one is refused, with ``overwrite=True`` it is removed at :meth:`OutputFolder.commit`;
     ``overwrite=None``: the run continues earlier work (nothing refused or removed). ``enabled=False``
     (a DDP rank other than the main one): the folder is only checked, never created, locked or changed.
-    ``lock_name``: the lock file's name in the folder (a writer of one file beside others names its own).
+    ``lock_name``: the lock file's name in the folder (a writer of one file beside others names its own);
+    ``shown``: how messages name the folder (default ``field='path'``).
     ``kept`` (a sentence, or a function returning one when the error happens) and ``rerun``: with ``kept``,
     an ``OSError`` in the body becomes :class:`WriteFailed` saying what is intact and how a rerun continues.
     """
     if not isinstance(overwrite, (bool, type(None))):
         raise ValueError(f"overwrite must be true or false, got {overwrite!r}")
-    folder = OutputFolder(Path(path), field, prog, list(outputs), overwrite)
+    folder = OutputFolder(Path(path), field, prog, list(outputs), overwrite, shown)
     if not enabled:
         if os.path.lexists(folder.path) and not folder.path.is_dir():
             raise ValueError(f"{field}={str(folder.path)!r} is a file; expected a folder")

@@ -36,8 +36,8 @@ def main(cfg: DictConfig) -> None:
         bench_cfg = builders.build_bench_config(cfg)
         path = Path(bench_cfg.output_json) if bench_cfg.output_json else None
         held = contextlib.nullcontext() if path is None else claim(
-            path.parent, "the folder of output_json", "soundstorm-bench", outputs=[path.name], overwrite=cfg.get("overwrite", False),
-            lock_name=f".{path.name}.soundstorm.lock",
+            path.parent, "output_json", "soundstorm-bench", outputs=[path.name], overwrite=cfg.get("overwrite", False),
+            lock_name=f".{path.name}.soundstorm.lock", shown=f"the folder of output_json={str(path)!r}",
             kept=f"The table printed above is complete; {path} was not written (it is written whole or not at all).",
             rerun="Fix the cause (free space), then rerun.")
         with held as out:

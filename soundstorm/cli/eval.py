@@ -41,7 +41,7 @@ from soundstorm.t2s.speech_row import load_semantic_from_text
 
 # what an evaluation writes in out_dir: an earlier run's are refused, or removed with overwrite=true (never
 # the folder's other files: out_dir may hold a training run, token folders or wandb logs)
-OUTPUTS = ("metrics.json", "examples", "speech_examples", "speech_table.md", "speech_table.png", "generated_*s.wav",
+OUTPUTS = ("metrics.json", "examples/", "speech_examples/", "speech_table.md", "speech_table.png", "generated_*s.wav",
            "reference_*s.wav", "spectrogram_*s.png")
 
 

@@ -137,11 +137,13 @@ def run(cfg: DictConfig, backend) -> list[Path]:
 
     def kept() -> str:  # said when an OSError (a full disk) stops the run: what is whole, how to go on
         left = [path for path, base in zip(inputs, bases) if Path(f"{base}.wav") not in written]
-        done = (f"The {len(written)} outputs finished before it are complete, each wav with its .codes.npy "
-                f"({', '.join(p.name for p in written)})" if written else "No output was finished")
-        return (f"{done}; no partial output was left (every file is written to a temporary name and renamed, and "
-                f"a .codes.npy only beside its wav). Fix the cause (free space), then rerun with the inputs not "
-                f"written yet: inputs=[{','.join(left)}]")
+        n = len(written)
+        done = (f"{n} output{'s' if n != 1 else ''} finished before it {'are' if n != 1 else 'is'} complete, each "
+                f"wav with its .codes.npy ({', '.join(p.name for p in written)})" if written else
+                "No output was finished")
+        return (f"It stopped at the output of {left[0]}. {done}; no partial output was left (every file is written "
+                f"to a temporary name and renamed, and a .codes.npy only beside its wav). Fix the cause (free space), "
+                f"then rerun with the inputs not written yet: inputs=[{','.join(left)}]")
 
     with claim(out_dir, "out_dir", "soundstorm-generate", outputs=[f"{b.name}{suffix}" for b in bases
                                                                     for suffix in (".wav", ".codes.npy")],
