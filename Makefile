@@ -63,7 +63,7 @@ demo: $(STAMP)
 	PYTHON=$(abspath $(PY)) bash experiments/dialogue_cpu/run.sh
 
 bench: $(STAMP)
-	$(VENV)/bin/soundstorm-bench duration_s=10
+	$(VENV)/bin/soundstorm-bench duration_s=10 overwrite=true
 
 clean:
 	rm -rf $(VENV) $(VENV_LATEST) build dist *.egg-info outputs multirun

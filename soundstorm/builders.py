@@ -39,13 +39,13 @@ from soundstorm.evaluation.asr import build_recognizer
 from soundstorm.evaluation.config import EvaluationConfig
 from soundstorm.evaluation.metrics import SpeakerSimilarity, WordErrorRate
 from soundstorm.evaluation.speaker import build_verifier
-from soundstorm.io import atomic_write_bytes, check_output_dir
+from soundstorm.io import CorruptFileError, atomic_write_bytes, check_output_dir
 from soundstorm.masking import check_level_weights
 from soundstorm.model import PRESETS, SoundStorm, SoundStormConfig
 from soundstorm.sampler import SamplerConfig
 from soundstorm.semantic import (HubertKMeans, MFCCKMeans, MFCCKMeansConfig, PhoneTokenizer, PhoneTokenizerConfig,
                                  load_tokenizer, upsample_ratio)
-from soundstorm.train.checkpoint import resume_candidates
+from soundstorm.train.checkpoint import check_resumable, resume_candidates
 from soundstorm.train.data import make_batch_source
 from soundstorm.train.eval_hook import TrainingEvaluator
 from soundstorm.train.final_metrics import objective
@@ -155,7 +155,7 @@ def build_prepare(cfg):
     if OmegaConf.is_missing(cfg, "input") or OmegaConf.is_missing(cfg, "output"):
         raise ValueError("soundstorm-prepare needs input=FOLDER_OR_MANIFEST and output=TOKEN_FOLDER")
     options = strict(PrepareOptions, cfg, "prepare", drop=("codec", "semantic", "num_threads"))
-    check_output_dir(options.output, "output")
+    # output: checked, created and locked by the CLI's claim (soundstorm.outputs), after these checks
     num_threads = cfg.get("num_threads")
     if num_threads is not None:  # torch intra-op threads and scikit-learn's OpenMP pool
         if isinstance(num_threads, bool) or not isinstance(num_threads, int) or num_threads < 1:
@@ -348,6 +348,19 @@ def _level_weights(trainer: TrainerConfig, model_config: SoundStormConfig):
     return check_level_weights(trainer.level_weights, model_config.num_levels, "trainer.level_weights").float()
 
 
+def check_resume(resume_from: list[Path], model_config: dict, tokens: dict | None) -> None:
+    """Before anything is written to ``out_dir`` (``config.yaml``, the wandb run): refuse a resume the trainer
+    would refuse (another model size, another token folder), checked on the checkpoint it would restore, the
+    newest whose ``config.json`` reads (the trainer checks again on the one it loads). A refused run must
+    leave ``out_dir`` describing the run that wrote it."""
+    for directory in resume_from:
+        try:
+            check_resumable(directory, model_config, tokens)
+        except CorruptFileError:
+            continue  # the trainer passes over a checkpoint it cannot read (load_newest_intact)
+        return
+
+
 def start_logging(cfg, backend, out_dir: Path, resume_from, run_id_file: str = "wandb_run_id.txt") -> RunLogger:
     """The run logger (resuming the wandb run of a resumed training), and the composed config recorded in
     ``out_dir/config.yaml`` (Hydra writes nothing itself)."""
@@ -392,6 +405,7 @@ def build_training(cfg: DictConfig, backend, run_id_file: str = "wandb_run_id.tx
     attention = backend.configure_model(model, trainer_config.activation_checkpointing)
 
     resume_from = resume_candidates(cfg.resume, out_dir / "checkpoints")
+    check_resume(resume_from, model_config.to_dict(), assets.record)
     logger = start_logging(cfg, backend, out_dir, resume_from, run_id_file)
     batches = build_batch_source(data, train_set, backend, seed, model_config.mask_id, level_weights)
     evaluate = None
@@ -433,7 +447,7 @@ def build_bench_config(cfg) -> BenchConfig:
     ``backend`` groups built as everywhere (the model's data-facing sizes from its preset), the rest of the
     keys validated by the dataclass (an unknown key is a ValueError)."""
     data = dict(resolved(cfg))
-    for key in ("hydra", "model", "sampler", "backend"):
+    for key in ("hydra", "model", "sampler", "backend", "overwrite"):  # overwrite: the CLI's (soundstorm.outputs)
         data.pop(key, None)
     model = build_model_config(cfg.model, sizes_from_preset=True)
     choice = strict(BackendChoice, cfg.backend, "backend")

@@ -88,12 +88,15 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
 
 
 def atomic_write_wav(path: Path, wav_N: torch.Tensor, sample_rate: int) -> Path:
-    """Write a mono waveform ``[N]`` (clamped to [-1, 1]) as a 16-bit PCM WAV file, atomically."""
+    """Write a mono waveform ``[N]`` (clamped to [-1, 1]) as a 16-bit PCM WAV file, atomically. Encoded in
+    memory first: libsndfile reports a full disk only as "System error.", a plain write says ``ENOSPC``."""
     import soundfile as sf
 
     path = Path(path)
-    with atomic_file(path) as tmp:
-        sf.write(str(tmp), wav_N.detach().float().cpu().clamp(-1, 1).numpy(), int(sample_rate), format="WAV")
+    buffer = io.BytesIO()
+    sf.write(buffer, wav_N.detach().float().cpu().clamp(-1, 1).numpy(), int(sample_rate), format="WAV",
+             subtype="PCM_16")
+    atomic_write_bytes(path, buffer.getvalue())
     return path
 
 

@@ -164,6 +164,7 @@ def test_dialogue_cli_writes_outputs_scores_a_reference_and_rejects_bad_input(pi
     assert saved["reference"]["wer"] == saved["evaluation"]["wer"]  # same texts, same fake recognizer
     for stem in ("dialogue", "reference"):
         assert all((tmp_path / "out" / f"{stem}.{ext}").is_file() for ext in ("wav", "json", "png"))
+    common = (*common, "overwrite=true")  # the folder holds a dialogue now: every run below may replace it
     bad = run_cli("soundstorm.cli.dialogue", "script='C: who am I'", *common, "evaluation.asr=null",
                   "evaluation.verifier=null")
     assert bad.returncode == 2 and "soundstorm-dialogue: error: script turn 1 is labelled 'C'" in bad.stderr
@@ -173,6 +174,11 @@ def test_dialogue_cli_writes_outputs_scores_a_reference_and_rejects_bad_input(pi
     unknown_asr = run_cli("soundstorm.cli.dialogue", "script='hello'", *common, "evaluation.asr=nonesuch")
     assert unknown_asr.returncode == 2 and "evaluation.asr='nonesuch'" in unknown_asr.stderr
     assert missing.returncode == 2 and "t2s_checkpoint=" in missing.stderr and "Traceback" not in missing.stderr
+    assert (tmp_path / "out" / "reference.json").is_file()  # refused runs removed nothing (overwrite=true or not)
+    again = run_cli("soundstorm.cli.dialogue", f"script=@{tmp_path / 'script.txt'}", *common, "evaluation.asr=null",
+                    "evaluation.verifier=null")  # no reference this time: the earlier reference.* must go
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["dialogue.json", "dialogue.png", "dialogue.wav"]
 
 
 def test_least_alike_pair_picks_the_two_most_different_voices():

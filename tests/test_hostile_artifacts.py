@@ -191,10 +191,11 @@ def test_outputs_replace_planted_links_and_refuse_planted_folders(capsys, espeak
         link.symlink_to(victim)
     before = victim.read_bytes()
     code, _, err = run_main(capsys, "soundstorm.cli.eval", f"checkpoint={checkpoint}", f"data.root={espeak_tokens}",
-                            f"out_dir={out}", *EVAL)
+                            f"out_dir={out}", *EVAL, "overwrite=true")  # examples/ is an earlier output: replaced
     assert code == 0, err
     assert victim.read_bytes() == before
-    replaced = [p for p in planted if not p.is_symlink()]
+    assert not any(p.is_symlink() for p in planted)  # removed with the earlier examples/, never followed
+    replaced = [p for p in planted if p.exists()]
     assert len(replaced) == 3 and all(p.stat().st_size > 100 for p in replaced)  # 1 example: 2 wavs + 1 png
     # a planted folder link is refused, and nothing lands where it leads
     elsewhere = tmp_path / "elsewhere"
@@ -204,7 +205,11 @@ def test_outputs_replace_planted_links_and_refuse_planted_folders(capsys, espeak
     (out2 / "examples").symlink_to(elsewhere, target_is_directory=True)
     code, _, err = run_main(capsys, "soundstorm.cli.eval", f"checkpoint={checkpoint}", f"data.root={espeak_tokens}",
                             f"out_dir={out2}", *EVAL)
-    assert code == 2 and "examples is a symbolic link" in err and not list(elsewhere.iterdir()), err
+    assert code == 2 and "already holds examples" in err and not list(elsewhere.iterdir()), err
+    # overwrite=true removes the link itself (never what it leads to) and writes a real folder
+    code, _, err = run_main(capsys, "soundstorm.cli.eval", f"checkpoint={checkpoint}", f"data.root={espeak_tokens}",
+                            f"out_dir={out2}", *EVAL, "overwrite=true")
+    assert code == 0 and not (out2 / "examples").is_symlink() and not list(elsewhere.iterdir()), err
 
 
 # ------------------------------------------------------------------ 6: sizes from config files are checked first

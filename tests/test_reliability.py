@@ -117,6 +117,8 @@ def test_row3_generate_never_overwrites_an_output(capsys, checkpoint, espeak_tok
                             f"inputs=[{tmp_path / 'a' / 'x.npy'},{tmp_path / 'b' / 'x.npy'}]", f"out_dir={out}",
                             *FAST_GEN)
     assert code == 2 and "would both write" in err and not list(out.glob("x*")), err
+    assert not out.exists()  # a refused run leaves no empty out_dir behind (soundstorm.outputs)
+    out.mkdir()
     (out / "x.wav").write_bytes(b"earlier result")  # an output of an earlier run is kept too
     code, _, err = run_main(capsys, "soundstorm.cli.generate", f"checkpoint={checkpoint}", f"assets={espeak_tokens}",
                             f"inputs=[{tmp_path / 'a' / 'x.npy'}]", f"out_dir={out}", *FAST_GEN)

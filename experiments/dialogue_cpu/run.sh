@@ -29,7 +29,7 @@ voice() { "$PY" -c "import json,sys; print(json.load(open(sys.argv[1]))[sys.argv
 "$PY" -m soundstorm.cli.dialogue t2s_checkpoint="$t2s_ckpt" soundstorm_checkpoint="$soundstorm_ckpt" \
   assets="$OUT/tokens" script="@$OUT/dialogue/script.txt" voices.A="$(voice A)" voices.B="$(voice B)" \
   backend=cpu sampler=greedy out_dir="$OUT/dialogue" evaluation.asr="$ASR" evaluation.verifier="$VERIFIER" \
-  evaluation.reference=true
+  evaluation.reference=true overwrite=true
 
 "$PY" - "$OUT/dialogue/dialogue.json" <<'PYEOF'
 import json, sys

@@ -33,12 +33,12 @@ step() {  # step NAME TIMEOUT_S COMMAND...
   tail -n 15 "$OUT/gpu_check_${CARD}_${name}.log"
 }
 
-BENCH=("$PY" -m soundstorm.cli.bench backend=cuda dtype=bfloat16 duration_s=30 runs=5 "hydra.run.dir=/tmp/gpu_check_hydra")
+BENCH=("$PY" -m soundstorm.cli.bench backend=cuda dtype=bfloat16 duration_s=30 runs=5 overwrite=true "hydra.run.dir=/tmp/gpu_check_hydra")
 step pytest_cuda 300 "$PY" -m pytest -q -p no:cacheprovider -m cuda tests/test_cuda.py
 step bench_eager 150 "${BENCH[@]}" "output_json=$OUT/cuda_${CARD}_paper_30s_bf16_eager.json"
 step bench_compile_graphs 300 "${BENCH[@]}" compile=true cuda_graphs=true \
   "output_json=$OUT/cuda_${CARD}_paper_30s_bf16_compile_graphs.json"
 step bench_train 150 "$PY" -m soundstorm.cli.bench mode=train backend=cuda dtype=bfloat16 duration_s=30 \
-  frame_rate_hz=75 model.num_levels=8 model.semantic_upsample=3 batch_size=4 runs=5 warmup=2 \
+  frame_rate_hz=75 model.num_levels=8 model.semantic_upsample=3 batch_size=4 runs=5 warmup=2 overwrite=true \
   "hydra.run.dir=/tmp/gpu_check_hydra" "output_json=$OUT/cuda_${CARD}_recipe_30s_bf16_train_b4.json"
 exit $status

@@ -3,8 +3,11 @@
 Loads the text-to-semantic and SoundStorm checkpoints and the token folder's codec and semantic
 tokenizer, speaks the script (:class:`soundstorm.dialogue.DialoguePipeline`) and writes
 ``out_dir/dialogue.wav``, ``dialogue.json`` (turns with speaker, text, start and end; the latency
-of each stage; optional per-turn WER and speaker attribution) and ``dialogue.png``. Bad scripts,
-settings or missing files: ``soundstorm-dialogue: error: ...`` and exit status 2.
+of each stage; optional per-turn WER and speaker attribution) and ``dialogue.png`` (and ``reference.*`` with
+``evaluation.reference=true``). The folder follows :mod:`soundstorm.outputs`: one writer at a time, an
+earlier dialogue's outputs refused unless ``overwrite=true`` (which removes all of them, ``reference.*``
+included, once every check has passed). Bad scripts, settings, missing files or a folder in use:
+``soundstorm-dialogue: error: ...`` and exit status 2; an operating-system error such as a full disk: 1.
 """
 
 from __future__ import annotations
@@ -19,10 +22,23 @@ from soundstorm.config_keys import dataclass_schema
 from soundstorm.dialogue import builders as dialogue_builders
 from soundstorm.dialogue.evaluate import evaluate_dialogue, true_semantic
 from soundstorm.dialogue.script import parse_script
+from soundstorm.outputs import claim
+
+# what a dialogue writes in out_dir (an earlier run's are refused, or all removed with overwrite=true)
+OUTPUTS = tuple(f"{stem}.{suffix}" for stem in ("dialogue", "reference") for suffix in ("wav", "json", "png"))
 
 
 def run(cfg: DictConfig, backend) -> dict:
     settings = dialogue_builders.build_dialogue_settings(cfg)
+    with claim(settings.out_dir, "out_dir", "soundstorm-dialogue", outputs=OUTPUTS, overwrite=settings.overwrite,
+               enabled=backend.dist.is_main, kept="Each file written is whole (temporary name, then renamed), but "
+               "the dialogue is incomplete: dialogue.json is written after its wav and figure.",
+               rerun="Fix the cause (free space), then rerun with overwrite=true.") as out:
+        return speak(cfg, backend, settings, out)
+
+
+def speak(cfg: DictConfig, backend, settings, out) -> dict:
+    """Load, speak the script, score and write (``out``: the claimed folder, committed after the checks)."""
     pipeline = dialogue_builders.build_pipeline(cfg, settings, backend.device)
     recognizer, verifier = dialogue_builders.build_scorers(settings)
     true_tokens = reference_tokens(settings) if settings.evaluation.reference else None  # fail before the work
@@ -31,6 +47,7 @@ def run(cfg: DictConfig, backend) -> dict:
              "soundstorm_checkpoint": settings.soundstorm_checkpoint, "assets": settings.assets}
     scores = evaluate_dialogue(result, recognizer, verifier, settings.silence_db)
     extra["evaluation"], result.turns = scores["summary"], scores["turns"]
+    out.commit()  # every check has passed (speak() parses the script): an earlier dialogue's outputs go now
     if true_tokens is not None:
         extra["reference"] = reference(pipeline, result, true_tokens, settings, recognizer, verifier)
     paths = result.save(settings.out_dir, extra=extra)

@@ -11,9 +11,10 @@ to ``metrics.json`` under ``speech``, ``speech_table.md``, ``speech_table.png``,
 The codec is the one saved in ``data.root``, checked against what the checkpoint was
 trained on (:mod:`soundstorm.assets`). ``backend=cpu backend.options.dtype=int8`` evaluates the int8
 model; ``evaluation.compare_int8=true`` adds int8 against float32 on the same utterances
-(:mod:`soundstorm.evaluation.int8`). An ``out_dir`` that already holds a ``metrics.json`` is refused
-before any work unless ``overwrite=true`` (an earlier evaluation is never replaced silently).
-Exit code 2 on bad inputs.
+(:mod:`soundstorm.evaluation.int8`). The output folder follows :mod:`soundstorm.outputs`: one writer at a
+time; an ``out_dir`` holding an earlier evaluation's outputs (:data:`OUTPUTS`) is refused before any work
+unless ``overwrite=true``, which removes them once every check has passed, so none is left beside the new
+ones. Exit code 2 on bad inputs or a folder in use, 1 on an operating-system error such as a full disk.
 """
 
 from __future__ import annotations
@@ -32,23 +33,22 @@ from soundstorm.evaluation.int8 import compare_int8
 from soundstorm.evaluation.metrics import most_frequent_tokens
 from soundstorm.evaluation.speech_table import evaluate_speech
 from soundstorm.evaluation.teacher_forced import heldout_batches, summarize, teacher_forced_sums
-from soundstorm.io import atomic_write_bytes, check_output_dir
+from soundstorm.io import atomic_write_bytes
 from soundstorm.model import SoundStorm
+from soundstorm.outputs import OutputFolder, claim
 from soundstorm.t2s.speech_row import load_semantic_from_text
 
 
-def evaluate(cfg: DictConfig, backend) -> dict:
-    """Every metric of the eval config; writes examples under ``out_dir`` and returns the metrics."""
-    if OmegaConf.is_missing(cfg, "checkpoint") or not cfg.checkpoint:
-        raise ValueError("checkpoint is not set; expected checkpoint=CHECKPOINT_DIR")
+# what an evaluation writes in out_dir: an earlier run's are refused, or removed with overwrite=true (never
+# the folder's other files: out_dir may hold a training run, token folders or wandb logs)
+OUTPUTS = ("metrics.json", "examples/", "speech_examples/", "speech_table.md", "speech_table.png", "generated_*s.wav",
+           "reference_*s.wav", "spectrogram_*s.png")
+
+
+def evaluate(cfg: DictConfig, backend, out: OutputFolder) -> dict:
+    """Every metric of the eval config; writes examples under ``out_dir`` (claimed as ``out``, whose earlier
+    outputs are removed once every check has passed, with ``overwrite=true``) and returns the metrics."""
     evaluation = builders.build_evaluation(cfg.evaluation)
-    out_dir = check_output_dir(cfg.out_dir, "out_dir")
-    overwrite = cfg.get("overwrite", False)
-    if not isinstance(overwrite, bool):
-        raise ValueError(f"overwrite must be true or false, got {overwrite!r}")
-    if (out_dir / "metrics.json").exists() and not overwrite:
-        raise ValueError(f"out_dir={str(out_dir)!r} already holds metrics.json from an earlier evaluation; expected "
-                         "a fresh out_dir, or overwrite=true to replace its results")
     model, used_ema = SoundStorm.from_checkpoint(cfg.checkpoint, evaluation.use_ema, backend.device)
     backend.configure_model(model)  # attention kernel: Pallas flash on TPU, SDPA elsewhere
     data, train_set, heldout = builders.build_datasets(cfg.data, model.config, int(cfg.seed), backend.static_shapes)
@@ -72,6 +72,7 @@ def evaluate(cfg: DictConfig, backend) -> dict:
     evaluator = GenerationEvaluator(model, codec, sampler, evaluation, unigram_token=unigram,
                                     extra_metrics=extra_metrics, mark_step=backend.mark_step)
     out_dir = Path(cfg.out_dir)
+    out.commit()  # every check has passed: the first write follows
     speech = {}
     if evaluation.speech.enabled:  # first: a corpus without speakers or transcripts fails before anything else
         semantic_from_text = load_semantic_from_text(evaluation.speech.t2s_checkpoint, model)
@@ -123,11 +124,16 @@ def _log(cfg: DictConfig, metrics: dict, out_dir: Path, is_main: bool) -> None:
 
 
 def _evaluate_and_write(cfg: DictConfig, backend) -> None:
-    metrics = evaluate(cfg, backend)
+    if OmegaConf.is_missing(cfg, "checkpoint") or not cfg.checkpoint:
+        raise ValueError("checkpoint is not set; expected checkpoint=CHECKPOINT_DIR")
     out_dir = Path(cfg.out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    atomic_write_bytes(out_dir / "metrics.json", json.dumps(metrics, indent=2).encode())
-    _log(cfg, metrics, out_dir, backend.dist.is_main)
+    with claim(out_dir, "out_dir", "soundstorm-eval", outputs=OUTPUTS, overwrite=cfg.get("overwrite", False),
+               enabled=backend.dist.is_main, kept=f"The evaluation is incomplete (metrics.json is written last, so "
+               f"{out_dir} holds no metrics.json of this run); every file it wrote is whole.",
+               rerun="Fix the cause (free space), then rerun with overwrite=true.") as out:
+        metrics = evaluate(cfg, backend, out)
+        atomic_write_bytes(out_dir / "metrics.json", json.dumps(metrics, indent=2).encode())
+        _log(cfg, metrics, out_dir, backend.dist.is_main)
     headline = {k: metrics[k] for k in ("heldout_level1_accuracy", "unigram_level1_accuracy",
                                         "mel_distance_generated", "mel_distance_random") if k in metrics}
     if "int8_vs_float32" in metrics:

@@ -8,9 +8,12 @@ Longer than ``window_seconds`` → generated in windows, each prompted by the la
 ``window_prompt_seconds`` of the previous window (:mod:`soundstorm.longform`).
 The codec and tokenizer are the ones saved in ``assets`` (a ``soundstorm-prepare`` output), checked
 against what the checkpoint was trained on (settings and fingerprints, :mod:`soundstorm.assets`).
-Writes ``out_dir/<stem>.wav`` and ``out_dir/<stem>.codes.npy`` (``[Q, T]`` int64), atomically; an
-existing output is kept unless ``overwrite=true``. Every check runs before any work; exit code 2 on
-bad inputs. Each input is sampled with its own seed (:func:`input_seed`: a hash of ``seed`` and its file
+Writes ``out_dir/<stem>.wav`` and then ``out_dir/<stem>.codes.npy`` (``[Q, T]`` int64), each atomically, so
+a ``.codes.npy`` never exists without its wav. The folder follows :mod:`soundstorm.outputs`: one writer at a
+time, an existing output refused unless ``overwrite=true`` (which removes it once every check has passed).
+Every check runs before any work; exit code 2 on bad inputs or a folder in use, 1 on an operating-system
+error such as a full disk (the message lists the complete outputs and the inputs left to run).
+Each input is sampled with its own seed (:func:`input_seed`: a hash of ``seed`` and its file
 name, not its position), so adding or reordering inputs leaves the others' outputs unchanged.
 
 Shape letters: see :mod:`soundstorm`.
@@ -35,8 +38,9 @@ from soundstorm.data.audio import load_audio, resample
 from soundstorm.evaluation.generation import frames_for
 from soundstorm.longform import generate_windowed
 from soundstorm.sampler import codebooks_for
-from soundstorm.io import atomic_file, atomic_write_wav, check_output_dir, read_npy
+from soundstorm.io import atomic_file, atomic_write_wav, read_npy
 from soundstorm.model import SoundStorm
+from soundstorm.outputs import claim
 
 AUDIO_SUFFIXES = (".wav", ".flac", ".ogg", ".mp3")
 
@@ -106,9 +110,9 @@ def input_seed(seed: int, name: str) -> int:
     return int.from_bytes(digest[:8], "little") >> 1  # < 2**63: any torch.Generator seed
 
 
-def plan_outputs(inputs: list[str], out_dir: Path, overwrite: bool) -> list[Path]:
-    """``out_dir/<stem>`` per input; two inputs with one stem, or an existing output without
-    ``overwrite=true``, are refused before any work (an output is never overwritten silently)."""
+def plan_outputs(inputs: list[str], out_dir: Path) -> list[Path]:
+    """``out_dir/<stem>`` per input; two inputs with one stem are refused before any work (one would
+    overwrite the other). Outputs of an earlier run are the claim's concern (:func:`run`)."""
     stems: dict[str, str] = {}
     for path in inputs:
         stem = Path(path).stem
@@ -116,13 +120,22 @@ def plan_outputs(inputs: list[str], out_dir: Path, overwrite: bool) -> list[Path
             raise ValueError(f"inputs {stems[stem]!r} and {path!r} would both write {out_dir / stem}.wav; expected "
                              "inputs with distinct file names (or run them with different out_dir)")
         stems[stem] = path
-    bases = [out_dir / stem for stem in stems]
-    existing = [str(b) + suffix for b in bases for suffix in (".wav", ".codes.npy") if Path(str(b) + suffix).exists()]
-    if existing and not overwrite:
-        raise ValueError(f"out_dir={str(out_dir)!r} already holds {existing[0]}" +
-                         (f" (and {len(existing) - 1} more outputs)" if len(existing) > 1 else "") +
-                         "; expected a fresh out_dir, or overwrite=true to replace them")
-    return bases
+    return [out_dir / stem for stem in stems]
+
+
+def write_output(base: Path, wav_N: torch.Tensor, sample_rate: int, codes_QT: torch.Tensor) -> Path:
+    """``<base>.wav``, then ``<base>.codes.npy``, each atomically: a ``.codes.npy`` exists only beside its
+    complete wav (the codes are the pair's last file). When the codes cannot be written, the wav just
+    written is removed again, so a failure leaves either the whole pair or none of it."""
+    wav_path, codes_path = Path(f"{base}.wav"), Path(f"{base}.codes.npy")
+    atomic_write_wav(wav_path, wav_N, sample_rate)
+    try:
+        with atomic_file(codes_path) as tmp, open(tmp, "wb") as f:
+            np.save(f, codes_QT.numpy().astype(np.int64))
+    except BaseException:
+        wav_path.unlink(missing_ok=True)
+        raise
+    return wav_path
 
 
 def check_settings(cfg: DictConfig) -> list[str]:
@@ -143,34 +156,50 @@ USAGE = {"checkpoint": "CHECKPOINT_DIR", "assets": "TOKEN_FOLDER (the soundstorm
 
 def run(cfg: DictConfig, backend) -> list[Path]:
     inputs = check_settings(cfg)
-    out_dir = check_output_dir(cfg.out_dir, "out_dir")
-    bases = plan_outputs(inputs, out_dir, bool(cfg.overwrite))
-    model, _ = SoundStorm.from_checkpoint(cfg.checkpoint, bool(cfg.use_ema), backend.device)
-    assets = builders.build_assets(cfg.assets, "assets", cfg.get("codec"), cfg.get("semantic"))
-    check_pairing(read_record(cfg.checkpoint), model.config, assets, "assets", cfg.checkpoint)
-    model = backend.prepare_inference_model(model)  # int8 linear layers with backend=cpu backend.options.dtype=int8
-    codec, up = assets.codec, model.config.semantic_upsample
-    sampler = builders.build_sampler(cfg.sampler, model.config.num_levels)
-    prompt_S, prompt_QT = None, None
-    if cfg.prompt_wav:
-        prompt_S, prompt_QT = voice_prompt(cfg.prompt_wav, float(cfg.prompt_seconds), codec, assets.tokenizer, up)
-    semantics = [load_semantic(path, lambda: assets.tokenizer, model.config.semantic_vocab_size, codec, up)
-                 for path in inputs]
-    written = []
-    for path, base, semantic_S in zip(inputs, bases, semantics):
-        skip = 0
-        if prompt_S is not None:
-            semantic_S, skip = torch.cat([prompt_S, semantic_S]), prompt_QT.shape[1]
-        codes_QT = generate_windowed(model, semantic_S, window_frames=frames_for(cfg.window_seconds, codec.frame_rate, up),
-                                     prompt_frames=frames_for(cfg.window_prompt_seconds, codec.frame_rate, up),
-                                     prompt_QT=prompt_QT, config=sampler,
-                                     generator=torch.Generator().manual_seed(input_seed(cfg.seed, base.name)),
-                                     mark_step=backend.mark_step, codebooks=codebooks_for(sampler, codec))[:, skip:]
-        with atomic_file(Path(f"{base}.codes.npy")) as tmp, open(tmp, "wb") as f:
-            np.save(f, codes_QT.numpy().astype(np.int64))
-        atomic_write_wav(Path(f"{base}.wav"), codec.decode(codes_QT[None])[0], codec.sample_rate)
-        written.append(Path(f"{base}.wav"))
-        print(f"{path} -> {written[-1]} ({codes_QT.shape[1] / codec.frame_rate:.2f} s, codes {tuple(codes_QT.shape)})")
+    out_dir = Path(cfg.out_dir)
+    bases = plan_outputs(inputs, out_dir)
+    written: list[Path] = []
+
+    def kept() -> str:  # said when an OSError (a full disk) stops the run: what is whole, how to go on
+        left = [path for path, base in zip(inputs, bases) if Path(f"{base}.wav") not in written]
+        n = len(written)
+        done = (f"{n} output{'s' if n != 1 else ''} finished before it {'are' if n != 1 else 'is'} complete, each "
+                f"wav with its .codes.npy ({', '.join(p.name for p in written)})" if written else
+                "No output was finished")
+        return (f"It stopped at the output of {left[0]}. {done}; no partial output was left (every file is written "
+                f"to a temporary name and renamed, and a .codes.npy only beside its wav). Fix the cause (free space), "
+                f"then rerun with the inputs not written yet: inputs=[{','.join(left)}]")
+
+    with claim(out_dir, "out_dir", "soundstorm-generate", outputs=[f"{b.name}{suffix}" for b in bases
+                                                                    for suffix in (".wav", ".codes.npy")],
+               overwrite=cfg.overwrite, enabled=backend.dist.is_main, kept=kept) as out:
+        model, _ = SoundStorm.from_checkpoint(cfg.checkpoint, bool(cfg.use_ema), backend.device)
+        assets = builders.build_assets(cfg.assets, "assets", cfg.get("codec"), cfg.get("semantic"))
+        check_pairing(read_record(cfg.checkpoint), model.config, assets, "assets", cfg.checkpoint)
+        model = backend.prepare_inference_model(model)  # int8 linear layers with backend=cpu backend.options.dtype=int8
+        codec, up = assets.codec, model.config.semantic_upsample
+        sampler = builders.build_sampler(cfg.sampler, model.config.num_levels)
+        prompt_S, prompt_QT = None, None
+        if cfg.prompt_wav:
+            prompt_S, prompt_QT = voice_prompt(cfg.prompt_wav, float(cfg.prompt_seconds), codec, assets.tokenizer, up)
+        semantics = [load_semantic(path, lambda: assets.tokenizer, model.config.semantic_vocab_size, codec, up)
+                     for path in inputs]
+        for path, base, semantic_S in zip(inputs, bases, semantics):
+            skip = 0
+            if prompt_S is not None:
+                semantic_S, skip = torch.cat([prompt_S, semantic_S]), prompt_QT.shape[1]
+            codes_QT = generate_windowed(model, semantic_S,
+                                         window_frames=frames_for(cfg.window_seconds, codec.frame_rate, up),
+                                         prompt_frames=frames_for(cfg.window_prompt_seconds, codec.frame_rate, up),
+                                         prompt_QT=prompt_QT, config=sampler,
+                                         generator=torch.Generator().manual_seed(input_seed(cfg.seed, base.name)),
+                                         mark_step=backend.mark_step, codebooks=codebooks_for(sampler, codec))[:, skip:]
+            wav_N = codec.decode(codes_QT[None])[0]
+            if not out.committed:  # the first write: every check has passed, earlier outputs go (overwrite=true)
+                out.commit()
+            written.append(write_output(base, wav_N, codec.sample_rate, codes_QT))
+            print(f"{path} -> {written[-1]} ({codes_QT.shape[1] / codec.frame_rate:.2f} s, codes "
+                  f"{tuple(codes_QT.shape)})")
     return written
 
 

@@ -40,6 +40,7 @@ def build_t2s_training(cfg: DictConfig, backend) -> tuple[Trainer, list[Path]]:
     model = TextToSemantic(model_config).to(backend.device)
     optimizer, scheduler = builders.build_optimizer(cfg.optim, model)
     resume_from = resume_candidates(cfg.resume, out_dir / "checkpoints")
+    builders.check_resume(resume_from, model_config.to_dict(), None)  # refused before config.yaml is written
     logger = builders.start_logging(cfg, backend, out_dir, resume_from)
     batches = t2s_builders.build_t2s_batch_source(data_section, train_set, backend, seed, model_config.mask_id)
     evaluate = None

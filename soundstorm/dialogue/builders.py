@@ -49,6 +49,7 @@ class DialogueSettings:
     use_ema: bool = True
     seed: int = 0
     out_dir: str = "outputs/dialogue"
+    overwrite: bool = False  # true: replace an earlier dialogue's outputs in out_dir (refused otherwise)
     t2s_sampler: T2SSamplerSection = dataclasses.field(default_factory=T2SSamplerSection)
     evaluation: DialogueEvalSection = dataclasses.field(default_factory=DialogueEvalSection)
     silence_db: float = 40.0
