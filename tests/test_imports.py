@@ -89,7 +89,7 @@ LAYERS = {
     "soundstorm._checks": 0, "soundstorm.io": 0, "soundstorm.paths": 0, "soundstorm.limits": 0,
     "soundstorm._kmeans": 0, "soundstorm.dsp": 0, "soundstorm._optional": 0, "soundstorm.attention": 0,
     "soundstorm.conformer": 0,
-    "soundstorm.quantize": 0, "soundstorm.config_keys": 0,
+    "soundstorm.quantize": 0, "soundstorm.config_keys": 0, "soundstorm.outputs": 0,
     # 1 the paper's pieces: model (§3.1), masking (§3.2), sampler (§3.3), codecs, semantic tokens, data
     "soundstorm.model": 1, "soundstorm.masking": 1, "soundstorm.sampler": 1, "soundstorm.longform": 1,
     "soundstorm.codecs": 1, "soundstorm.semantic": 1, "soundstorm.data": 1, "soundstorm.assets": 1,
