@@ -25,14 +25,12 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from soundstorm import builders
-from soundstorm.assets import check_pairing, read_record
+from soundstorm.assets import open_checkpoint
 from soundstorm.cli._common import run_with_backend
 from soundstorm.data.audio import BadAudio, read_audio, resample
-from soundstorm.evaluation.generation import frames_for
-from soundstorm.longform import generate_windowed
+from soundstorm.longform import generate_windowed, window_frames
 from soundstorm.sampler import codebooks_for
 from soundstorm.io import atomic_file, atomic_write_wav, check_output_dir
-from soundstorm.model import SoundStorm
 
 AUDIO_SUFFIXES = (".wav", ".flac", ".ogg", ".mp3")
 
@@ -121,12 +119,13 @@ def run(cfg: DictConfig, backend) -> list[Path]:
     inputs = check_settings(cfg)
     out_dir = check_output_dir(cfg.out_dir, "out_dir")
     bases = plan_outputs(inputs, out_dir, bool(cfg.overwrite))
-    model, _ = SoundStorm.from_checkpoint(cfg.checkpoint, bool(cfg.use_ema), backend.device)
     assets = builders.build_assets(cfg.assets, "assets", cfg.get("codec"), cfg.get("semantic"))
-    check_pairing(read_record(cfg.checkpoint), model.config, assets, "assets", cfg.checkpoint)
+    model, _ = open_checkpoint(cfg.checkpoint, assets, use_ema=bool(cfg.use_ema), device=backend.device)
     model = backend.prepare_inference_model(model)  # int8 linear layers with backend=cpu backend.options.dtype=int8
     codec, up = assets.codec, model.config.semantic_upsample
     sampler = builders.build_sampler(cfg.sampler, model.config.num_levels)
+    window, window_prompt = window_frames(float(cfg.window_seconds), float(cfg.window_prompt_seconds),
+                                          codec.frame_rate, up)
     prompt_S, prompt_QT = None, None
     if cfg.prompt_wav:
         prompt_S, prompt_QT = voice_prompt(cfg.prompt_wav, float(cfg.prompt_seconds), codec, assets.tokenizer, up)
@@ -136,8 +135,7 @@ def run(cfg: DictConfig, backend) -> list[Path]:
         skip = 0
         if prompt_S is not None:
             semantic_S, skip = torch.cat([prompt_S, semantic_S]), prompt_QT.shape[1]
-        codes_QT = generate_windowed(model, semantic_S, window_frames=frames_for(cfg.window_seconds, codec.frame_rate, up),
-                                     prompt_frames=frames_for(cfg.window_prompt_seconds, codec.frame_rate, up),
+        codes_QT = generate_windowed(model, semantic_S, window_frames=window, prompt_frames=window_prompt,
                                      prompt_QT=prompt_QT, config=sampler,
                                      generator=torch.Generator().manual_seed(int(cfg.seed) + i),
                                      mark_step=backend.mark_step, codebooks=codebooks_for(sampler, codec))[:, skip:]
