@@ -156,6 +156,15 @@ def record_from_manifest(manifest: TokenManifest) -> dict | None:
             "fingerprints": {kind: manifest.fingerprints[kind] for kind in COMPONENTS}}
 
 
+def require_checkpoint_dir(checkpoint, field: str = "checkpoint") -> Path:
+    """``checkpoint`` as a Path, refused (naming ``field``) unless it is a directory: the CLIs call this first,
+    so a mistyped checkpoint is reported before the token folder is read."""
+    if checkpoint is None or not Path(checkpoint).is_dir():
+        raise FileNotFoundError(f"{field}={str(checkpoint)!r}: directory not found; expected a SoundStorm checkpoint "
+                                "(a step_XXXXXXXX folder written by soundstorm-train, or a save_pretrained folder)")
+    return Path(checkpoint)
+
+
 def open_checkpoint(checkpoint, assets: Assets, *, field: str = "checkpoint", assets_field: str = "assets",
                     use_ema: bool = True, device="cpu", ema_field: str = "use_ema") -> tuple[SoundStorm, bool]:
     """``(model, used_ema)``: the one way a consumer (``soundstorm-generate``, ``-eval``, ``-dialogue``,
@@ -167,9 +176,7 @@ def open_checkpoint(checkpoint, assets: Assets, *, field: str = "checkpoint", as
     shapes named), the weights it uses must be finite, an EMA file its ``meta.json`` lists must be there
     (with ``use_ema``), and ``assets`` must hold the codec and tokenizer it was trained with: the same
     sizes, settings and fitted codebooks (:func:`check_pairing`, by fingerprint)."""
-    if checkpoint is None or not Path(checkpoint).is_dir():
-        raise FileNotFoundError(f"{field}={str(checkpoint)!r}: directory not found; expected a SoundStorm checkpoint "
-                                "(a step_XXXXXXXX folder written by soundstorm-train, or a save_pretrained folder)")
+    require_checkpoint_dir(checkpoint, field)
     model, used_ema = SoundStorm.from_checkpoint(checkpoint, use_ema, device, ema_field=ema_field)
     check_pairing(read_record(checkpoint), model.config, assets, assets_field, checkpoint, field)
     return model, used_ema

@@ -231,7 +231,7 @@ def check_format(config_path: Path, found, expected: str, what: str, older: tupl
     have, want = format_kind(found), format_kind(expected)
     if have is not None and want is not None and have != want:
         raise ValueError(f"{config_path.parent} is {have[0]} (format {found!r} in {config_path.name}), where "
-                         f"{want[0]} is expected; {have[1]}")
+                         f"{want[0]} (format {expected!r}) is expected; {have[1]}")
     raise ValueError(f"{config_path} has format {found!r}, expected {expected!r} ({what})")
 
 

@@ -25,7 +25,7 @@ import hydra
 from omegaconf import DictConfig, OmegaConf
 
 from soundstorm import builders
-from soundstorm.assets import open_checkpoint
+from soundstorm.assets import open_checkpoint, require_checkpoint_dir
 from soundstorm.cli._common import run_with_backend
 from soundstorm.evaluation.generation import WINDOW_FIELDS, GenerationEvaluator
 from soundstorm.evaluation.int8 import compare_int8
@@ -49,6 +49,7 @@ def evaluate(cfg: DictConfig, backend) -> dict:
     if (out_dir / "metrics.json").exists() and not overwrite:
         raise ValueError(f"out_dir={str(out_dir)!r} already holds metrics.json from an earlier evaluation; expected "
                          "a fresh out_dir, or overwrite=true to replace its results")
+    require_checkpoint_dir(cfg.checkpoint)
     data_root = builders.load_data_root(cfg.data)  # data.root set and readable, before anything is loaded
     assets = builders.build_assets(data_root.section.root, "data.root", cfg.get("codec"), cfg.get("semantic"))
     model, used_ema = open_checkpoint(cfg.checkpoint, assets, assets_field="data.root", use_ema=evaluation.use_ema,

@@ -25,12 +25,14 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from soundstorm import builders
-from soundstorm.assets import open_checkpoint
+from soundstorm.assets import open_checkpoint, require_checkpoint_dir
 from soundstorm.cli._common import run_with_backend
 from soundstorm.data.audio import BadAudio, read_audio, resample
 from soundstorm.longform import generate_windowed, window_frames
 from soundstorm.sampler import codebooks_for
 from soundstorm.io import atomic_file, atomic_write_wav, check_output_dir
+from soundstorm.quantize import is_quantized
+from soundstorm.resources import check_memory, codec_decode_fn, estimate_generation
 
 AUDIO_SUFFIXES = (".wav", ".flac", ".ogg", ".mp3")
 
@@ -108,7 +110,26 @@ def check_settings(cfg: DictConfig) -> list[str]:
         value = cfg[name]
         if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
             raise ValueError(f"{name}={value!r}; expected a number of seconds > 0")
+    if not isinstance(cfg.get("memory_check", True), bool):
+        raise ValueError(f"memory_check={cfg.memory_check!r}; expected true or false")
     return [str(cfg.inputs)] if isinstance(cfg.inputs, str) else [str(i) for i in cfg.inputs]
+
+
+def check_generation_memory(cfg, model, codec, sampler, num_frames: int, window: int, backend) -> str:
+    """Refuse an input whose generation would not fit in memory (:mod:`soundstorm.resources`: the model,
+    one window's sampler tensors, the whole clip's codes and the codec's decode of it), before any work;
+    the summary line to print otherwise."""
+    estimate = estimate_generation(model.config, batch_size=1, num_frames=num_frames, window_frames=window,
+                                   sampler=sampler, dtype="int8" if is_quantized(model) else "float32",
+                                   attention_scores=backend.device.type == "xla",
+                                   decode_fn=codec_decode_fn(codec) if num_frames > DECODE_PROBE_FRAMES else None)
+    return check_memory(estimate, backend.device, f"generating {num_frames / codec.frame_rate:.1f} s (the longest "
+                        "input)", f"expected a smaller request: a lower window_seconds (now {cfg.window_seconds:g}; each "
+                        "window is generated on its own, so the sampler's memory follows it), shorter inputs (the codes "
+                        "and the codec's decode follow the whole clip), or set memory_check=false to try anyway")
+
+
+DECODE_PROBE_FRAMES = 200  # the codec's decode is measured on clips this long: shorter outputs cost less than that
 
 
 USAGE = {"checkpoint": "CHECKPOINT_DIR", "assets": "TOKEN_FOLDER (the soundstorm-prepare output the model was "
@@ -119,6 +140,7 @@ def run(cfg: DictConfig, backend) -> list[Path]:
     inputs = check_settings(cfg)
     out_dir = check_output_dir(cfg.out_dir, "out_dir")
     bases = plan_outputs(inputs, out_dir, bool(cfg.overwrite))
+    require_checkpoint_dir(cfg.checkpoint)  # the fields in the order they are typed: checkpoint, then assets
     assets = builders.build_assets(cfg.assets, "assets", cfg.get("codec"), cfg.get("semantic"))
     model, _ = open_checkpoint(cfg.checkpoint, assets, use_ema=bool(cfg.use_ema), device=backend.device)
     model = backend.prepare_inference_model(model)  # int8 linear layers with backend=cpu backend.options.dtype=int8
@@ -130,6 +152,9 @@ def run(cfg: DictConfig, backend) -> list[Path]:
     if cfg.prompt_wav:
         prompt_S, prompt_QT = voice_prompt(cfg.prompt_wav, float(cfg.prompt_seconds), codec, assets.tokenizer, up)
     semantics = [load_semantic(path, lambda: assets.tokenizer, model.config.semantic_vocab_size) for path in inputs]
+    if cfg.get("memory_check", True):  # the longest input, before the first window is generated
+        longest = max(s.shape[0] for s in semantics) + (0 if prompt_S is None else prompt_S.shape[0])
+        print(check_generation_memory(cfg, model, codec, sampler, longest * up, window, backend), flush=True)
     written = []
     for i, (path, base, semantic_S) in enumerate(zip(inputs, bases, semantics)):
         skip = 0
