@@ -20,7 +20,8 @@ How the figures are made (:class:`MemoryEstimate`; the style of :mod:`soundstorm
   is freed (a weak reference's callback), so the figure is the high-water mark of live tensors: the
   codes ``[B, Q, T]``, the semantic embedding, the acoustic embeddings ``[B, Q, T, D]`` summed per
   frame, each block's feed-forward and convolution intermediates, the sampler's float logits
-  ``[B, T, V]``, its Gumbel noise, confidence ranks and filtering. Attention runs through a stand-in
+  ``[B, T, V]``, its Gumbel noise, confidence ranks and filtering (counted in the run dtype: bf16 autocast
+  keeps a few, e.g. norms, in fp32). Attention runs through a stand-in
   kernel: the fused kernels that SDPA picks on CPU and CUDA keep no ``[B, H, T, T]`` scores, the math
   path (XLA without the Pallas kernel) keeps two at once (scores and their softmax); ``attention_scores``
   says which.
@@ -33,10 +34,18 @@ Peak = weights + buffers + max(activations, decode): the sampler's tensors are f
 runs. On a CUDA device the weights and activations are device memory and the buffers and decode host
 memory; each is compared with its own pool (:func:`available_memory`).
 
-What is left out: allocator fragmentation and caching (the CUDA caching allocator keeps freed blocks;
-glibc keeps some freed heap), the interpreter and libraries, kernel workspaces torch allocates outside
-its dispatcher. ``tests/test_resources.py`` checks the estimate against the peak resident-set growth of a
-fresh process that runs the generation (within 25% at three sizes on a CPU).
+What is left out: allocator caching and fragmentation, the interpreter and libraries, kernel
+workspaces torch allocates outside its dispatcher. The figure is the peak of *live tensors*. A process's
+resident set follows it where freed blocks go back to the kernel: always for blocks of tens of MiB and
+more (the sizes at which a request fails), but glibc keeps freed blocks under its mmap threshold
+(which rises to 32 MiB after the first large free) in its heap, so a run made of tensors of a few MiB
+can reach up to twice the estimate (measured: 72 MiB estimated, 145 MiB resident at B=2, T=4000 with
+the default allocator; 76 MiB with the threshold pinned). The CUDA caching allocator likewise reserves
+more than it hands out, but frees its cache and retries before failing. ``tests/test_resources.py``
+checks the estimate against the peak resident-set growth of a fresh process that runs the generation
+(threshold pinned, so the resident set follows the live tensors): within 25% at three sizes.
+Not covered: the ``soundstorm-bench codec_decode=true`` EnCodec decoder, and ``mode=train`` (whose
+plan is :mod:`soundstorm.train.memory_plan`).
 """
 
 from __future__ import annotations
@@ -307,6 +316,6 @@ def check_memory(estimate: MemoryEstimate, device: torch.device, what: str, advi
         if size > have:
             raise ValueError(f"{what} needs an estimated {_gib(size)} of {name} ({estimate.describe(device.type)}), "
                              f"but {_gib(have)} is available ({source}); {advice}")
-        summary.append(f"{_gib(size)} of {_gib(have)} {name} available")
+        summary.append(f"{_gib(size)} of {_gib(have)} {name} available ({size / max(have, 1):.0%})")
     return f"memory: estimated peak {', '.join(summary) or 'not checked on this device'} " \
            f"({estimate.describe(device.type)})"

@@ -110,7 +110,7 @@ def test_a_request_that_does_not_fit_is_refused_with_both_numbers():
     estimate = MemoryEstimate(weights=GiB, activations=3 * GiB, buffers=0, decode=0, batch_size=1,
                               frames_per_call=1000, num_frames=1000, attention_scores=False)
     fits = check_memory(estimate, torch.device("cpu"), "this run", "do less", {"host": (8 * GiB, "test")})
-    assert fits.startswith("memory: estimated peak 4.00 GiB of 8.00 GiB host RAM available")
+    assert fits.startswith("memory: estimated peak 4.00 GiB of 8.00 GiB host RAM available (50%)")
     with pytest.raises(ValueError, match=r"this run needs an estimated 4.00 GiB of host RAM \(weights 1.00 GiB, "
                                          r"activations .* 3.00 GiB\), but 2.00 GiB is available \(test\); do less"):
         check_memory(estimate, torch.device("cpu"), "this run", "do less", {"host": (2 * GiB, "test")})
