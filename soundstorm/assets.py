@@ -19,6 +19,7 @@ from pathlib import Path
 from soundstorm.io import component_fingerprint
 from soundstorm.codecs import load_codec
 from soundstorm.data.manifest import MANIFEST_NAME, TokenManifest
+from soundstorm.model import SoundStorm
 from soundstorm.semantic import load_tokenizer, upsample_ratio
 
 COMPONENTS = ("codec", "semantic")
@@ -97,7 +98,7 @@ def read_record(checkpoint) -> dict | None:
         return None
 
 
-def check_sizes(model_config, assets: Assets, field: str, checkpoint) -> None:
+def check_sizes(model_config, assets: Assets, field: str, checkpoint, checkpoint_field: str = "checkpoint") -> None:
     """The model's data-facing sizes must be those of the folder's codec and tokenizer."""
     pairs = (("num_levels", assets.codec.num_levels, model_config.num_levels),
              ("codebook_size", assets.codec.codebook_size, model_config.codebook_size),
@@ -106,31 +107,76 @@ def check_sizes(model_config, assets: Assets, field: str, checkpoint) -> None:
     for name, have, expected in pairs:
         if have != expected:
             raise ValueError(f"{field}={str(assets.folder)!r} holds a codec/tokenizer with {name}={have}, but "
-                             f"checkpoint={str(checkpoint)!r} was trained with {name}={expected}; pass the token "
+                             f"{checkpoint_field}={str(checkpoint)!r} was trained with {name}={expected}; pass the token "
                              "folder the checkpoint was trained on")
 
 
-def check_pairing(record: dict | None, model_config, assets: Assets, field: str, checkpoint) -> None:
-    """Refuse ``assets`` unless they are the codec and tokenizer the checkpoint was trained with:
-    same sizes, same settings and the same fitted codebooks (fingerprints)."""
-    check_sizes(model_config, assets, field, checkpoint)
+def check_record(record: dict | None, assets: Assets, field: str, checkpoint, kinds=COMPONENTS,
+                 checkpoint_field: str = "checkpoint") -> None:
+    """Refuse ``assets`` unless their ``kinds`` (codec, semantic) have the settings and fitted codebooks
+    (sha256 fingerprints) recorded in a checkpoint (``record``: :func:`read_record`); an older checkpoint
+    without a record is let through with a warning."""
     if record is None:
-        warnings.warn(f"checkpoint={str(checkpoint)!r} records no token fingerprint (an older checkpoint or a "
+        warnings.warn(f"{checkpoint_field}={str(checkpoint)!r} records no token fingerprint (an older checkpoint or a "
                       f"save_pretrained export); only the sizes of {field}={str(assets.folder)!r} were checked",
-                      stacklevel=2)
+                      stacklevel=3)
         return
-    for kind in COMPONENTS:
+    for kind in kinds:
         if _json(record[kind]) != _json(assets.record[kind]):
             keys = sorted(k for k in set(record[kind]) | set(assets.record[kind])
                           if record[kind].get(k) != assets.record[kind].get(k))
             raise ValueError(f"{field}={str(assets.folder)!r} holds a {kind} that differs from the one "
-                             f"checkpoint={str(checkpoint)!r} was trained with: "
+                             f"{checkpoint_field}={str(checkpoint)!r} was trained with: "
                              + ", ".join(f"{kind}.{k}={assets.record[kind].get(k)!r} (checkpoint: "
                                          f"{record[kind].get(k)!r})" for k in keys)
                              + "; pass the token folder the checkpoint was trained on")
         have, expected = assets.record["fingerprints"][kind], record["fingerprints"][kind]
         if have != expected:
             raise ValueError(f"{field}={str(assets.folder)!r} holds a {kind} with the same settings but other fitted "
-                             f"codebooks than checkpoint={str(checkpoint)!r} was trained with (sha256 {have[:12]}…, "
+                             f"codebooks than {checkpoint_field}={str(checkpoint)!r} was trained with (sha256 {have[:12]}…, "
                              f"expected {expected[:12]}…; another soundstorm-prepare run?); pass the token folder the "
                              "checkpoint was trained on")
+
+
+def check_pairing(record: dict | None, model_config, assets: Assets, field: str, checkpoint,
+                  checkpoint_field: str = "checkpoint") -> None:
+    """Refuse ``assets`` unless they are the codec and tokenizer the checkpoint was trained with:
+    same sizes, same settings and the same fitted codebooks (fingerprints)."""
+    check_sizes(model_config, assets, field, checkpoint, checkpoint_field)
+    check_record(record, assets, field, checkpoint, checkpoint_field=checkpoint_field)
+
+
+def record_from_manifest(manifest: TokenManifest) -> dict | None:
+    """The record a checkpoint keeps of the token folder it was trained on, from the folder's manifest
+    (what :func:`load_assets` checks the folder against), without loading the codec or the tokenizer;
+    None for a manifest that records no fingerprints (an older one)."""
+    if not all(kind in manifest.fingerprints for kind in COMPONENTS):
+        return None
+    return {"codec": manifest.codec, "semantic": manifest.semantic, "semantic_upsample": manifest.semantic_upsample,
+            "fingerprints": {kind: manifest.fingerprints[kind] for kind in COMPONENTS}}
+
+
+def require_checkpoint_dir(checkpoint, field: str = "checkpoint") -> Path:
+    """``checkpoint`` as a Path, refused (naming ``field``) unless it is a directory: the CLIs call this first,
+    so a mistyped checkpoint is reported before the token folder is read."""
+    if checkpoint is None or not Path(checkpoint).is_dir():
+        raise FileNotFoundError(f"{field}={str(checkpoint)!r}: directory not found; expected a SoundStorm checkpoint "
+                                "(a step_XXXXXXXX folder written by soundstorm-train, or a save_pretrained folder)")
+    return Path(checkpoint)
+
+
+def open_checkpoint(checkpoint, assets: Assets, *, field: str = "checkpoint", assets_field: str = "assets",
+                    use_ema: bool = True, device="cpu", ema_field: str = "use_ema") -> tuple[SoundStorm, bool]:
+    """``(model, used_ema)``: the one way a consumer (``soundstorm-generate``, ``-eval``, ``-dialogue``,
+    :meth:`DialoguePipeline.from_pretrained <soundstorm.dialogue.DialoguePipeline.from_pretrained>`)
+    loads a SoundStorm checkpoint together with the token folder it will decode with.
+
+    Every check runs here, before any generation: the directory must be a SoundStorm checkpoint (a
+    text-to-semantic one is named as such), its ``config.json`` must fit its weights (the field and both
+    shapes named), the weights it uses must be finite, an EMA file its ``meta.json`` lists must be there
+    (with ``use_ema``), and ``assets`` must hold the codec and tokenizer it was trained with: the same
+    sizes, settings and fitted codebooks (:func:`check_pairing`, by fingerprint)."""
+    require_checkpoint_dir(checkpoint, field)
+    model, used_ema = SoundStorm.from_checkpoint(checkpoint, use_ema, device, ema_field=ema_field)
+    check_pairing(read_record(checkpoint), model.config, assets, assets_field, checkpoint, field)
+    return model, used_ema

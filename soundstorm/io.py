@@ -43,6 +43,10 @@ class CorruptFileError(ValueError):
     """A file that exists but cannot be read whole (truncated by a full disk, a killed copy, ...)."""
 
 
+class NonFiniteWeightsError(ValueError):
+    """Weights that hold a NaN or an infinity (a diverged run's): never generated from, never trained on."""
+
+
 def current_umask() -> int:
     """The process umask, read without changing it (Linux: /proc; elsewhere a set-and-restore)."""
     try:
@@ -194,6 +198,47 @@ def nonfinite_tensors(tensors: dict[str, torch.Tensor]) -> list[str]:
     return [k for k, ok in zip(names, flags) if not ok]
 
 
+def check_finite_state(state: dict[str, torch.Tensor], path: Path) -> None:
+    """Refuse weights read from ``path`` that hold a NaN or an infinity, naming the file and the tensors.
+
+    Every loader of weights calls this (``read_model_dir``: a SoundStorm or text-to-semantic model;
+    ``SoundStorm.from_checkpoint``: the EMA weights; :func:`soundstorm.train.checkpoint.load_checkpoint`:
+    what a resumed run restores), so diverged weights are never generated from or trained on."""
+    bad = nonfinite_tensors(state)
+    if bad:
+        raise NonFiniteWeightsError(f"{path} holds NaN or inf in {len(bad)} tensors, e.g. {bad[:3]}; expected finite weights "
+                         "(a diverged run? use an earlier checkpoint)")
+
+
+# What each model directory format is, and where it is used: named when a directory of one kind is
+# given where another is expected (a text-to-semantic checkpoint passed as a SoundStorm one, ...).
+FORMAT_KINDS = {
+    "soundstorm/": ("a SoundStorm checkpoint", "use it as checkpoint=... of soundstorm-generate or soundstorm-eval, "
+                    "or soundstorm_checkpoint=... of soundstorm-dialogue"),
+    "soundstorm-t2s/": ("a text-to-semantic checkpoint", "use it as t2s_checkpoint=... of soundstorm-dialogue "
+                        "(or evaluation.speech.t2s_checkpoint=... of soundstorm-eval)"),
+}
+
+
+def format_kind(fmt) -> tuple[str, str] | None:
+    """``(what it is, where to use it)`` for a model directory's ``format`` (None: not one of ours)."""
+    if not isinstance(fmt, str):
+        return None
+    return next((kind for prefix, kind in FORMAT_KINDS.items() if fmt.startswith(prefix)), None)
+
+
+def check_format(config_path: Path, found, expected: str, what: str, older: tuple[str, ...] = ()) -> None:
+    """Refuse a model directory whose ``config.json`` has another ``format`` than ``expected`` (or one of
+    ``older``); when it is another kind of model we know, say which and where it belongs."""
+    if found == expected or found in older:
+        return
+    have, want = format_kind(found), format_kind(expected)
+    if have is not None and want is not None and have != want:
+        raise ValueError(f"{config_path.parent} is {have[0]} (format {found!r} in {config_path.name}), where "
+                         f"{want[0]} (format {expected!r}) is expected; {have[1]}")
+    raise ValueError(f"{config_path} has format {found!r}, expected {expected!r} ({what})")
+
+
 def read_json(path: Path, what: str, max_bytes: int | None = None):
     """Parse the JSON file ``path``; missing → FileNotFoundError, invalid (or, with ``max_bytes``, larger
     than that: a small record from a shared folder) → ValueError naming ``what``."""
@@ -218,9 +263,12 @@ def save_model_dir(directory, fmt: str, config: dict, state_dict: dict[str, torc
 
 
 def check_weights_fit(expected: dict[str, tuple], weights_path: Path, config_path: Path | None = None,
-                      config=None) -> None:
+                      config=None, shapes_of=None) -> None:
     """Refuse a weights file whose tensors are not exactly ``expected`` (``{name: shape}``), reading only its
-    header. With ``config`` (a dataclass) the message names the fields whose values the mismatch involves."""
+    header. With ``config`` (a dataclass) the message names the config field the mismatch points at: with
+    ``shapes_of`` (``config → {name: shape}``, e.g. :func:`module_shapes` of the model class) the field
+    whose saved value, put back, makes every shape fit (``check dim=48: the weights were saved with dim=32``);
+    else the fields whose value is a dimension the weights do not have."""
     header = read_safetensors_header(weights_path)
     missing, unexpected = sorted(set(expected) - set(header)), sorted(set(header) - set(expected))
     wrong = [(k, list(expected[k]), header[k][1]) for k in expected if k in header and list(expected[k]) != header[k][1]]
@@ -231,14 +279,34 @@ def check_weights_fit(expected: dict[str, tuple], weights_path: Path, config_pat
         name, implied, found = wrong[0]
         detail = (f"tensor {name!r} is {found} in the weights but the config implies {implied}"
                   + (f" ({len(wrong) - 1} more differ)" if len(wrong) > 1 else ""))
-        suspects = [f"{f.name}={getattr(config, f.name)!r}" for f in dataclasses.fields(config)
-                    if isinstance(getattr(config, f.name), int) and getattr(config, f.name) in implied
-                    and getattr(config, f.name) not in found] if config is not None else []
-        if suspects:
-            detail += f"; check {', '.join(suspects)}"
+        if config is not None:
+            detail += _config_suspects(config, {k: v[1] for k, v in header.items()}, wrong, shapes_of)
     else:
         detail = f"missing tensors {missing[:5]}, unexpected tensors {unexpected[:5]}"
     raise ValueError(f"{where}: {detail}; expected the config.json saved with these weights")
+
+
+def _config_suspects(config, saved_shapes: dict[str, list], wrong: list, shapes_of) -> str:
+    """``"; check FIELD=VALUE..."`` for :func:`check_weights_fit`: which integer fields of ``config`` the
+    mismatching shapes point at (``wrong``: ``(name, implied, found)``), "" when none does."""
+    fields = [f.name for f in dataclasses.fields(config)
+              if isinstance(getattr(config, f.name), int) and not isinstance(getattr(config, f.name), bool)]
+    pairs = sorted({(a, b) for _, implied, found in wrong if len(implied) == len(found)
+                    for a, b in zip(implied, found) if a != b})
+    if shapes_of is not None:  # the one field whose saved value makes every tensor fit (a few meta builds)
+        for field in fields:
+            for configured, saved in pairs:
+                if getattr(config, field) != configured:
+                    continue
+                try:
+                    shapes = shapes_of(dataclasses.replace(config, **{field: saved}))
+                except (TypeError, ValueError):
+                    continue
+                if {k: list(v) for k, v in shapes.items()} == saved_shapes:
+                    return f"; check {field}={configured!r}: the weights were saved with {field}={saved!r}"
+    suspects = [f"{field}={getattr(config, field)!r}" for field in fields
+                if any(getattr(config, field) == configured for configured, _ in pairs)]
+    return f"; check {', '.join(suspects)}" if suspects else ""
 
 
 def module_shapes(build, config) -> dict[str, tuple]:
@@ -268,10 +336,9 @@ def read_model_dir(directory, fmt: str, config_cls, what: str, device="cpu", con
         data.pop(key, None)
     found = data.pop("format", None)
     older_formats = older_formats or {}
+    check_format(directory / config_name, found, fmt, what, tuple(older_formats))
     if found in older_formats:
         data = {**older_formats[found], **data}
-    elif found != fmt:
-        raise ValueError(f"{directory / config_name} has format {found!r}, expected {fmt!r} ({what})")
     fields = [f.name for f in dataclasses.fields(config_cls)]
     missing = [name for name in fields if name not in data]
     if missing:
@@ -291,12 +358,10 @@ def read_model_dir(directory, fmt: str, config_cls, what: str, device="cpu", con
                 raise ValueError(f"{directory / config_name}: {name}={getattr(config, name)!r} cannot describe "
                                  f"{weights_path}, which holds {num_tensors} tensors; expected the config.json saved "
                                  "with these weights")
-        check_weights_fit(module_shapes(build, config), weights_path, directory / config_name, config)
+        check_weights_fit(module_shapes(build, config), weights_path, directory / config_name, config,
+                          shapes_of=lambda changed: module_shapes(build, changed))
     state = load_state_dict(directory / weights_name, device=device)
-    bad = nonfinite_tensors(state)
-    if bad:
-        raise ValueError(f"{directory / weights_name} holds NaN or inf in {len(bad)} tensors, e.g. {bad[:3]}; "
-                         "expected finite weights (a diverged run? use an earlier checkpoint)")
+    check_finite_state(state, directory / weights_name)
     return config, state
 
 

@@ -19,6 +19,36 @@ import torch
 from soundstorm.sampler import SamplerConfig, generate
 
 
+def frames_for(seconds: float, frame_rate: float, multiple: int) -> int:
+    """``seconds`` as a whole number of ``multiple``-frame steps at ``frame_rate`` (rounded to the nearest)."""
+    return int(round(seconds * frame_rate / multiple)) * multiple
+
+
+def window_frames(window_seconds: float, prompt_seconds: float, frame_rate: float, upsample: int,
+                  fields: tuple[str, str] = ("window_seconds", "window_prompt_seconds")) -> tuple[int, int]:
+    """``(window_frames, prompt_frames)`` for :func:`generate_windowed` from the seconds a user set (config
+    fields ``fields``), rounded to whole semantic frames (``upsample`` codec frames at ``frame_rate``).
+
+    Settings that cannot work are refused here, in the user's own fields and seconds, before any work:
+    a window shorter than two semantic frames, and a window prompt that is not shorter than the window
+    once both are rounded (each later window generates ``window - prompt`` new frames)."""
+    window_field, prompt_field = fields
+    step_s = upsample / frame_rate  # one semantic frame
+    window, prompt = frames_for(window_seconds, frame_rate, upsample), frames_for(prompt_seconds, frame_rate, upsample)
+    if window < 2 * upsample:
+        raise ValueError(f"{window_field}={window_seconds:g} is shorter than two semantic frames ({2 * step_s:g} s at "
+                         f"{1 / step_s:g} Hz); expected {window_field} >= {2 * step_s:g}")
+    if not 0 <= prompt < window:
+        exact = abs(prompt - prompt_seconds * frame_rate) < 1e-6 and abs(window - window_seconds * frame_rate) < 1e-6
+        rounded = "" if exact else (f" (rounded to whole semantic frames of {step_s:g} s: {prompt / frame_rate:g} s "
+                                    f"and {window / frame_rate:g} s)")
+        raise ValueError(f"{prompt_field}={prompt_seconds:g} must be at least 0 and shorter than {window_field}="
+                         f"{window_seconds:g}{rounded}: each window after the first is prompted by the last "
+                         f"{prompt_field} of the one before and generates the rest; expected e.g. {prompt_field}="
+                         f"{max(0.0, window_seconds / 10):g}")
+    return window, prompt
+
+
 def generate_windowed(model, semantic_S: torch.Tensor, *, window_frames: int, prompt_frames: int,
                       prompt_QT: torch.Tensor | None = None, config: SamplerConfig | None = None,
                       generator: torch.Generator | None = None, mark_step=None,

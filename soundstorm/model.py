@@ -24,13 +24,15 @@ from torch import nn
 from soundstorm._checks import (check_int_tensor, check_lengths, check_level, check_positive_ints, check_range,
                                 dataclass_from_dict, frame_mask, values_readable)
 from soundstorm.conformer import Conformer
-from soundstorm.io import check_weights_fit, load_state_dict, load_weights, read_model_dir, save_model_dir
+from soundstorm.io import (check_finite_state, check_weights_fit, load_state_dict, load_weights, read_json,
+                           read_model_dir, save_model_dir)
 from soundstorm.masking import corrupt, masked_loss
 from soundstorm.quantize import check_inference_dtype, is_quantized, quantize_int8
 
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
 EMA_WEIGHTS_NAME = "ema.safetensors"
+CHECKPOINT_META_NAME = "meta.json"  # a training checkpoint's step and file list (soundstorm.train.checkpoint)
 FORMAT = "soundstorm/v1"
 PRESETS = ("paper", "small", "tiny")
 
@@ -105,6 +107,8 @@ class SoundStormConfig:
 
 class SoundStorm(nn.Module):
     """Bidirectional Conformer over summed semantic + acoustic token embeddings."""
+
+    checkpoint_format = FORMAT  # the config.json "format" its checkpoints carry (checked on resume and load)
 
     def __init__(self, config: SoundStormConfig):
         super().__init__()
@@ -246,7 +250,7 @@ class SoundStorm(nn.Module):
         ``dtype="int8"``: ready for CPU inference with int8 linear layers, quantised from the saved
         fp32 weights as they are loaded (:func:`soundstorm.quantize.quantize_int8`)."""
         _check_int8_device(dtype, map_location)
-        config, state = read_model_dir(directory, FORMAT, SoundStormConfig, "pretrained directory", map_location,
+        config, state = read_model_dir(directory, FORMAT, SoundStormConfig, "SoundStorm directory", map_location,
                                        CONFIG_NAME, WEIGHTS_NAME, ignore=("tokens",),  # tokens: what it was trained on
                                        build=cls, count_fields=("depth", "num_levels"))
         model = cls(config)
@@ -256,22 +260,47 @@ class SoundStorm(nn.Module):
 
     @classmethod
     def from_checkpoint(cls, directory, use_ema: bool = True, map_location="cpu",
-                        dtype: str = "float32") -> tuple["SoundStorm", bool]:
+                        dtype: str = "float32", ema_field: str = "use_ema") -> tuple["SoundStorm", bool]:
         """``(model in eval mode, used_ema)`` from a training checkpoint or a ``save_pretrained``
         directory; the EMA weights replace the raw ones when ``use_ema`` and the directory has them.
-        ``dtype="int8"`` quantises the result (EMA applied first) as :meth:`from_pretrained` does."""
+        ``dtype="int8"`` quantises the result (EMA applied first) as :meth:`from_pretrained` does.
+
+        Refused, naming the file: a directory of another kind (a text-to-semantic checkpoint), a config
+        that does not fit the weights, non-finite weights (raw or EMA), and an ``ema.safetensors`` that
+        the checkpoint's ``meta.json`` lists but that is missing (with ``use_ema`` the raw weights would
+        otherwise be used without a word; ``ema_field`` is the setting named to opt out of EMA)."""
         _check_int8_device(dtype, map_location)
         directory = Path(directory)
         if not directory.is_dir():
             raise FileNotFoundError(f"checkpoint={str(directory)!r}: directory not found")
         model = cls.from_pretrained(directory, map_location=map_location)
         ema_path = directory / EMA_WEIGHTS_NAME
+        if use_ema and not ema_path.is_file() and EMA_WEIGHTS_NAME in listed_files(directory):
+            raise FileNotFoundError(f"{directory / CHECKPOINT_META_NAME} lists {EMA_WEIGHTS_NAME}, but {ema_path} is "
+                                    f"missing (deleted, or not copied with the checkpoint); copy the whole checkpoint "
+                                    f"folder again, or set {ema_field}=false to use the raw (non-EMA) weights")
         if use_ema and ema_path.is_file():
             check_weights_fit({k: tuple(v.shape) for k, v in model.state_dict().items() if v.is_floating_point()},
                               ema_path)
-            model.load_state_dict({**model.state_dict(), **load_state_dict(ema_path, device=map_location)})
+            ema_state = load_state_dict(ema_path, device=map_location)
+            check_finite_state(ema_state, ema_path)
+            model.load_state_dict({**model.state_dict(), **ema_state})
             return _in_dtype(model, dtype), True
         return _in_dtype(model, dtype), False
+
+
+def listed_files(directory) -> list[str]:
+    """The files a training checkpoint's ``meta.json`` lists (none for a ``save_pretrained`` directory, which
+    has no ``meta.json``); an unreadable list is a ValueError naming the file."""
+    path = Path(directory) / CHECKPOINT_META_NAME
+    if not path.is_file():
+        return []
+    meta = read_json(path, "a checkpoint's meta.json (its step and file list)")
+    files = meta.get("files") if isinstance(meta, dict) else None
+    if not isinstance(files, list) or not all(isinstance(f, str) for f in files):
+        raise ValueError(f"{path} has no list of file names under 'files'; expected the meta.json the trainer "
+                         "writes (copy the checkpoint folder again)")
+    return files
 
 
 def _check_int8_device(dtype: str, map_location) -> None:

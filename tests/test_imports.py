@@ -95,6 +95,7 @@ LAYERS = {
     "soundstorm.codecs": 1, "soundstorm.semantic": 1, "soundstorm.data": 1, "soundstorm.assets": 1,
     # 2 what runs them: training, evaluation, backends, the benchmark
     "soundstorm.train": 2, "soundstorm.evaluation": 2, "soundstorm.backends": 2, "soundstorm.bench": 2,
+    "soundstorm.resources": 2,  # peak memory of a generation (uses the train layer's meta model)
     # 3 configs → objects (the only reader of Hydra/OmegaConf below the applications)
     "soundstorm.builders": 3,
     "soundstorm.hydra_sweep": 3,  # Hydra's multirun state: resolvers builders registers, the sweep callback

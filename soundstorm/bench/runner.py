@@ -30,6 +30,7 @@ from soundstorm.backends import NAMES, get_backend, resolve_name
 from soundstorm.bench.flops import flops_per_pass, measure_matmul_peak
 from soundstorm.model import PRESETS, SoundStorm, SoundStormConfig
 from soundstorm.quantize import weights_bytes
+from soundstorm.resources import check_memory, estimate_generation
 from soundstorm.sampler import SamplerConfig, generate
 from soundstorm.backends.cuda_graphs import GraphedModel
 from soundstorm.bench.autoregressive import estimate_autoregressive
@@ -66,6 +67,7 @@ class BenchConfig:
     seed: int = 0
     train_ema_decay: float = 0.0  # mode=train: 0 times the step without EMA; the recipe's value adds it
     output_json: str | None = "bench.json"
+    memory_check: bool = True  # refuse a run whose estimated peak memory exceeds what the machine has
 
     def __post_init__(self):
         if not isinstance(self.model, SoundStormConfig):
@@ -94,7 +96,7 @@ class BenchConfig:
             raise ValueError(f"BenchConfig.dtype must be one of {sorted(DTYPES)}, got {self.dtype!r}")
         if self.backend not in NAMES:
             raise ValueError(f"BenchConfig.backend must be one of {NAMES}, got {self.backend!r}")
-        for name in ("compile", "cuda_graphs", "codec_decode", "ar_baseline"):
+        for name in ("compile", "cuda_graphs", "codec_decode", "ar_baseline", "memory_check"):
             if not isinstance(getattr(self, name), bool):
                 raise ValueError(f"BenchConfig.{name} must be true or false, got {getattr(self, name)!r}")
 
@@ -213,10 +215,11 @@ def run_bench(cfg: BenchConfig) -> dict:
     backend.init_distributed()
     if cfg.mode == "train":
         return _train_result(cfg, backend)
-    peaks = [measure_matmul_peak(backend, DTYPES[cfg.dtype], cfg.matmul_size)]
     model_cfg = cfg.model
     num_frames = cfg.num_frames()
     schedule = cfg.sampler.resolve(model_cfg.num_levels)
+    memory = _check_memory(cfg, backend, num_frames, schedule)  # before anything large is allocated
+    peaks = [measure_matmul_peak(backend, DTYPES[cfg.dtype], cfg.matmul_size)]
 
     backend.sync()
     baseline_bytes = backend.current_memory_bytes()
@@ -249,6 +252,7 @@ def run_bench(cfg: BenchConfig) -> dict:
     result = _summarise(cfg, backend, model, schedule, num_frames, latencies, decode_s, passes, peaks, peak_growth,
                         fp32_weights)
     result["forward_passes_per_run"] = passes_per_run
+    result["peak_memory_estimate"] = memory
     if cfg.cuda_graphs:
         result["cuda_graphs"] = {"captures": runner.num_captures, "replays": runner.num_replays,
                                  "captures_in_timed_runs": runner.num_captures - captures_before}
@@ -259,6 +263,25 @@ def run_bench(cfg: BenchConfig) -> dict:
         result["ar_baseline"] = ar
     backend.shutdown()
     return result
+
+
+def _check_memory(cfg: BenchConfig, backend, num_frames: int, schedule) -> dict:
+    """The run's estimated peak memory (:mod:`soundstorm.resources`; the codec decode of ``codec_decode=true``
+    is not included), refused before any allocation when it exceeds what the machine has (unless
+    ``memory_check=false``); returns the estimate's parts for the result."""
+    sampler = dataclasses.replace(cfg.sampler, steps=schedule.steps, greedy=False)  # what the timed runs decode
+    attention_scores = backend.device.type == "xla"  # SDPA's math path keeps [B, H, T, T] scores there
+    estimate = estimate_generation(cfg.model, batch_size=cfg.batch_size, num_frames=num_frames, sampler=sampler,
+                                   dtype=cfg.dtype, attention_scores=attention_scores)
+    pools = estimate.pools(backend.device.type)
+    if cfg.memory_check:
+        check_memory(estimate, backend.device, f"soundstorm-bench duration_s={cfg.duration_s:g} batch_size="
+                     f"{cfg.batch_size} ({num_frames} frames of the {model_name(cfg.model)} model)",
+                     "expected a run that fits: a shorter duration_s (activations grow with the frames, at least "
+                     "linearly), a smaller batch_size, or a smaller model (model=small, model=tiny); or set "
+                     "memory_check=false to try anyway")
+    return {"bytes": pools, "weights": estimate.weights, "activations": estimate.activations,
+            "definition": "soundstorm.resources.estimate_generation: weights + the traced peak of one sampler call"}
 
 
 def _train_result(cfg: BenchConfig, backend) -> dict:
@@ -384,6 +407,9 @@ def format_table(result: dict) -> str:
         ("matmul peak (measured)", f"{result['matmul_peak_flops_per_s'] / 1e9:.1f} {unit}"),
         ("MFU", f"{result['mfu']:.3f}"),
     ]
+    if result.get("peak_memory_estimate") is not None:
+        estimate = result["peak_memory_estimate"]["bytes"]
+        rows.append(("peak memory estimate", ", ".join(f"{pool} {size / 2**20:.0f} MiB" for pool, size in estimate.items())))
     if result["peak_memory_bytes"] is not None:
         rows.append(("peak memory", f"{result['peak_memory_bytes'] / 2**20:.0f} MiB = "
                                     f"{result['peak_memory_over_weights']:.2f} × weights "

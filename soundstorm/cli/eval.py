@@ -25,16 +25,16 @@ from pathlib import Path
 from omegaconf import DictConfig, OmegaConf
 
 from soundstorm import builders
-from soundstorm.assets import check_pairing, read_record
+from soundstorm.assets import open_checkpoint, require_checkpoint_dir
 from soundstorm.cli._common import run_with_backend
 from soundstorm.cli._hydra import cli_schema, hydra_main
-from soundstorm.evaluation.generation import GenerationEvaluator, frames_for
+from soundstorm.evaluation.generation import WINDOW_FIELDS, GenerationEvaluator
 from soundstorm.evaluation.int8 import compare_int8
 from soundstorm.evaluation.metrics import most_frequent_tokens
 from soundstorm.evaluation.speech_table import evaluate_speech
 from soundstorm.evaluation.teacher_forced import heldout_batches, summarize, teacher_forced_sums
 from soundstorm.io import atomic_write_bytes
-from soundstorm.model import SoundStorm
+from soundstorm.longform import window_frames
 from soundstorm.outputs import OutputFolder, claim
 from soundstorm.t2s.speech_row import load_semantic_from_text
 
@@ -49,13 +49,15 @@ def evaluate(cfg: DictConfig, backend, out: OutputFolder) -> dict:
     """Every metric of the eval config; writes examples under ``out_dir`` (claimed as ``out``, whose earlier
     outputs are removed once every check has passed, with ``overwrite=true``) and returns the metrics."""
     evaluation = builders.build_evaluation(cfg.evaluation)
-    model, used_ema = SoundStorm.from_checkpoint(cfg.checkpoint, evaluation.use_ema, backend.device)
+    require_checkpoint_dir(cfg.checkpoint)
+    data_root = builders.load_data_root(cfg.data)  # data.root set and readable, before anything is loaded
+    assets = builders.build_assets(data_root.section.root, "data.root", cfg.get("codec"), cfg.get("semantic"))
+    model, used_ema = open_checkpoint(cfg.checkpoint, assets, assets_field="data.root", use_ema=evaluation.use_ema,
+                                      device=backend.device, ema_field="evaluation.use_ema")
     backend.configure_model(model)  # attention kernel: Pallas flash on TPU, SDPA elsewhere
     data, train_set, heldout = builders.build_datasets(cfg.data, model.config, int(cfg.seed), backend.static_shapes)
     if heldout is None:
         raise ValueError(f"data.heldout_fraction={data.heldout_fraction} holds out no utterance; expected > 0")
-    assets = builders.build_assets(data.root, "data.root", cfg.get("codec"), cfg.get("semantic"))
-    check_pairing(read_record(cfg.checkpoint), model.config, assets, "data.root", cfg.checkpoint)
     codec = assets.codec
     sampler = builders.build_sampler(cfg.sampler, model.config.num_levels)
     utterances = [heldout.utterance(i) for i in range(len(heldout))]
@@ -98,10 +100,9 @@ def _compare_int8(model, codec, sampler, utterances, evaluation, extra_metrics, 
     if backend.device.type != "cpu":
         raise ValueError(f"evaluation.compare_int8=true needs the cpu backend (int8 runs on the CPU), got "
                          f"backend {backend.name!r}")
-    up = model.config.semantic_upsample
-    return compare_int8(model, codec, sampler, utterances,
-                        window_frames=frames_for(evaluation.window_seconds, codec.frame_rate, up),
-                        prompt_frames=frames_for(evaluation.window_prompt_seconds, codec.frame_rate, up),
+    window, window_prompt = window_frames(evaluation.window_seconds, evaluation.window_prompt_seconds,
+                                          codec.frame_rate, model.config.semantic_upsample, WINDOW_FIELDS)
+    return compare_int8(model, codec, sampler, utterances, window_frames=window, prompt_frames=window_prompt,
                         max_utterances=evaluation.max_utterances, seed=evaluation.seed, extra_metrics=extra_metrics)
 
 

@@ -30,17 +30,17 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from soundstorm import builders
-from soundstorm.assets import check_pairing, read_record
+from soundstorm.assets import open_checkpoint, require_checkpoint_dir
 from soundstorm.cli._common import run_with_backend
 from soundstorm.cli._hydra import cli_schema, hydra_main
 from soundstorm.codecs.base import min_decode_frames
 from soundstorm.data.audio import load_audio, resample
-from soundstorm.evaluation.generation import frames_for
-from soundstorm.longform import generate_windowed
+from soundstorm.longform import generate_windowed, window_frames
 from soundstorm.sampler import codebooks_for
 from soundstorm.io import atomic_file, atomic_write_wav, read_npy
-from soundstorm.model import SoundStorm
 from soundstorm.outputs import claim
+from soundstorm.quantize import is_quantized
+from soundstorm.resources import check_memory, codec_decode_fn, estimate_generation
 
 AUDIO_SUFFIXES = (".wav", ".flac", ".ogg", ".mp3")
 
@@ -147,7 +147,26 @@ def check_settings(cfg: DictConfig) -> list[str]:
         value = cfg[name]
         if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
             raise ValueError(f"{name}={value!r}; expected a number of seconds > 0")
+    if not isinstance(cfg.get("memory_check", True), bool):
+        raise ValueError(f"memory_check={cfg.memory_check!r}; expected true or false")
     return [str(cfg.inputs)] if isinstance(cfg.inputs, str) else [str(i) for i in cfg.inputs]
+
+
+def check_generation_memory(cfg, model, codec, sampler, num_frames: int, window: int, backend) -> str:
+    """Refuse an input whose generation would not fit in memory (:mod:`soundstorm.resources`: the model,
+    one window's sampler tensors, the whole clip's codes and the codec's decode of it), before any work;
+    the summary line to print otherwise."""
+    estimate = estimate_generation(model.config, batch_size=1, num_frames=num_frames, window_frames=window,
+                                   sampler=sampler, dtype="int8" if is_quantized(model) else "float32",
+                                   attention_scores=backend.device.type == "xla",
+                                   decode_fn=codec_decode_fn(codec) if num_frames > DECODE_PROBE_FRAMES else None)
+    return check_memory(estimate, backend.device, f"generating {num_frames / codec.frame_rate:.1f} s (the longest "
+                        "input)", f"expected a smaller request: a lower window_seconds (now {cfg.window_seconds:g}; each "
+                        "window is generated on its own, so the sampler's memory follows it), shorter inputs (the codes "
+                        "and the codec's decode follow the whole clip), or set memory_check=false to try anyway")
+
+
+DECODE_PROBE_FRAMES = 200  # the codec's decode is measured on clips this long: shorter outputs cost less than that
 
 
 USAGE = {"checkpoint": "CHECKPOINT_DIR", "assets": "TOKEN_FOLDER (the soundstorm-prepare output the model was "
@@ -173,24 +192,27 @@ def run(cfg: DictConfig, backend) -> list[Path]:
     with claim(out_dir, "out_dir", "soundstorm-generate", outputs=[f"{b.name}{suffix}" for b in bases
                                                                     for suffix in (".wav", ".codes.npy")],
                overwrite=cfg.overwrite, enabled=backend.dist.is_main, kept=kept) as out:
-        model, _ = SoundStorm.from_checkpoint(cfg.checkpoint, bool(cfg.use_ema), backend.device)
+        require_checkpoint_dir(cfg.checkpoint)  # the fields in the order they are typed: checkpoint, then assets
         assets = builders.build_assets(cfg.assets, "assets", cfg.get("codec"), cfg.get("semantic"))
-        check_pairing(read_record(cfg.checkpoint), model.config, assets, "assets", cfg.checkpoint)
+        model, _ = open_checkpoint(cfg.checkpoint, assets, use_ema=bool(cfg.use_ema), device=backend.device)
         model = backend.prepare_inference_model(model)  # int8 linear layers with backend=cpu backend.options.dtype=int8
         codec, up = assets.codec, model.config.semantic_upsample
         sampler = builders.build_sampler(cfg.sampler, model.config.num_levels)
+        window, window_prompt = window_frames(float(cfg.window_seconds), float(cfg.window_prompt_seconds),
+                                              codec.frame_rate, up)
         prompt_S, prompt_QT = None, None
         if cfg.prompt_wav:
             prompt_S, prompt_QT = voice_prompt(cfg.prompt_wav, float(cfg.prompt_seconds), codec, assets.tokenizer, up)
         semantics = [load_semantic(path, lambda: assets.tokenizer, model.config.semantic_vocab_size, codec, up)
                      for path in inputs]
+        if cfg.get("memory_check", True):  # the longest input, before the first window is generated
+            longest = max(s.shape[0] for s in semantics) + (0 if prompt_S is None else prompt_S.shape[0])
+            print(check_generation_memory(cfg, model, codec, sampler, longest * up, window, backend), flush=True)
         for path, base, semantic_S in zip(inputs, bases, semantics):
             skip = 0
             if prompt_S is not None:
                 semantic_S, skip = torch.cat([prompt_S, semantic_S]), prompt_QT.shape[1]
-            codes_QT = generate_windowed(model, semantic_S,
-                                         window_frames=frames_for(cfg.window_seconds, codec.frame_rate, up),
-                                         prompt_frames=frames_for(cfg.window_prompt_seconds, codec.frame_rate, up),
+            codes_QT = generate_windowed(model, semantic_S, window_frames=window, prompt_frames=window_prompt,
                                          prompt_QT=prompt_QT, config=sampler,
                                          generator=torch.Generator().manual_seed(input_seed(cfg.seed, base.name)),
                                          mark_step=backend.mark_step, codebooks=codebooks_for(sampler, codec))[:, skip:]

@@ -17,6 +17,7 @@ import torch
 from omegaconf import DictConfig
 
 from soundstorm import builders
+from soundstorm.assets import record_from_manifest
 from soundstorm.cli._common import run_training
 from soundstorm.cli._hydra import cli_schema, hydra_main
 from soundstorm.config_keys import LEAF, dataclass_schema
@@ -52,7 +53,7 @@ def build_t2s_training(cfg: DictConfig, backend) -> tuple[Trainer, list[Path]]:
               f"utterances {len(train_set)} ({with_prompt} with another utterance of their speaker for prompts), "
               f"held-out {len(heldout_set) if heldout_set else 0}; backend {backend.describe()}", flush=True)
     trainer = Trainer(model, backend, optimizer, scheduler, trainer_config, out_dir, batches, logger, evaluate,
-                      loss=T2SLoss(model))
+                      loss=T2SLoss(model), tokens=record_from_manifest(data.manifest))  # checked by the dialogue
     return trainer, resume_from
 
 

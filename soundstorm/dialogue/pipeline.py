@@ -30,14 +30,12 @@ import torch
 
 from soundstorm.dialogue.script import Turn, parse_script
 from soundstorm.sampler import SamplerConfig, codebooks_for, generate
-from soundstorm.codecs import load_codec
 from soundstorm.data.audio import load_audio, resample
 from soundstorm.dialogue.evaluate import quiet_runs
 from soundstorm.dialogue.plot import save_dialogue_spectrogram
 from soundstorm.io import atomic_write_bytes, atomic_write_wav
-from soundstorm.model import SoundStorm
+from soundstorm.assets import check_record, load_assets, open_checkpoint, read_record
 from soundstorm.paths import check_name
-from soundstorm.semantic import load_tokenizer
 from soundstorm.t2s import TextToSemantic, generate_semantic
 
 
@@ -120,19 +118,25 @@ class DialoguePipeline:
     @classmethod
     def from_pretrained(cls, t2s_checkpoint, soundstorm_checkpoint, assets, *, use_ema: bool = True,
                         device="cpu", **kwargs) -> "DialoguePipeline":
-        """Load both stages' checkpoints and the codec / semantic tokenizer saved in ``assets`` (a token folder)."""
-        for name, path in (("t2s_checkpoint", t2s_checkpoint), ("soundstorm_checkpoint", soundstorm_checkpoint),
-                           ("assets", assets)):
+        """Load both stages' checkpoints and the codec / semantic tokenizer saved in ``assets`` (a token folder),
+        checked as every consumer checks them (:func:`soundstorm.assets.open_checkpoint`): the SoundStorm
+        checkpoint against the folder's codec and tokenizer, the text-to-semantic one against its semantic
+        tokenizer, each by the fingerprints it records (a token folder of another prepare run is refused)."""
+        for name, path in (("t2s_checkpoint", t2s_checkpoint), ("soundstorm_checkpoint", soundstorm_checkpoint)):
             if path is None or not Path(path).is_dir():
                 raise FileNotFoundError(f"{name}={str(path)!r}: directory not found")
-        for sub in ("codec", "semantic"):
-            if not (Path(assets) / sub).is_dir():
-                raise FileNotFoundError(f"assets={str(assets)!r} has no {sub}/ folder; expected a soundstorm-prepare "
-                                        f"output holding the fitted codec/ and semantic/")
+        loaded = load_assets(assets, "assets")
+        soundstorm, _ = open_checkpoint(soundstorm_checkpoint, loaded, field="soundstorm_checkpoint", use_ema=use_ema,
+                                        device=device)
         t2s = TextToSemantic.from_pretrained(t2s_checkpoint, map_location=device)
-        soundstorm, _ = SoundStorm.from_checkpoint(soundstorm_checkpoint, use_ema, device)
-        return cls(t2s, soundstorm, load_codec(Path(assets) / "codec"), load_tokenizer(Path(assets) / "semantic"),
-                   **kwargs)
+        if t2s.config.semantic_vocab_size != loaded.tokenizer.vocab_size:
+            raise ValueError(f"assets={str(assets)!r} holds a semantic tokenizer of vocab_size="
+                             f"{loaded.tokenizer.vocab_size}, but t2s_checkpoint={str(t2s_checkpoint)!r} was trained "
+                             f"with semantic_vocab_size={t2s.config.semantic_vocab_size}; pass the token folder the "
+                             "checkpoints were trained on")
+        check_record(read_record(t2s_checkpoint), loaded, "assets", t2s_checkpoint, kinds=("semantic",),
+                     checkpoint_field="t2s_checkpoint")
+        return cls(t2s, soundstorm, loaded.codec, loaded.tokenizer, **kwargs)
 
     # ------------------------------------------------------------------ voices
     def voice(self, wav, sample_rate: int | None = None, field: str = "voice prompt") -> Voice:

@@ -22,7 +22,7 @@ from soundstorm.evaluation.config import EvaluationConfig
 from soundstorm.evaluation.metrics import token_accuracy_per_level
 from soundstorm.evaluation.plots import save_spectrograms
 from soundstorm.io import atomic_write_wav
-from soundstorm.longform import generate_windowed
+from soundstorm.longform import frames_for, generate_windowed, window_frames
 from soundstorm.paths import check_name, output_dir
 from soundstorm.sampler import codebooks_for
 
@@ -48,8 +48,7 @@ class _Totals:
         return out
 
 
-def frames_for(seconds: float, frame_rate: float, multiple: int) -> int:
-    return int(round(seconds * frame_rate / multiple)) * multiple
+WINDOW_FIELDS = ("evaluation.window_seconds", "evaluation.window_prompt_seconds")  # as the user sets them
 
 
 class GenerationEvaluator:
@@ -61,8 +60,8 @@ class GenerationEvaluator:
         self.extra_metrics = list(extra_metrics)
         self.unigram_token, self.mark_step = unigram_token, mark_step  # mark_step: the backend's (XLA step cuts)
         up = model.config.semantic_upsample
-        self.window = frames_for(config.window_seconds, codec.frame_rate, up)
-        self.window_prompt = frames_for(config.window_prompt_seconds, codec.frame_rate, up)
+        self.window, self.window_prompt = window_frames(config.window_seconds, config.window_prompt_seconds,
+                                                        codec.frame_rate, up, WINDOW_FIELDS)
         self.prompt = frames_for(config.prompt_seconds, codec.frame_rate, up)
         self.codebooks = codebooks_for(sampler_config, codec)  # sampler.mbr_from_level's code vectors
 

@@ -108,6 +108,8 @@ def _log_total(duration_BL: torch.Tensor) -> torch.Tensor:
 class TextToSemantic(nn.Module):
     """Masked generator of semantic tokens from text (+ a voice prompt), with a length predictor."""
 
+    checkpoint_format = FORMAT  # the config.json "format" its checkpoints carry (checked on resume and load)
+
     def __init__(self, config: T2SConfig):
         super().__init__()
         if not isinstance(config, T2SConfig):
@@ -226,7 +228,8 @@ class TextToSemantic(nn.Module):
         """Load a model written by :meth:`save_pretrained` (or a training checkpoint); never unpickles."""
         config, state = read_model_dir(directory, FORMAT, T2SConfig, "text-to-semantic directory (written by "
                                        "save_pretrained() or soundstorm-train-t2s)", map_location, CONFIG_NAME,
-                                       WEIGHTS_NAME, older_formats=OLDER_FORMATS, build=cls,
+                                       WEIGHTS_NAME, ignore=("tokens",),  # tokens: the folder it was trained on
+                                       older_formats=OLDER_FORMATS, build=cls,
                                        count_fields=("depth", "length_depth"))
         model = cls(config)
         load_weights(model, state, Path(directory) / WEIGHTS_NAME)

@@ -26,12 +26,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from soundstorm.io import CorruptFileError, atomic_write_bytes, load_state_dict, save_state_dict
-from soundstorm.model import CONFIG_NAME, EMA_WEIGHTS_NAME, WEIGHTS_NAME
+from soundstorm.io import (CorruptFileError, NonFiniteWeightsError, atomic_write_bytes, check_finite_state, check_format, load_state_dict,
+                           save_state_dict)
+from soundstorm.model import CHECKPOINT_META_NAME, CONFIG_NAME, EMA_WEIGHTS_NAME, WEIGHTS_NAME
 from soundstorm.paths import check_name
 
 STEP_DIR = re.compile(r"^step_(\d{8})$")
-META_NAME = "meta.json"
+META_NAME = CHECKPOINT_META_NAME
 STATE_NAME = "state.pt"
 EMA_NAME = EMA_WEIGHTS_NAME
 REQUIRED = (CONFIG_NAME, WEIGHTS_NAME, STATE_NAME, META_NAME)
@@ -170,7 +171,8 @@ def resolve_resume(resume: str | None, root: Path) -> Path | None:
 
 def load_checkpoint(directory: Path, map_location="cpu") -> tuple[dict, dict, dict | None]:
     """``(model_state, training_state, ema_state or None)`` from a checkpoint directory; never unpickles
-    arbitrary objects (``weights_only=True``). Weights go to ``map_location``; the training state stays
+    arbitrary objects (``weights_only=True``). Weights holding a NaN or an infinity are refused
+    (:func:`soundstorm.io.check_finite_state`: a ValueError naming the file and the tensors). Weights go to ``map_location``; the training state stays
     on the CPU (RNG states must; ``optimizer.load_state_dict`` moves moments to the parameters).
     A file that cannot be read whole raises :class:`CorruptFileError`."""
     directory = Path(directory)
@@ -184,7 +186,18 @@ def load_checkpoint(directory: Path, map_location="cpu") -> tuple[dict, dict, di
         raise CorruptFileError(f"{directory / STATE_NAME} is truncated or corrupt ({err})") from err
     ema_path = directory / EMA_NAME
     ema_state = load_state_dict(ema_path, device=map_location) if ema_path.is_file() else None
+    check_finite_state(model_state, directory / WEIGHTS_NAME)  # a diverged checkpoint is never trained on
+    if ema_state is not None:
+        check_finite_state(ema_state, ema_path)
     return model_state, state, ema_state
+
+
+def check_finite_checkpoint(directory: Path) -> None:
+    """Read a checkpoint's weights (raw and EMA, not the optimizer state) and refuse NaN or inf in them."""
+    directory = Path(directory)
+    for path in (directory / WEIGHTS_NAME, directory / EMA_NAME):
+        if path.is_file():
+            check_finite_state(load_state_dict(path), path)
 
 
 def read_model_config(directory: Path) -> dict:
@@ -199,9 +212,16 @@ def read_model_config(directory: Path) -> dict:
     return data
 
 
-def check_same_model(directory: Path, config: dict) -> None:
-    """Refuse to resume a checkpoint whose model sizes differ from this run's ``model.*``."""
+def check_same_model(directory: Path, config: dict, fmt: str | None = None) -> None:
+    """Refuse to resume a checkpoint of another kind of model (``fmt``: the ``format`` this run's model
+    writes; a text-to-semantic checkpoint given to ``soundstorm-train``, say) or whose model sizes differ
+    from this run's ``model.*``."""
     saved = read_model_config(directory)
+    if fmt is not None:
+        try:
+            check_format(Path(directory) / CONFIG_NAME, saved.get("format"), fmt, "resume")
+        except ValueError as err:
+            raise ValueError(f"cannot resume from {directory}: {err}") from err
     changed = [f"model.{k}={config[k]!r} (checkpoint: {saved.get(k)!r})" for k in config
                if k != "dropout" and saved.get(k) != config[k]]
     if changed:
@@ -223,9 +243,9 @@ def check_same_tokens(directory: Path, tokens: dict | None) -> None:
                              "folder it was trained on, or start fresh with resume=none and a new out_dir")
 
 
-def check_resumable(directory: Path, model_config: dict, tokens: dict | None) -> None:
+def check_resumable(directory: Path, model_config: dict, tokens: dict | None, fmt: str | None = None) -> None:
     """Both checks above, before anything is restored."""
-    check_same_model(directory, model_config)
+    check_same_model(directory, model_config, fmt)
     check_same_tokens(directory, tokens)
 
 
@@ -240,6 +260,13 @@ def load_newest_intact(candidates: list[Path], map_location="cpu") -> tuple[Path
             print(f"warning: cannot resume from {directory}: {err}", flush=True)
             errors.append(str(err))
             continue
+        except NonFiniteWeightsError as err:  # not passed over: the run diverged, training on would hide it
+            directory = Path(directory)
+            older = [p for p in list_checkpoints(directory.parent) if p.name < directory.name]
+            raise NonFiniteWeightsError(
+                f"cannot resume from {directory}: {err}; move {directory.name} out of {directory.parent}"
+                + (f" (resume=auto then continues from {older[-1].name})" if older else "")
+                + ", or start fresh with resume=none and a new out_dir") from err
         if errors:
             print(f"warning: falling back to the newest intact checkpoint, {directory}", flush=True)
         return directory, loaded

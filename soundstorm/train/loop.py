@@ -315,7 +315,12 @@ class Trainer:
 
     def _restore(self, directory: Path, loaded: tuple) -> None:
         model_state, state, ema_state = loaded
-        ckpt.check_resumable(directory, self.model.config.to_dict(), self.tokens)
+        ckpt.check_resumable(directory, self.model.config.to_dict(), self.tokens,
+                             getattr(self.model, "checkpoint_format", None))
+        if state["step"] > self.config.max_steps:  # nothing would be trained, and the run would say nothing
+            raise ValueError(f"trainer.max_steps={self.config.max_steps} is below step {state['step']}, where "
+                             f"{directory} stopped; set trainer.max_steps above {state['step']} to train on, or "
+                             "start fresh with resume=none and a new out_dir")
         configured = optim_settings(self.optimizer, self.scheduler)
         self.model.load_state_dict(model_state)
         self.optimizer.load_state_dict(state["optimizer"])
@@ -374,16 +379,31 @@ class Trainer:
         if self.nonfinite_total > self.config.max_nonfinite:
             raise NonFiniteLossError(
                 f"{self.nonfinite_total} steps had a non-finite loss or gradient norm (limit trainer.max_nonfinite="
-                f"{self.config.max_nonfinite}); stopping at step {self.step}. Lower optim.lr or raise the limit; "
-                f"the last checkpoint under {self.ckpt_root} holds finite weights.")
+                f"{self.config.max_nonfinite}, counted every trainer.log_every={self.config.log_every} steps); "
+                f"stopping at step {self.step}. Lower optim.lr or raise the limit; {self._newest_checkpoint_note()}")
         self._zero_sums()
         return metrics
+
+    def _newest_checkpoint_note(self) -> str:
+        """What the newest checkpoint under ``ckpt_root`` holds, read back and scanned (the stop message
+        says it, so it must be true): finite weights to resume from, non-finite ones, or none yet."""
+        found = ckpt.list_checkpoints(self.ckpt_root)
+        if not found:
+            return f"no checkpoint was written under {self.ckpt_root} yet"
+        try:
+            ckpt.check_finite_checkpoint(found[-1])
+        except ValueError as err:  # NaN/inf weights, or a file that no longer reads whole
+            return f"the newest checkpoint cannot be resumed from: {err}"
+        return f"the newest checkpoint, {found[-1]}, holds finite weights (resume=auto continues from it)"
 
     def fit(self, resume_from: Path | list[Path] | None = None) -> dict:
         """Train to ``max_steps`` (or until a signal) after resuming from the newest intact checkpoint of
         ``resume_from`` (one directory or candidates newest first); returns the last logged metrics."""
         self.resume(resume_from)
         cfg, last = self.config, {}
+        if self.step == cfg.max_steps and self.dist.is_main:
+            print(f"nothing to train: the restored checkpoint is at trainer.max_steps={cfg.max_steps} already; "
+                  "raise trainer.max_steps to train on", flush=True)
         if self.budget is not None:
             self.budget.begin_session()
             if self.budget.expired() and self.dist.is_main:

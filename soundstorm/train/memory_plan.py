@@ -20,6 +20,7 @@ from dataclasses import dataclass
 import torch
 from torch.utils.checkpoint import checkpoint
 
+from soundstorm.conformer import ConformerBlock
 from soundstorm.masking import corrupt, masked_loss
 from soundstorm.model import SoundStorm, SoundStormConfig
 
@@ -35,6 +36,19 @@ class ActivationBytes:
     attention_scores: int  # saved [B, H, T, T] tensors (the math attention path only)
 
 
+def meta_model(config: SoundStormConfig, dtype: torch.dtype = torch.float32) -> SoundStorm:
+    """The model on the ``meta`` device (shapes, no memory), with real host copies of the per-block
+    buffers (the rotary frequencies, from which the host-side cos/sin tables are computed)."""
+    with torch.device("meta"):
+        model = SoundStorm(config).to(dtype)
+    block = ConformerBlock(config.dim, config.heads, config.ff_dim, config.conv_kernel, 0.0, config.conv_expansion)
+    for name, buffer in block.named_buffers():  # real (host) copies of the per-block buffers (rotary tables)
+        for meta_block in model.backbone.blocks:
+            meta_block.get_submodule(name.rsplit(".", 1)[0]).register_buffer(name.rsplit(".", 1)[1], buffer,
+                                                                             persistent=False)
+    return model
+
+
 def measure_activations(config: SoundStormConfig, batch_size: int, num_frames: int, dtype: torch.dtype,
                         checkpointing: bool = False) -> ActivationBytes:
     """Bytes autograd saves in one training forward at ``[batch_size, num_frames]`` (on ``meta``)."""
@@ -42,13 +56,7 @@ def measure_activations(config: SoundStormConfig, batch_size: int, num_frames: i
         raise RuntimeError(f"measuring activations with activation checkpointing needs torch >= 2.5 "
                            f"(torch.utils.checkpoint cannot run on the meta device before); this is torch "
                            f"{torch.__version__}")
-    with torch.device("meta"):
-        model = SoundStorm(config).to(dtype)
-    for name, buffer in SoundStorm(SoundStormConfig(**{**config.to_dict(), "depth": 1})).named_buffers():
-        if name.startswith("backbone.blocks.0."):  # real (host) copies of the per-block buffers (rotary tables)
-            for block in model.backbone.blocks:
-                block.get_submodule(name.removeprefix("backbone.blocks.0.").rsplit(".", 1)[0]).register_buffer(
-                    name.rsplit(".", 1)[1], buffer, persistent=False)
+    model = meta_model(config, dtype)
     if checkpointing:
         model.backbone.configure(checkpoint=functools.partial(checkpoint, use_reentrant=False))
     codes_BQT = torch.randint(0, config.codebook_size, (batch_size, config.num_levels, num_frames))
