@@ -6,6 +6,8 @@ every plan is known exactly and the tests cannot depend on how fast this machine
 
 from __future__ import annotations
 
+import json
+
 import pytest
 import torch
 
@@ -35,6 +37,10 @@ def test_the_schedule_ends_when_the_budget_ends(tmp_path, capsys, seconds_per_st
     assert f"expected {expected_steps} steps at the first estimate" in out and f"made {expected_steps} steps" in out
     saved = ckpt.list_checkpoints(tmp_path / "checkpoints")[-1]
     assert saved.name == f"step_{expected_steps:08d}"
+    # the plan's end and the time limit fall on the same step here: final_metrics.json must still say that
+    # the schedule ended (run.sh reads it to tell the user whether the limit cut the schedule short)
+    final = json.loads((tmp_path / "final_metrics.json").read_text())
+    assert final["stopped_by"].endswith("(its schedule ended)") and not final["interrupted"]
 
 
 def test_without_a_budget_the_run_is_reproducible_by_steps(tmp_path):

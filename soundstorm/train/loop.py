@@ -496,8 +496,12 @@ class Trainer:
         """``final_metrics.json`` (:mod:`.final_metrics`): where and why the run ended, its last numbers."""
         stopped = None
         if self.step < self.config.max_steps:
-            stopped = self.stop_signal or (f"{TIME_LIMIT} trainer.max_minutes={self.config.max_minutes} (its "
-                                           "schedule ended)" if self._budget_spent() else "a signal on another rank")
+            # the plan's end and the limit can fall on one step: the schedule still ended (nothing was cut)
+            by_budget = self.stop_signal is None or self.stop_signal.startswith(TIME_LIMIT)
+            if self._budget_spent() and by_budget:
+                stopped = f"{TIME_LIMIT} trainer.max_minutes={self.config.max_minutes} (its schedule ended)"
+            else:
+                stopped = self.stop_signal or "a signal on another rank"
         interrupted = stopped is not None and not stopped.startswith(TIME_LIMIT)
         write_final_metrics(self.out_dir, self.step, self.config.max_steps, stopped, interrupted,
                             flatten_levels(last), self.eval_metrics, self.eval_step)
