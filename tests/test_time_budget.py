@@ -6,13 +6,12 @@ every plan is known exactly and the tests cannot depend on how fast this machine
 
 from __future__ import annotations
 
-import json
-
 import pytest
 import torch
 
 from soundstorm.train import checkpoint as ckpt
 from soundstorm.train.budget import TimeBudget
+from soundstorm.train.final_metrics import read_final_metrics
 from test_train_loop import make_trainer, weights
 
 
@@ -39,7 +38,7 @@ def test_the_schedule_ends_when_the_budget_ends(tmp_path, capsys, seconds_per_st
     assert saved.name == f"step_{expected_steps:08d}"
     # the plan's end and the time limit fall on the same step here: final_metrics.json must still say that
     # the schedule ended (run.sh reads it to tell the user whether the limit cut the schedule short)
-    final = json.loads((tmp_path / "final_metrics.json").read_text())
+    final = read_final_metrics(tmp_path)
     assert final["stopped_by"].endswith("(its schedule ended)") and not final["interrupted"]
 
 
