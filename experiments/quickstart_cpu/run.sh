@@ -3,13 +3,13 @@
 #   1. synthesise a festival corpus: 1000 utterances, six speakers (--speakers mixed: four diphone, two slt
 #      HTS variants; --timing slt: all of them with the slt voice's phone durations), 5% of the sentences
 #      held out
-#   2. prepare tokens: fit the offline MelRVQ codec (Q=8, 1024 codes; it decodes through a 1-3-1 low-pass
+#   2. prepare tokens: fit the offline MelRVQ codec (Q=4, 1024 codes; it decodes through a 1-3-1 low-pass
 #      over time, MelRVQConfig.decode_smoothing) and the phone-classifier content
 #      tokenizer on the training sentences
-#   3. train a 7M-parameter model for up to 25 minutes (configs/experiment/quickstart_cpu.yaml)
+#   3. train a 5.5M-parameter model for up to 25 minutes (configs/experiment/quickstart_cpu.yaml)
 #   4. evaluate on 40 held-out sentences (SPEECH_UTTERANCES=95: all of them): the speech table (WER, CER,
 #      speaker similarity of ground truth,
-#      resynthesis, unprompted, prompted, cross-speaker, and the first 1 and 4 levels of the reference and
+#      resynthesis, unprompted, prompted, cross-speaker, and the first 1 and 2 levels of the reference and
 #      the prompted codes), metrics.json, a 30 s generated wav, spectrograms
 # Everything lands in outputs/quickstart/ (OUT=... to change); re-running resumes or skips done steps.
 set -euo pipefail
@@ -17,7 +17,7 @@ cd "$(dirname "$0")/../.."
 PY="${PYTHON:-python}"
 OUT="${OUT:-outputs/quickstart}"
 export WANDB_MODE="${WANDB_MODE:-offline}" PYTHONUNBUFFERED=1
-CODEC=(codec=melrvq codec.num_levels=8 codec.codebook_size=1024 semantic=phone_classifier semantic.frame_rate=50.0)
+CODEC=(codec=melrvq codec.num_levels=4 codec.codebook_size=1024 semantic=phone_classifier semantic.frame_rate=50.0)
 t0=$(date +%s)
 
 if [ ! -f "$OUT/corpus/manifest.jsonl" ]; then
@@ -42,7 +42,7 @@ checkpoint=$(ls -d "$OUT"/train/checkpoints/step_* | tail -n 1)
   backend=cpu data.min_seconds=2.0 data.max_seconds=7.0 sampler=greedy \
   evaluation.window_seconds=10.0 evaluation.max_utterances=8 evaluation.max_batches=4 evaluation.long_seconds=30 \
   evaluation.num_examples=2 evaluation.speech.enabled=true evaluation.speech.max_utterances="${SPEECH_UTTERANCES:-40}" \
-  "evaluation.speech.level_prefixes=[1,4]" logger.dir="$OUT"
+  "evaluation.speech.level_prefixes=[1,2]" logger.dir="$OUT"
 
 "$PY" - "$OUT" "$train_seconds" "$(( $(date +%s) - t0 ))" "$checkpoint" <<'PYEOF'
 import json, os, platform, sys

@@ -1,0 +1,79 @@
+"""The CPU quickstart's recipe holds together (#24): the codec that run.sh prepares is the one
+configs/experiment/quickstart_cpu.yaml trains (one level weight per level), the level rows it asks
+for exist, and a residual codec of fewer levels is the first levels of a larger fit (what
+docs/quickstart.md's four-level comparison rests on: the 4-level tokens are the 8-level tokens' first
+four levels, so the two recipes differ only in what the model has to learn)."""
+
+from __future__ import annotations
+
+import re
+import shlex
+from pathlib import Path
+
+import torch
+from hydra import compose, initialize_config_module
+
+from soundstorm._kmeans import fit_residual, residual_encode
+
+ROOT = Path(__file__).resolve().parents[1]
+RUN_SH = ROOT / "experiments" / "quickstart_cpu" / "run.sh"
+
+
+def _run_sh_overrides() -> dict[str, str]:
+    """``key=value`` of run.sh's CODEC=(...) array and of its eval call's quoted level rows."""
+    text = RUN_SH.read_text()
+    codec = re.search(r"^CODEC=\((.*)\)$", text, re.M)
+    assert codec, "run.sh no longer defines CODEC=(...)"
+    pairs = dict(item.split("=", 1) for item in shlex.split(codec.group(1)))
+    prefixes = re.search(r'"evaluation\.speech\.level_prefixes=\[([\d, ]+)\]"', text)
+    assert prefixes, "run.sh no longer asks for level rows"
+    pairs["level_prefixes"] = prefixes.group(1)
+    return pairs
+
+
+def test_run_sh_prepares_the_codec_the_experiment_trains():
+    with initialize_config_module("soundstorm.configs", version_base="1.3"):
+        cfg = compose(config_name="train", overrides=["experiment=quickstart_cpu", "data.root=/t"])
+    run = _run_sh_overrides()
+    assert run["codec"] == cfg.codec.name == "melrvq"
+    assert int(run["codec.num_levels"]) == cfg.codec.num_levels == 4
+    assert int(run["codec.codebook_size"]) == cfg.codec.codebook_size
+    assert run["semantic"] == cfg.semantic.name and float(run["semantic.frame_rate"]) == cfg.semantic.frame_rate
+    assert len(cfg.trainer.level_weights) == cfg.codec.num_levels
+    assert list(cfg.trainer.level_weights) == sorted(cfg.trainer.level_weights, reverse=True)  # coarse first
+    prefixes = [int(k) for k in run["level_prefixes"].split(",")]
+    assert all(1 <= k < cfg.codec.num_levels for k in prefixes), prefixes  # a row of every level is resynthesis
+
+
+def test_fewer_residual_levels_are_the_first_levels_of_a_larger_fit():
+    torch.manual_seed(0)
+    frames_ND = torch.randn(600, 6) * torch.tensor([3.0, 2.0, 1.5, 1.0, 0.5, 0.2])
+    eight_QKD = fit_residual(frames_ND, 8, 16, seed=3, max_iter=10)
+    four_QKD = fit_residual(frames_ND, 4, 16, seed=3, max_iter=10)
+    assert torch.equal(four_QKD, eight_QKD[:4])
+    assert torch.equal(residual_encode(frames_ND, four_QKD), residual_encode(frames_ND, eight_QKD)[:4])
+    # and a different seed gives a different fit: the equality above is not vacuous
+    assert not torch.equal(fit_residual(frames_ND, 4, 16, seed=4, max_iter=10), four_QKD)
+
+
+def test_profile_step_script_reports_each_level_count(tmp_path):
+    """experiments/quickstart_cpu/profile_step.py (the step profile in docs/quickstart.md) runs the real
+    trainer step and accounts for all of its self CPU time."""
+    import json
+    import subprocess
+    import sys
+
+    out = tmp_path / "profile.json"
+    result = subprocess.run([sys.executable, str(RUN_SH.parent / "profile_step.py"), "--levels", "4", "2", "--batch", "2",
+                             "--seconds", "0.4", "--warmup", "1", "--steps", "1", "--threads", "1", "--json", str(out)],
+                            capture_output=True, text=True, timeout=300, cwd=ROOT)
+    assert result.returncode == 0, result.stderr[-2000:]
+    report = json.loads(out.read_text())
+    assert [r["num_levels"] for r in report["results"]] == [4, 2]
+    for r in report["results"]:
+        assert abs(sum(r["self_cpu_share"].values()) - 1.0) < 1e-6 and r["step_s_median"] > 0
+        assert r["self_cpu_share"].get("matmul", 0) > 0 and r["self_cpu_share"].get("optimizer", 0) > 0
+    assert report["results"][0]["num_parameters"] > report["results"][1]["num_parameters"]  # two more heads
+    bad = subprocess.run([sys.executable, str(RUN_SH.parent / "profile_step.py"), "--levels", "0"],
+                         capture_output=True, text=True, timeout=120, cwd=ROOT)
+    assert bad.returncode != 0 and "--levels must be >= 1" in bad.stderr
