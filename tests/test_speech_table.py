@@ -72,6 +72,26 @@ def test_summary_counts_cross_speaker_attribution():
     assert "| unprompted | 0.500 | 0.250 | - | 0.500 | 1.000 |" in text and "0.50 of 4 pairs" in text
 
 
+def test_summary_breaks_wer_down_by_the_target_speaker():
+    def result(speaker, prompted_wer):
+        rows = {r: {"wer": 0.1, "cer": 0.0, "sim_prompt_speaker": 0.9, "sim_source_speaker": 0.1, "mel_distance": 0.0}
+                for r in ROWS}
+        rows["prompted"] = {**rows["prompted"], "wer": prompted_wer}
+        return {"rows": rows, "ids": {"speaker": speaker}}
+
+    table = summarize([result("kal", 0.0), result("ked", 0.5), result("ked", 0.3), result("kal", 0.2)])
+    assert list(table["per_speaker"]) == ["kal", "ked"]
+    assert table["per_speaker"]["ked"]["n"] == 2
+    assert table["per_speaker"]["ked"]["prompted"] == pytest.approx(0.4)
+    assert table["per_speaker"]["kal"]["prompted"] == pytest.approx(0.1)
+    assert table["per_speaker"]["kal"]["unprompted"] == pytest.approx(0.1)
+    assert table["prompted"]["wer"] == pytest.approx(0.25)  # the row mean is unchanged
+    text = markdown(table)
+    assert "WER by the target's speaker" in text and "| ked | 2 | 0.100 | 0.100 | 0.100 | 0.400 | 0.100 |" in text
+    # results without speakers (a hand-built list) keep the table as it was
+    assert "per_speaker" not in summarize([{"rows": result("kal", 0.0)["rows"]}])
+
+
 SENTENCES = ("The boy was there when the sun rose.", "It is easy to tell the depth of a well.",
              "Help the woman get back to her feet.", "A rod is used to catch pink salmon.")
 

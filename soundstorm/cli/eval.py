@@ -31,7 +31,7 @@ from soundstorm.cli._hydra import cli_schema, hydra_main
 from soundstorm.evaluation.generation import WINDOW_FIELDS, GenerationEvaluator
 from soundstorm.evaluation.int8 import compare_int8
 from soundstorm.evaluation.metrics import most_frequent_tokens
-from soundstorm.evaluation.speech_table import evaluate_speech
+from soundstorm.evaluation.speech_table import evaluate_speech, rows_of
 from soundstorm.evaluation.teacher_forced import heldout_batches, summarize, teacher_forced_sums
 from soundstorm.io import atomic_write_bytes
 from soundstorm.longform import window_frames
@@ -112,9 +112,12 @@ def _log(cfg: DictConfig, metrics: dict, out_dir: Path, is_main: bool) -> None:
     try:
         scalars = {f"eval/{k}": v for k, v in metrics.items()
                    if isinstance(v, (int, float)) and not isinstance(v, bool)}
-        for row, values in metrics.get("speech", {}).items():
-            if isinstance(values, dict):
-                scalars.update({f"speech/{row}/{col}": v for col, v in values.items() if v is not None})
+        speech = metrics.get("speech", {})
+        for row in rows_of(speech) if speech else ():
+            scalars.update({f"speech/{row}/{col}": v for col, v in speech[row].items() if v is not None})
+        for speaker, values in speech.get("per_speaker", {}).items():
+            scalars.update({f"speech/per_speaker/{speaker}/{row}_wer": v for row, v in values.items()
+                            if row != "n" and v is not None})
         if "speech" in metrics:
             scalars["speech/cross_speaker_attribution"] = metrics["speech"]["cross_speaker_attribution"]
             logger.log_media(0, images={"speech/table": out_dir / "speech_table.png"})

@@ -24,7 +24,8 @@ the prompt's and of the source speaker) and the mel distance to the ground-truth
 
 ``sim_prompt_speaker`` is null where there is no prompt; ``cross_speaker_attribution`` is the fraction
 of cross-speaker outputs closer to B's reference than to A's: whether the prompt, not the semantic
-tokens, sets the voice.
+tokens, sets the voice. ``per_speaker`` breaks every row's WER down by the target's speaker: a row mean
+hides one voice the model renders badly (the quickstart's ked, docs/quickstart.md).
 """
 
 from __future__ import annotations
@@ -163,14 +164,32 @@ def rows_of(table_or_result: dict) -> tuple[str, ...]:
     return ROWS + ((T2S_ROW,) if T2S_ROW in rows else ()) + tuple(r for k in prefixes for r in level_rows(k))
 
 
+def per_speaker(results: list[dict]) -> dict:
+    """``{speaker: {"n": targets, row: mean WER}}`` by the target's speaker (``result["ids"]["speaker"]``),
+    speakers sorted; empty when a result carries no speaker."""
+    speakers = [r.get("ids", {}).get("speaker") for r in results]
+    if not results or any(s is None for s in speakers):
+        return {}
+    rows = rows_of(results[0])
+    by_speaker: dict[str, list[dict]] = {}
+    for speaker, result in zip(speakers, results):
+        by_speaker.setdefault(str(speaker), []).append(result)
+    return {speaker: {"n": len(group), **{row: _mean([r["rows"][row]["wer"] for r in group]) for row in rows}}
+            for speaker, group in sorted(by_speaker.items())}
+
+
 def summarize(results: list[dict]) -> dict:
-    """Row means over items, ``cross_speaker_attribution`` and ``num_utterances``."""
+    """Row means over items, ``cross_speaker_attribution``, ``num_utterances`` and (when the results name
+    their speakers) ``per_speaker`` WER."""
     table = {row: {col: _mean([r["rows"][row][col] for r in results]) for col in COLUMNS}
              for row in rows_of(results[0])}
     closer = [r["rows"]["cross_speaker"]["sim_prompt_speaker"] > r["rows"]["cross_speaker"]["sim_source_speaker"]
               for r in results]
     table["cross_speaker_attribution"] = sum(closer) / len(closer)
     table["num_utterances"] = len(results)
+    speakers = per_speaker(results)
+    if speakers:
+        table["per_speaker"] = speakers
     return table
 
 
@@ -184,6 +203,12 @@ def markdown(table: dict, asr: str = "", verifier: str = "") -> str:
     lines += [f"| {row} | " + " | ".join(cell(table[row][col]) for col in COLUMNS) + " |" for row in rows_of(table)]
     lines += ["", f"Cross-speaker attribution (output closer to the prompt's speaker than to the source speaker): "
                   f"{table['cross_speaker_attribution']:.2f} of {table['num_utterances']} pairs."]
+    if table.get("per_speaker"):
+        rows = rows_of(table)
+        lines += ["", "WER by the target's speaker:", "",
+                  "| speaker | targets | " + " | ".join(rows) + " |", "|---|---|" + "---|" * len(rows)]
+        lines += [f"| {speaker} | {values['n']} | " + " | ".join(cell(values[row]) for row in rows) + " |"
+                  for speaker, values in table["per_speaker"].items()]
     if asr or verifier:
         lines.append(f"Recognizer: {asr}; speaker verifier: {verifier}.")
     return "\n".join(lines) + "\n"
