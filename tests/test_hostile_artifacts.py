@@ -179,6 +179,42 @@ def test_the_speech_table_reads_audio_only_under_the_audio_root(capsys, espeak_t
     assert list_inputs(jsonl, audio_root=tmp_path / "home")[0]["path"] == str(private)
 
 
+# ------------------------------------------------------------------ 4b: folders named relative to the working directory
+def test_folders_named_relative_to_the_working_directory(capsys, espeak_tokens, espeak_corpus, tmp_path, monkeypatch):
+    """`make demo` names its folders from the repository (data.root=outputs/quickstart/tokens). A relative
+    folder must find the audio its manifest names, and every check must hold on the file actually read: a
+    check that joined the folder twice passed paths it never looked at (and the speech table looked for
+    corpus/outputs/.../corpus/wavs)."""
+    shared_copy(espeak_tokens, espeak_corpus, tmp_path / "shared")
+    monkeypatch.chdir(tmp_path)
+    dataset = TokenDataset("shared/tokens")
+    utt = dataset.utterances[0]
+    assert dataset.audio_path(utt) == (tmp_path / "shared" / "corpus" / "wavs" / f"{utt['utt_id']}.wav").resolve()
+    # the speech table end to end on a relative token folder (what make demo's evaluation runs)
+    edit_manifest(Path("shared/tokens"), lambda m: [u.update(speaker="ab"[i % 2], split="heldout" if i < 4 else "train")
+                                                    for i, u in enumerate(m["utterances"])])
+    checkpoint = make_checkpoint(tmp_path / "ckpt", espeak_tokens)
+    code, _, err = run_main(capsys, "soundstorm.cli.eval", f"checkpoint={checkpoint}", "data.root=shared/tokens",
+                            "out_dir=eval", *EVAL, "evaluation.speech.enabled=true",
+                            "evaluation.speech.max_utterances=2", *FAKE_SCORERS)
+    assert code == 0 and (tmp_path / "eval" / "metrics.json").is_file(), err
+    # a relative JSONL's '../' entry is refused, not checked against the folder joined twice
+    shutil.copy(tmp_path / "shared" / "corpus" / "wavs" / "utt00003.wav", tmp_path / "shared" / "private.wav")
+    jsonl = tmp_path / "shared" / "corpus" / "evil.jsonl"
+    jsonl.write_text(json.dumps({"path": "../private.wav", "text": "hi"}) + "\n")
+    with pytest.raises(ValueError, match="points outside the audio root"):
+        list_inputs("shared/corpus/evil.jsonl")
+    # a shard planted as a link out of a relative token folder is refused
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    for shard in Path("shared/tokens").glob("shard-*.safetensors"):
+        shutil.copy(shard, outside / shard.name)
+        shard.unlink()
+        shard.symlink_to(outside / shard.name)
+    with pytest.raises(ValueError, match="points outside the token folder"):
+        TokenDataset("shared/tokens")[0]
+
+
 # ------------------------------------------------------------------ 5: writers never follow a planted link
 def test_outputs_replace_planted_links_and_refuse_planted_folders(capsys, espeak_tokens, victim, tmp_path):
     checkpoint = make_checkpoint(tmp_path / "ckpt", espeak_tokens)

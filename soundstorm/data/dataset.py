@@ -21,6 +21,7 @@ Shape letters: see :mod:`soundstorm`.
 
 from __future__ import annotations
 
+import os
 from collections import OrderedDict
 from pathlib import Path
 
@@ -102,7 +103,9 @@ class TokenDataset(Dataset):
         """The shard file ``name`` (a plain name, checked by the manifest) if it lies in the token folder."""
         if name not in self._shard_paths:
             path = shard_path(self.root, name, self.manifest.shard_format)
-            inside(self.root, path, f"{self.root / 'manifest.json'}: shard {name!r}", "the token folder")
+            # absolute: inside() reads a relative path as relative to the root, and self.root may be relative
+            inside(self.root, os.path.abspath(path), f"{self.root / 'manifest.json'}: shard {name!r}",
+                   "the token folder")
             self._shard_paths[name] = path
         return self._shard_paths[name]
 

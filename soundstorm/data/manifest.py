@@ -142,8 +142,10 @@ class TokenManifest:
             raise ValueError(f"{path} has unknown fields {unknown}")
         for utt in data.get("utterances", []):
             if isinstance(utt, dict) and isinstance(utt.get("path"), str) and utt["path"]:
-                # a relative path is relative to the token folder (lexically normalised: tokens/../corpus → corpus)
-                utt["path"] = os.path.normpath(path.parent / utt["path"])
+                # a relative path is relative to the token folder; kept absolute (lexically normalised:
+                # tokens/../corpus → corpus), so that audio_path() checks the very file it returns also when
+                # the token folder was named relative to the working directory (data.root=outputs/x/tokens)
+                utt["path"] = os.path.abspath(path.parent / utt["path"])
         try:
             manifest = cls(**data)
         except (TypeError, KeyError, AttributeError) as err:

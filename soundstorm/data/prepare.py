@@ -20,6 +20,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import os
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -161,6 +162,9 @@ def list_inputs(source, audio_root=None) -> list[dict]:
         listed = item.pop("listed", None)
         check_utf8(item, where)
         check_name(item["utt_id"], f"{where}: utt_id")
+        # absolute before the check: inside() reads a relative path as relative to the root, but this one is
+        # relative to the working directory (input=corpus/m.jsonl), and the file checked must be the file read
+        item["path"] = os.path.abspath(item["path"])
         inside(root, item["path"], f"{where}: path", "the audio root (audio_root=FOLDER allows another)")
         if not Path(item["path"]).is_file():
             missing.append((where, listed, item["path"]))
@@ -321,7 +325,7 @@ def _done_sidecar(out: Path, name: str, inputs, settings) -> dict | None:
     if sidecar["settings"] != settings:
         raise ValueError(f"{path} was written with settings {sidecar['settings']}, now {settings}; "
                          "use a fresh output folder (or delete the old shards)")
-    if sidecar["inputs"] != [i["path"] for i in inputs]:
+    if [os.path.abspath(p) for p in sidecar["inputs"]] != [i["path"] for i in inputs]:  # older sidecars: relative
         raise ValueError(f"{path} covers different input files than this run plans (the input list changed); "
                          "use a fresh output folder")
     if not shard_path(out, name, settings["shard_format"]).is_file():
