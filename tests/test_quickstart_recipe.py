@@ -77,3 +77,47 @@ def test_profile_step_script_reports_each_level_count(tmp_path):
     bad = subprocess.run([sys.executable, str(RUN_SH.parent / "profile_step.py"), "--levels", "0"],
                          capture_output=True, text=True, timeout=120, cwd=ROOT)
     assert bad.returncode != 0 and "--levels must be >= 1" in bad.stderr
+
+
+def _speech_row(wer: float, sim_prompt=None, sim_source=0.6) -> dict:
+    return {"wer": wer, "cer": wer / 2, "sim_prompt_speaker": sim_prompt, "sim_source_speaker": sim_source,
+            "mel_distance": 1.0}
+
+
+def test_run_sh_ends_by_naming_the_machine_the_steps_and_each_target(tmp_path):
+    """The summary run.sh prints last (its PYEOF block, run as run.sh runs it): the CPU by model, family
+    and model number (a model name alone, "AMD EPYC", covers CPUs 2x apart), the steps made, and each
+    target met or not."""
+    import json
+    import subprocess
+    import sys
+
+    script = re.search(r"<<'PYEOF'\n(.*?)\nPYEOF", RUN_SH.read_text(), re.S)
+    assert script, "run.sh no longer ends with its PYEOF summary"
+    (tmp_path / "train").mkdir()
+    (tmp_path / "train" / "final_metrics.json").write_text(json.dumps(
+        {"step": 1425, "max_steps": 6000, "stopped_by": "the time limit trainer.max_minutes=25.0 (its schedule ended)"}))
+    speech = {"ground_truth": _speech_row(0.12), "resynthesis": _speech_row(0.16), "unprompted": _speech_row(0.30),
+              "prompted": _speech_row(0.26, 0.83, 0.83), "cross_speaker": _speech_row(0.28, 0.82, 0.58),
+              "cross_speaker_attribution": 0.9}
+    (tmp_path / "metrics.json").write_text(json.dumps({"speech": speech}))
+    out = subprocess.run([sys.executable, "-", str(tmp_path), "1500", "2000", "ckpt"], input=script.group(1),
+                         capture_output=True, text=True, cwd=ROOT)
+    assert out.returncode == 0, out.stderr
+    assert "training made 1425 steps" in out.stdout and "machine: " in out.stdout
+    assert "NOT met  prompted WER <= resynthesis + 0.08" in out.stdout  # 0.26 > 0.16 + 0.08
+    assert "met      prompted WER <= unprompted + 0.03" in out.stdout
+    metrics = json.loads((tmp_path / "metrics.json").read_text())
+    assert metrics["train_steps"] == 1425 and metrics["machine"]["cpu"]
+
+
+def test_cpu_model_names_family_model_and_speed_flags(tmp_path):
+    from soundstorm.bench.runner import cpu_model
+
+    info = tmp_path / "cpuinfo"
+    info.write_text("processor\t: 0\nvendor_id\t: AuthenticAMD\ncpu family\t: 25\nmodel\t\t: 17\n"
+                    "model name\t: AMD EPYC\nflags\t\t: fpu sse2 avx2 avx512f\n\nprocessor\t: 1\nmodel name\t: other\n")
+    assert cpu_model(str(info)) == "AMD EPYC (family 25, model 17; avx2 avx512f)"
+    info.write_text("processor\t: 0\nmodel name\t: Some CPU\n")
+    assert cpu_model(str(info)) == "Some CPU"
+    assert isinstance(cpu_model(str(tmp_path / "missing")), str)

@@ -53,7 +53,8 @@ metrics = json.load(open(path))
 metrics["train_wall_seconds"] = seconds
 metrics["train_steps"], metrics["train_stopped_by"] = final["step"], final["stopped_by"]
 metrics["demo_wall_seconds"] = total
-metrics["machine"] = {"cpus": os.cpu_count(), "processor": platform.processor() or platform.machine(),
+from soundstorm.bench.runner import cpu_model
+metrics["machine"] = {"cpus": os.cpu_count(), "cpu": cpu_model(), "processor": platform.processor() or platform.machine(),
                       "platform": platform.platform()}
 with open(path + ".tmp", "w") as f:
     json.dump(metrics, f, indent=2)
@@ -70,6 +71,7 @@ checks = {
         s["prompted"]["sim_prompt_speaker"] >= s["unprompted"]["sim_source_speaker"] + 0.05,
 }
 print(f"quickstart: training {seconds / 60:.1f} min, end to end {total / 60:.1f} min, {checkpoint}")
+print(f"  machine: {metrics['machine']['cpu']}, {metrics['machine']['cpus']} CPUs")
 cut = final["stopped_by"] or "trainer.max_steps"
 print(f"  training made {final['step']} steps (upper bound trainer.max_steps={final['max_steps']}); it ended by {cut}"
       + ("" if final["stopped_by"] is None or "schedule ended" in cut else

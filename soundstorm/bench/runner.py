@@ -295,7 +295,7 @@ def _train_result(cfg: BenchConfig, backend) -> dict:
     result.update({
         "config": {**dataclasses.asdict(cfg), "model_name": model_name(cfg.model), "num_frames": result["num_frames"],
                    "num_parameters": result["num_parameters"]},
-        "device": {**backend.describe(), "machine": platform.machine(), "cpu_model": _cpu_model(),
+        "device": {**backend.describe(), "machine": platform.machine(), "cpu_model": cpu_model(),
                    "cpu_count": os.cpu_count(), "cpu_threads": torch.get_num_threads()},
         "dtype": cfg.dtype, "versions": _versions(),
         "host": {"load_average_1min": [load_before, _load_average()]},
@@ -312,12 +312,28 @@ def _load_average() -> float | None:
         return None
 
 
-def _cpu_model() -> str:
+SPEED_FLAGS = ("avx2", "avx512f", "amx_tile")  # the vector units that set a CPU's matmul speed
+
+
+def cpu_model(cpuinfo: str = "/proc/cpuinfo") -> str:
+    """The first CPU as ``lscpu`` names it, with its family and model numbers and speed flags, e.g.
+    ``"AMD EPYC (family 25, model 17; avx2 avx512f)"``: a model name alone ("AMD EPYC", "Intel(R) Xeon(R)
+    Processor" on cloud VMs) covers CPUs 2x apart in speed. ``platform.processor()`` where there is no cpuinfo."""
     try:
-        with open("/proc/cpuinfo") as f:
-            return next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), "")
+        with open(cpuinfo) as f:
+            fields = {}
+            for line in f:
+                if not line.strip():
+                    break  # the first processor's block is enough
+                key, _, value = line.partition(":")
+                fields.setdefault(key.strip(), value.strip())
     except OSError:
         return platform.processor()
+    name = fields.get("model name", "") or platform.processor()
+    numbers = ", ".join(f"{k} {fields[k]}" for k in ("cpu family", "model") if fields.get(k)).replace("cpu ", "")
+    flags = " ".join(f for f in SPEED_FLAGS if f in fields.get("flags", "").split())
+    details = "; ".join(part for part in (numbers, flags) if part)
+    return f"{name} ({details})" if details else name
 
 
 def _summarise(cfg, backend, model, schedule, num_frames, latencies, decode_s, passes, peaks, peak_growth,
@@ -356,7 +372,7 @@ def _summarise(cfg, backend, model, schedule, num_frames, latencies, decode_s, p
         "peak_memory_over_weights": None if peak_growth is None else peak_growth / num_bytes,
         "fp32_weights_bytes": fp32_weights["bytes"],
         "peak_memory_over_fp32_weights": None if peak_growth is None else peak_growth / fp32_weights["bytes"],
-        "device": {**backend.describe(), "machine": platform.machine(), "cpu_model": _cpu_model(),
+        "device": {**backend.describe(), "machine": platform.machine(), "cpu_model": cpu_model(),
                    "cpu_count": os.cpu_count(), "cpu_threads": torch.get_num_threads()},
         "dtype": cfg.dtype,
         "versions": _versions(),
