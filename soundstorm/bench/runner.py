@@ -330,7 +330,8 @@ def cpu_model(cpuinfo: str = "/proc/cpuinfo") -> str:
     except OSError:
         return platform.processor()
     name = fields.get("model name", "") or platform.processor()
-    numbers = ", ".join(f"{k} {fields[k]}" for k in ("cpu family", "model") if fields.get(k)).replace("cpu ", "")
+    numbers = ", ".join(f"{label} {fields[key]}" for label, key in (("family", "cpu family"), ("model", "model"))
+                        if fields.get(key))
     flags = " ".join(f for f in SPEED_FLAGS if f in fields.get("flags", "").split())
     details = "; ".join(part for part in (numbers, flags) if part)
     return f"{name} ({details})" if details else name

@@ -209,8 +209,8 @@ def markdown(table: dict, asr: str = "", verifier: str = "") -> str:
                   "| speaker | targets | " + " | ".join(rows) + " |", "|---|---|" + "---|" * len(rows)]
         lines += [f"| {speaker} | {values['n']} | " + " | ".join(cell(values[row]) for row in rows) + " |"
                   for speaker, values in table["per_speaker"].items()]
-    if asr or verifier:
-        lines.append(f"Recognizer: {asr}; speaker verifier: {verifier}.")
+    if asr or verifier:  # after a blank line: a text line right under a table would render as its last row
+        lines += ["", f"Recognizer: {asr}; speaker verifier: {verifier}."]
     return "\n".join(lines) + "\n"
 
 
