@@ -258,6 +258,9 @@ class DataConfig:
     num_workers: int = 0
     bucket_batches: int = 50
     audio_root: typing.Optional[str] = None  # where the speech table may read source audio (TokenManifest.audio_root)
+    # share of training windows that open with 2-4 s of another utterance of the same speaker (TokenDataset.splice)
+    cross_prompt_fraction: float = 0.0
+    cross_prompt_seconds: typing.List[float] = dataclasses.field(default_factory=lambda: [2.0, 4.0])
 
 
 @dataclasses.dataclass
@@ -290,7 +293,9 @@ def build_datasets(cfg, model_config=None, seed: int = 0, static_shapes: bool = 
     common = dict(min_seconds=s.min_seconds, max_seconds=s.max_seconds, seed=seed, audio_root=s.audio_root,
                   frames_multiple=s.frames_multiple, model_config=model_config, frame_buckets=s.frame_buckets,
                   manifest=data.manifest)
-    train = TokenDataset(s.root, utt_ids=data.train_ids, **common)
+    # the splice is a training-data choice; held-out windows (teacher-forced evaluation) stay plain
+    train = TokenDataset(s.root, utt_ids=data.train_ids, cross_prompt_fraction=s.cross_prompt_fraction,
+                         cross_prompt_seconds=tuple(s.cross_prompt_seconds), **common)
     if static_shapes and s.frame_buckets is None and s.frames_multiple is None:
         _, shortest, longest = train.frame_range()
         common["frame_buckets"] = train.frame_buckets = derive_frame_buckets(shortest, longest, s.num_buckets,

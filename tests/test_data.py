@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+import shutil
+
 import pytest
 import torch
 from torch.utils.data import DataLoader, DistributedSampler
@@ -143,3 +146,75 @@ def test_manifest_speaker_field_defaults_for_older_token_folders():
     del utt["text"]
     with pytest.raises(ValueError, match="lacks fields \\['text'\\]"):
         TokenManifest(codec=manifest.codec, semantic=manifest.semantic, semantic_upsample=2, utterances=[utt])
+
+
+def test_cross_prompt_splice_opens_with_another_utterance_of_the_same_speaker(espeak_tokens, tmp_path):
+    """data.cross_prompt_fraction: a spliced window is the first frames of another utterance of the same
+    speaker, then its own utterance from the start, and keeps the plain window's length (the sampler's
+    buckets and shapes do not move); fraction 0 leaves every window as it was."""
+    # the espeak corpus gives every utterance its own voice: three speakers here, and one alone
+    shutil.copytree(espeak_tokens, tmp_path / "tokens")
+    manifest = json.loads((tmp_path / "tokens" / "manifest.json").read_text())
+    for i, utt in enumerate(manifest["utterances"]):
+        utt["speaker"] = "alone" if i == 0 else f"spk{i % 3}"
+    (tmp_path / "tokens" / "manifest.json").write_text(json.dumps(manifest))
+    root = tmp_path / "tokens"
+    kwargs = dict(min_seconds=1.5, max_seconds=3.0, seed=5, model_config=matching_config())
+    plain = TokenDataset(root, **kwargs)
+    none = TokenDataset(root, cross_prompt_fraction=0.0, **kwargs)
+    every = TokenDataset(root, cross_prompt_fraction=1.0, cross_prompt_seconds=(0.4, 0.8), **kwargs)
+    speakers = [u["speaker"] for u in plain.utterances]
+    assert speakers.count("alone") == 1 and every.splice(speakers.index("alone")) is None
+    rate, spliced = plain.manifest.semantic_frame_rate, 0
+    for epoch in (0, 1):
+        for dataset in (plain, none, every):
+            dataset.set_epoch(epoch)
+        assert every.window_lengths() == plain.window_lengths()
+        for i in range(len(plain)):
+            base = plain[i]
+            assert torch.equal(none[i]["codes"], base["codes"]) and none.splice(i) is None
+            item, splice = every[i], every.splice(i)
+            assert item["codes"].shape == base["codes"].shape and item["semantic"].shape == base["semantic"].shape
+            if speakers[i] == "alone":
+                assert splice is None and torch.equal(item["codes"], base["codes"])
+                continue
+            if splice is None:  # the window cannot hold the prefix and 1 s of its own utterance
+                assert base["semantic"].shape[0] - round(0.8 * rate) < round(rate)
+                assert torch.equal(item["codes"], base["codes"])
+                continue
+            spliced += 1
+            other, prefix = splice
+            assert other != i and speakers[other] == speakers[i] and item["prefix_utt_id"] == plain.utterances[other]["utt_id"]
+            assert round(0.4 * rate) <= prefix <= round(0.8 * rate)
+            own, donor, length = plain.utterance(i), plain.utterance(other), base["semantic"].shape[0]
+            assert torch.equal(item["semantic"], torch.cat([donor["semantic"][:prefix], own["semantic"][:length - prefix]]))
+            assert torch.equal(item["codes"], torch.cat([donor["codes"][:, :2 * prefix], own["codes"][:, :2 * (length - prefix)]], 1))
+            again = TokenDataset(root, cross_prompt_fraction=1.0, cross_prompt_seconds=(0.4, 0.8), **kwargs)
+            again.set_epoch(epoch)
+            assert torch.equal(again[i]["codes"], item["codes"])  # a pure function of (seed, epoch, index)
+    assert spliced >= len(plain) - 1  # most of the 2 × 19 windows are long enough
+    half = TokenDataset(root, cross_prompt_fraction=0.5, cross_prompt_seconds=(0.4, 0.8), **kwargs)
+    draws = [half.splice(i, epoch) is not None for epoch in range(10) for i in range(1, len(half))]
+    assert 0.25 < sum(draws) / len(draws) < 0.5 + 0.1  # about half of the windows that can hold a splice
+    for bad, match in [(dict(cross_prompt_fraction=1.5), "cross_prompt_fraction"),
+                       (dict(cross_prompt_fraction=True), "cross_prompt_fraction"),
+                       (dict(cross_prompt_seconds=(0.0, 1.0)), "cross_prompt_seconds"),
+                       (dict(cross_prompt_seconds=(3.0, 2.0)), "cross_prompt_seconds"),
+                       (dict(cross_prompt_seconds="3"), "cross_prompt_seconds")]:
+        with pytest.raises(ValueError, match=match):
+            TokenDataset(espeak_tokens, **bad)
+
+
+def test_cross_prompt_reaches_the_training_windows_only(espeak_tokens):
+    """The data section's cross_prompt_* go to the training dataset; held-out windows stay plain."""
+    from omegaconf import OmegaConf
+
+    from soundstorm.builders import build_datasets
+
+    section = dict(root=str(espeak_tokens), heldout_fraction=0.2, cross_prompt_fraction=0.25,
+                   cross_prompt_seconds=[0.5, 1.0])
+    _, train, heldout = build_datasets(OmegaConf.create(section))
+    assert (train.cross_prompt_fraction, train.cross_prompt_seconds) == (0.25, (0.5, 1.0))
+    assert heldout.cross_prompt_fraction == 0.0
+    with pytest.raises(ValueError, match=r"data.cross_prompt_fraction must be a number in \[0, 1\], got -0.1"):
+        build_datasets(OmegaConf.create({**section, "cross_prompt_fraction": -0.1}))

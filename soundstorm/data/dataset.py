@@ -13,6 +13,13 @@ a LibriLight-size corpus reads about the item's size per item. A shard is opened
 the token folder (a link that leads elsewhere is refused, :func:`soundstorm.paths.inside`), and source
 audio only through :meth:`TokenDataset.audio_path` (:meth:`TokenManifest.audio_path`'s rule).
 
+With ``cross_prompt_fraction > 0`` a share of the items is *spliced*: the first 2-4 s of another
+utterance of the same speaker, then the start of the item's own utterance, in a window of the same length
+(so bucketing and shapes do not change). Training windows otherwise always continue their own recording,
+while the speech table (and the paper's prompted generation) continues a prompt cut from *another*
+recording; the splice shows the model that junction. It is data only: §3.2's masking (a prompt delimiter
+anywhere in the window) is applied to the spliced window as to any other.
+
 The epoch lives on the dataset (``set_epoch``); with ``DataLoader(persistent_workers=True)`` the
 workers keep their own copy, so use non-persistent workers (the default) to see new epochs.
 
@@ -42,7 +49,8 @@ class TokenDataset(Dataset):
     def __init__(self, root, min_seconds: float = 0.0, max_seconds: float = 30.0, seed: int = 0,
                  frames_multiple: int | None = None, utt_ids: list[str] | None = None, model_config=None,
                  cache_shards: int = 4, frame_buckets: list[int] | None = None, audio_root=None,
-                 manifest: TokenManifest | None = None):
+                 manifest: TokenManifest | None = None, cross_prompt_fraction: float = 0.0,
+                 cross_prompt_seconds: tuple[float, float] = (2.0, 4.0)):
         self.root = Path(root)
         self.audio_root = audio_root  # data.audio_root: where source audio may be read (None: the manifest's rule)
         # manifest: the folder's manifest when the caller has read it already (a large one takes seconds)
@@ -67,6 +75,13 @@ class TokenDataset(Dataset):
             if unknown:
                 raise ValueError(f"utt_ids not in {self.root / 'manifest.json'}: {unknown[:5]}")
             self.utterances = [by_id[u] for u in utt_ids]
+        self.cross_prompt_fraction, self.cross_prompt_seconds = check_cross_prompt(cross_prompt_fraction,
+                                                                                   cross_prompt_seconds)
+        # speaker → indices of this dataset's utterances (the candidates for a spliced prefix)
+        self._by_speaker: dict[str, list[int]] = {}
+        for i, u in enumerate(self.utterances):
+            if u.get("speaker"):
+                self._by_speaker.setdefault(str(u["speaker"]), []).append(i)
         self._reader = ShardReader(max_npz=cache_shards)
         self._shard_paths: dict[str, Path] = {}
 
@@ -84,6 +99,28 @@ class TokenDataset(Dataset):
         length = int(min(num_semantic, max(1, round(seconds * self.manifest.semantic_frame_rate))))
         start = int(rng.integers(0, num_semantic - length + 1))
         return start, length
+
+    def splice(self, index: int, epoch: int | None = None) -> tuple[int, int] | None:
+        """``(other index, prefix length in semantic frames)`` when item ``index`` at ``epoch`` is spliced
+        (see the module docstring), else None. A pure function of ``(seed, epoch, index)``, like :meth:`window`;
+        an item is never spliced when its speaker has no other utterance here or its window cannot hold the
+        prefix plus 1 s of its own utterance."""
+        if self.cross_prompt_fraction == 0.0:
+            return None
+        rng = np.random.default_rng([self.seed, self.epoch if epoch is None else epoch, index, 1])
+        if rng.uniform() >= self.cross_prompt_fraction:
+            return None
+        others = [i for i in self._by_speaker.get(str(self.utterances[index].get("speaker") or ""), []) if i != index]
+        if not others:
+            return None
+        other = others[int(rng.integers(len(others)))]
+        rate = self.manifest.semantic_frame_rate
+        prefix = int(round(rng.uniform(*self.cross_prompt_seconds) * rate))
+        prefix = min(prefix, self.utterances[other]["num_semantic_frames"])
+        _, length = self.window(index, epoch)
+        if prefix < 1 or length - prefix < round(rate):
+            return None
+        return other, prefix
 
     def window_lengths(self, epoch: int | None = None) -> list[int]:
         """Codec frames ``T_i`` of every item's window (what a length-bucketing sampler needs)."""
@@ -140,8 +177,18 @@ class TokenDataset(Dataset):
         codes_QT, semantic_S = self._tensors(utt)
         start, length = self.window(index)
         up = self.upsample
-        return {"codes": codes_QT[:, start * up: (start + length) * up].clone(),
-                "semantic": semantic_S[start: start + length].clone(), "utt_id": utt["utt_id"]}
+        spliced = self.splice(index)
+        if spliced is None:
+            return {"codes": codes_QT[:, start * up: (start + length) * up].clone(),
+                    "semantic": semantic_S[start: start + length].clone(), "utt_id": utt["utt_id"]}
+        # the other utterance's first `prefix` frames, then this utterance from its start: the speech
+        # table's prompted layout (a prompt cut from another recording, then the target sentence)
+        other, prefix = spliced
+        other_codes_QT, other_semantic_S = self._tensors(self.utterances[other])
+        own = length - prefix
+        return {"codes": torch.cat([other_codes_QT[:, : prefix * up], codes_QT[:, : own * up]], dim=1),
+                "semantic": torch.cat([other_semantic_S[:prefix], semantic_S[:own]]), "utt_id": utt["utt_id"],
+                "prefix_utt_id": self.utterances[other]["utt_id"]}
 
     def utterance(self, index: int) -> dict:
         """The full, unwindowed item plus ``text``, ``speaker``, source ``path`` and ``duration`` (for evaluation)."""
@@ -154,6 +201,19 @@ class TokenDataset(Dataset):
     def collate(self, items: list[dict]) -> dict:
         """:func:`collate` with this dataset's ``frames_multiple`` and ``frame_buckets``."""
         return collate(items, self.frames_multiple, self.frame_buckets)
+
+
+def check_cross_prompt(fraction, seconds) -> tuple[float, tuple[float, float]]:
+    """``data.cross_prompt_fraction`` in [0, 1] and ``data.cross_prompt_seconds`` ``[min, max]`` with 0 < min <= max."""
+    if isinstance(fraction, bool) or not isinstance(fraction, (int, float)) or not 0.0 <= fraction <= 1.0:
+        raise ValueError(f"data.cross_prompt_fraction must be a number in [0, 1], got {fraction!r}")
+    try:
+        low, high = (float(v) for v in seconds)
+    except (TypeError, ValueError):
+        raise ValueError(f"data.cross_prompt_seconds must be [min, max] seconds, got {seconds!r}") from None
+    if not 0.0 < low <= high:
+        raise ValueError(f"data.cross_prompt_seconds must be [min, max] with 0 < min <= max, got {list(seconds)!r}")
+    return float(fraction), (low, high)
 
 
 def check_frames_multiple(frames_multiple: int, upsample: int) -> None:
