@@ -196,11 +196,14 @@ def test_cross_prompt_splice_opens_with_another_utterance_of_the_same_speaker(es
     half = TokenDataset(root, cross_prompt_fraction=0.5, cross_prompt_seconds=(0.4, 0.8), **kwargs)
     draws = [half.splice(i, epoch) is not None for epoch in range(10) for i in range(1, len(half))]
     assert 0.25 < sum(draws) / len(draws) < 0.5 + 0.1  # about half of the windows that can hold a splice
+    donors = {every.splice(3, epoch)[0] for epoch in range(60) if every.splice(3, epoch) is not None}
+    assert donors == {i for i in range(len(every)) if speakers[i] == speakers[3] and i != 3}  # every other one
     for bad, match in [(dict(cross_prompt_fraction=1.5), "cross_prompt_fraction"),
                        (dict(cross_prompt_fraction=True), "cross_prompt_fraction"),
                        (dict(cross_prompt_seconds=(0.0, 1.0)), "cross_prompt_seconds"),
                        (dict(cross_prompt_seconds=(3.0, 2.0)), "cross_prompt_seconds"),
-                       (dict(cross_prompt_seconds="3"), "cross_prompt_seconds")]:
+                       (dict(cross_prompt_seconds="3"), "cross_prompt_seconds"),
+                       (dict(cross_prompt_seconds=(2.0, float("inf"))), "cross_prompt_seconds")]:
         with pytest.raises(ValueError, match=match):
             TokenDataset(espeak_tokens, **bad)
 

@@ -13,7 +13,8 @@ a LibriLight-size corpus reads about the item's size per item. A shard is opened
 the token folder (a link that leads elsewhere is refused, :func:`soundstorm.paths.inside`), and source
 audio only through :meth:`TokenDataset.audio_path` (:meth:`TokenManifest.audio_path`'s rule).
 
-With ``cross_prompt_fraction > 0`` a share of the items is *spliced*: the first 2-4 s of another
+With ``cross_prompt_fraction > 0`` a share of the items is *spliced*: the first ``cross_prompt_seconds``
+(2-4 s by default) of another
 utterance of the same speaker, then the start of the item's own utterance, in a window of the same length
 (so bucketing and shapes do not change). Training windows otherwise always continue their own recording,
 while the speech table (and the paper's prompted generation) continues a prompt cut from *another*
@@ -77,11 +78,15 @@ class TokenDataset(Dataset):
             self.utterances = [by_id[u] for u in utt_ids]
         self.cross_prompt_fraction, self.cross_prompt_seconds = check_cross_prompt(cross_prompt_fraction,
                                                                                    cross_prompt_seconds)
-        # speaker → indices of this dataset's utterances (the candidates for a spliced prefix)
+        # speaker → indices of this dataset's utterances (the candidates for a spliced prefix), and each
+        # utterance's place in its speaker's list (so a draw skips the item itself without a scan)
         self._by_speaker: dict[str, list[int]] = {}
+        self._speaker_slot: dict[int, int] = {}
         for i, u in enumerate(self.utterances):
             if u.get("speaker"):
-                self._by_speaker.setdefault(str(u["speaker"]), []).append(i)
+                group = self._by_speaker.setdefault(str(u["speaker"]), [])
+                self._speaker_slot[i] = len(group)
+                group.append(i)
         self._reader = ShardReader(max_npz=cache_shards)
         self._shard_paths: dict[str, Path] = {}
 
@@ -110,10 +115,13 @@ class TokenDataset(Dataset):
         rng = np.random.default_rng([self.seed, self.epoch if epoch is None else epoch, index, 1])
         if rng.uniform() >= self.cross_prompt_fraction:
             return None
-        others = [i for i in self._by_speaker.get(str(self.utterances[index].get("speaker") or ""), []) if i != index]
-        if not others:
+        if index not in self._speaker_slot:
             return None
-        other = others[int(rng.integers(len(others)))]
+        group = self._by_speaker[str(self.utterances[index]["speaker"])]
+        if len(group) < 2:
+            return None
+        slot = int(rng.integers(len(group) - 1))  # any other utterance of the speaker, uniformly
+        other = group[slot + (slot >= self._speaker_slot[index])]
         rate = self.manifest.semantic_frame_rate
         prefix = int(round(rng.uniform(*self.cross_prompt_seconds) * rate))
         prefix = min(prefix, self.utterances[other]["num_semantic_frames"])
@@ -211,8 +219,9 @@ def check_cross_prompt(fraction, seconds) -> tuple[float, tuple[float, float]]:
         low, high = (float(v) for v in seconds)
     except (TypeError, ValueError):
         raise ValueError(f"data.cross_prompt_seconds must be [min, max] seconds, got {seconds!r}") from None
-    if not 0.0 < low <= high:
-        raise ValueError(f"data.cross_prompt_seconds must be [min, max] with 0 < min <= max, got {list(seconds)!r}")
+    if not 0.0 < low <= high < float("inf"):
+        raise ValueError(f"data.cross_prompt_seconds must be [min, max] with 0 < min <= max (finite), got "
+                         f"{list(seconds)!r}")
     return float(fraction), (low, high)
 
 
