@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The dialogue on top of the CPU quickstart (what `make demo` runs after experiments/quickstart_cpu/run.sh):
+# The dialogue on top of the CPU quickstart (what `make dialogue` runs, after `make demo`):
 #   1. train the text-to-semantic stage on the quickstart's token folder (~12 min, t2s_experiment=quickstart_cpu)
 #   2. pick the two training voices least alike (speaker verifier) and six held-out sentences (pick_script.py)
 #   3. speak them with soundstorm-dialogue, scored per turn (WER, speaker attribution, pause boundaries)
