@@ -2,7 +2,11 @@
 
 One job: fit codebooks on feature frames with scikit-learn (``MiniBatchKMeans`` on a random
 subsample, fast on a few CPU cores) and assign frames to their nearest codeword with torch.
-Residual (RVQ) fitting fits level q on what levels 1..q-1 left unexplained.
+Residual (RVQ) fitting fits level q on what levels 1..q-1 left unexplained. The first level may match
+frames on a linear projection of them (``first_basis_DC``, e.g. a log-mel frame's first cepstral
+coefficients, its spectral envelope): it clusters the projected frames and keeps, as each codeword, the
+mean *full* frame of its cluster, so decoding still sums codewords and the later levels code what the
+projection left out.
 
 Shape letters: see :mod:`soundstorm`.
 """
@@ -43,25 +47,51 @@ def nearest(frames_ND: torch.Tensor, centroids_KD: torch.Tensor) -> torch.Tensor
     return dist_NK.argmin(dim=1)
 
 
+def _fit_projected(frames_ND: torch.Tensor, basis_DC: torch.Tensor, num_clusters: int, seed: int, max_iter: int,
+                   max_frames: int, what: str) -> torch.Tensor:
+    """Codewords ``[K, D]`` clustered on ``frames_ND @ basis_DC``: each the mean full frame of its cluster (a
+    cluster left empty keeps its centroid mapped back through the basis, ``centroid @ basis.T``)."""
+    centroids_KC = fit_kmeans(frames_ND @ basis_DC, num_clusters, seed, max_iter, max_frames, what=what)
+    idx_N = nearest(frames_ND @ basis_DC, centroids_KC)
+    sums_KD = torch.zeros(num_clusters, frames_ND.shape[1]).index_add_(0, idx_N, frames_ND)
+    counts_K1 = torch.bincount(idx_N, minlength=num_clusters).float()[:, None]
+    return torch.where(counts_K1 > 0, sums_KD / counts_K1.clamp(min=1.0), centroids_KC @ basis_DC.t())
+
+
+def _nearest_at_level(residual_ND: torch.Tensor, centroids_KD: torch.Tensor, level: int,
+                      first_basis_DC: torch.Tensor | None) -> torch.Tensor:
+    if level == 0 and first_basis_DC is not None:
+        return nearest(residual_ND @ first_basis_DC, centroids_KD @ first_basis_DC)
+    return nearest(residual_ND, centroids_KD)
+
+
 def fit_residual(frames_ND: torch.Tensor, num_levels: int, codebook_size: int, seed: int = 0, max_iter: int = 30,
-                 max_frames: int = 100_000, what: str = "residual k-means") -> torch.Tensor:
-    """Residual codebooks ``[Q, K, D]``: level q is k-means on the residual after levels < q."""
+                 max_frames: int = 100_000, what: str = "residual k-means",
+                 first_basis_DC: torch.Tensor | None = None) -> torch.Tensor:
+    """Residual codebooks ``[Q, K, D]``: level q is k-means on the residual after levels < q; level 1 on
+    ``frames @ first_basis_DC`` when that is given (the module docstring says how)."""
     residual_ND = frames_ND.float().clone()
     codebooks = []
     for level in range(num_levels):
-        centroids_KD = fit_kmeans(residual_ND, codebook_size, seed + level, max_iter, max_frames,
-                                  what=f"{what} level {level + 1}")
-        residual_ND = residual_ND - centroids_KD[nearest(residual_ND, centroids_KD)]
+        name = f"{what} level {level + 1}"
+        if level == 0 and first_basis_DC is not None:
+            centroids_KD = _fit_projected(residual_ND, first_basis_DC.float(), codebook_size, seed, max_iter,
+                                          max_frames, name)
+        else:
+            centroids_KD = fit_kmeans(residual_ND, codebook_size, seed + level, max_iter, max_frames, what=name)
+        residual_ND = residual_ND - centroids_KD[_nearest_at_level(residual_ND, centroids_KD, level, first_basis_DC)]
         codebooks.append(centroids_KD)
     return torch.stack(codebooks)
 
 
-def residual_encode(frames_ND: torch.Tensor, codebooks_QKD: torch.Tensor) -> torch.Tensor:
-    """Codes ``[Q, N]`` of frames under residual codebooks ``[Q, K, D]``."""
+def residual_encode(frames_ND: torch.Tensor, codebooks_QKD: torch.Tensor,
+                    first_basis_DC: torch.Tensor | None = None) -> torch.Tensor:
+    """Codes ``[Q, N]`` of frames under residual codebooks ``[Q, K, D]`` (fitted with the same
+    ``first_basis_DC``)."""
     residual_ND = frames_ND.float()
     codes = []
-    for centroids_KD in codebooks_QKD:
-        idx_N = nearest(residual_ND, centroids_KD)
+    for level, centroids_KD in enumerate(codebooks_QKD):
+        idx_N = _nearest_at_level(residual_ND, centroids_KD, level, first_basis_DC)
         residual_ND = residual_ND - centroids_KD[idx_N]
         codes.append(idx_N)
     return torch.stack(codes)

@@ -170,9 +170,34 @@ def test_melrvq_decode_smoothing_is_saved_checked_and_off_for_older_codecs(melrv
     melrvq.save(tmp_path / "old")  # a codec saved before the setting existed: its config has no such key
     config_path = next(p for p in (tmp_path / "old").iterdir() if p.suffix == ".json")
     saved = json.loads(config_path.read_text())
-    del saved["config"]["decode_smoothing"]
+    del saved["config"]["decode_smoothing"], saved["config"]["first_level_cepstra"]
     config_path.write_text(json.dumps(saved))
     assert load_codec(tmp_path / "old").config.decode_smoothing == [1.0]
+    assert load_codec(tmp_path / "old").config.first_level_cepstra == 0  # matched whole frames, as fitted
     for bad in ([], [1.0, 1.0], [1.0, -1.0, 1.0], [0.0], [float("nan")], "131"):
         with pytest.raises(ValueError, match="MelRVQConfig.decode_smoothing"):
             MelRVQConfig(decode_smoothing=bad)
+
+
+def test_melrvq_first_level_cepstra_matches_the_envelope_and_decodes_as_before(wavs_24k, tmp_path):
+    config = MelRVQConfig(num_levels=3, codebook_size=16, griffin_lim_iters=4, fit_iters=5, first_level_cepstra=8)
+    codec = MelRVQCodec(config).fit(wavs_24k[:8])
+    codes_BQT = codec.encode(wavs_24k[0].reshape(1, -1))
+    mel_FT = codec.log_mel(wavs_24k[0].reshape(1, -1))[0]
+    # level 1 is the codeword whose first 8 cepstra lie nearest the frame's, not the nearest whole frame
+    envelope_TC = mel_FT.t() @ codec.first_basis_FC
+    first_KF = codec.codebook_vectors()[0]
+    distance_TK = torch.cdist(envelope_TC, first_KF @ codec.first_basis_FC)
+    assert torch.equal(codes_BQT[0, 0], distance_TK.argmin(1))
+    assert not torch.equal(codes_BQT[0, 0], torch.cdist(mel_FT.t(), first_KF).argmin(1))
+    # the codewords are full frames: decoding sums them, and more levels still explain more of the frame
+    errors = [(codec.decode_mel(codes_BQT[:, :q])[0] - mel_FT).pow(2).mean().item() for q in (1, 2, 3)]
+    assert errors[0] > errors[1] > errors[2]
+    codec.save(tmp_path / "codec")
+    loaded = load_codec(tmp_path / "codec")
+    assert loaded.describe()["first_level_cepstra"] == 8
+    assert torch.equal(loaded.encode(wavs_24k[0].reshape(1, -1)), codes_BQT)
+    assert "first_level_cepstra" not in MelRVQCodec(MelRVQConfig(num_levels=3, codebook_size=16)).describe()
+    for bad in (-1, 81, 2.5, True):
+        with pytest.raises(ValueError, match="MelRVQConfig.first_level_cepstra"):
+            MelRVQConfig(first_level_cepstra=bad)

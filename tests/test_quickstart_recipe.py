@@ -54,6 +54,12 @@ def test_fewer_residual_levels_are_the_first_levels_of_a_larger_fit():
     assert torch.equal(residual_encode(frames_ND, four_QKD), residual_encode(frames_ND, eight_QKD)[:4])
     # and a different seed gives a different fit: the equality above is not vacuous
     assert not torch.equal(fit_residual(frames_ND, 4, 16, seed=4, max_iter=10), four_QKD)
+    # the same holds with a first level matched on a projection (MelRVQConfig.first_level_cepstra)
+    basis_DC = torch.linalg.qr(torch.randn(6, 3))[0]
+    eight_QKD = fit_residual(frames_ND, 8, 16, seed=3, max_iter=10, first_basis_DC=basis_DC)
+    four_QKD = fit_residual(frames_ND, 4, 16, seed=3, max_iter=10, first_basis_DC=basis_DC)
+    assert torch.equal(four_QKD, eight_QKD[:4])
+    assert torch.equal(residual_encode(frames_ND, four_QKD, basis_DC), residual_encode(frames_ND, eight_QKD, basis_DC)[:4])
 
 
 def test_profile_step_script_reports_each_level_count(tmp_path):
