@@ -51,8 +51,9 @@ def _fit_projected(frames_ND: torch.Tensor, basis_DC: torch.Tensor, num_clusters
                    max_frames: int, what: str) -> torch.Tensor:
     """Codewords ``[K, D]`` clustered on ``frames_ND @ basis_DC``: each the mean full frame of its cluster (a
     cluster left empty keeps its centroid mapped back through the basis, ``centroid @ basis.T``)."""
-    centroids_KC = fit_kmeans(frames_ND @ basis_DC, num_clusters, seed, max_iter, max_frames, what=what)
-    idx_N = nearest(frames_ND @ basis_DC, centroids_KC)
+    projected_NC = frames_ND @ basis_DC
+    centroids_KC = fit_kmeans(projected_NC, num_clusters, seed, max_iter, max_frames, what=what)
+    idx_N = nearest(projected_NC, centroids_KC)
     sums_KD = torch.zeros(num_clusters, frames_ND.shape[1]).index_add_(0, idx_N, frames_ND)
     counts_K1 = torch.bincount(idx_N, minlength=num_clusters).float()[:, None]
     return torch.where(counts_K1 > 0, sums_KD / counts_K1.clamp(min=1.0), centroids_KC @ basis_DC.t())
