@@ -38,8 +38,6 @@ def test_run_sh_prepares_the_codec_the_experiment_trains():
     assert run["codec"] == cfg.codec.name == "melrvq"
     assert int(run["codec.num_levels"]) == cfg.codec.num_levels == 4
     assert int(run["codec.codebook_size"]) == cfg.codec.codebook_size
-    # the train step refuses a composed setting that differs from the one the token folder was prepared with
-    assert int(run["codec.first_level_cepstra"]) == cfg.codec.first_level_cepstra == 20
     assert run["semantic"] == cfg.semantic.name and float(run["semantic.frame_rate"]) == cfg.semantic.frame_rate
     assert len(cfg.trainer.level_weights) == cfg.codec.num_levels
     assert list(cfg.trainer.level_weights) == sorted(cfg.trainer.level_weights, reverse=True)  # coarse first

@@ -3,9 +3,8 @@
 #   1. synthesise a festival corpus: 1000 utterances, six speakers (--speakers mixed: four diphone, two slt
 #      HTS variants; --timing slt: all of them with the slt voice's phone durations), 5% of the sentences
 #      held out
-#   2. prepare tokens: fit the offline MelRVQ codec (Q=4, 1024 codes; its first level is matched on the first 20
-#      cepstra of a frame, its spectral envelope, MelRVQConfig.first_level_cepstra; it decodes through a 1-3-1
-#      low-pass over time, MelRVQConfig.decode_smoothing) and the phone-classifier content
+#   2. prepare tokens: fit the offline MelRVQ codec (Q=4, 1024 codes; it decodes through a 1-3-1 low-pass
+#      over time, MelRVQConfig.decode_smoothing) and the phone-classifier content
 #      tokenizer on the training sentences
 #   3. train a 5.5M-parameter model for up to 25 minutes (configs/experiment/quickstart_cpu.yaml)
 #   4. evaluate on 40 held-out sentences (SPEECH_UTTERANCES=95: all of them): the speech table (WER, CER,
@@ -18,7 +17,7 @@ cd "$(dirname "$0")/../.."
 PY="${PYTHON:-python}"
 OUT="${OUT:-outputs/quickstart}"
 export WANDB_MODE="${WANDB_MODE:-offline}" PYTHONUNBUFFERED=1
-CODEC=(codec=melrvq codec.num_levels=4 codec.codebook_size=1024 codec.first_level_cepstra=20 semantic=phone_classifier semantic.frame_rate=50.0)
+CODEC=(codec=melrvq codec.num_levels=4 codec.codebook_size=1024 semantic=phone_classifier semantic.frame_rate=50.0)
 t0=$(date +%s)
 
 if [ ! -f "$OUT/corpus/manifest.jsonl" ]; then
