@@ -38,6 +38,9 @@ def test_run_sh_prepares_the_codec_the_experiment_trains():
     assert run["codec"] == cfg.codec.name == "melrvq"
     assert int(run["codec.num_levels"]) == cfg.codec.num_levels == 4
     assert int(run["codec.codebook_size"]) == cfg.codec.codebook_size
+    # the first level's matching (MelRVQConfig.first_level_cepstra): a token folder prepared with 0 does not
+    # describe the field, so nothing downstream would notice run.sh and the experiment disagreeing
+    assert int(run.get("codec.first_level_cepstra", 0)) == cfg.codec.first_level_cepstra
     assert run["semantic"] == cfg.semantic.name and float(run["semantic.frame_rate"]) == cfg.semantic.frame_rate
     assert len(cfg.trainer.level_weights) == cfg.codec.num_levels
     assert list(cfg.trainer.level_weights) == sorted(cfg.trainer.level_weights, reverse=True)  # coarse first
