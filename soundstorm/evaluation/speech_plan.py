@@ -37,6 +37,8 @@ class SpeechEvalConfig:
     seed: int = 0
     t2s_checkpoint: Optional[str] = None  # a text-to-semantic checkpoint: adds the text_to_semantic row
     level_prefixes: List[int] = field(default_factory=list)  # k: rows decoding only the first k levels
+    # 0: transcribe in this process; N: in N worker processes beside the generation (soundstorm.evaluation.asr_pool)
+    asr_workers: int = 0
 
     def __post_init__(self):
         if isinstance(self.max_utterances, bool) or not isinstance(self.max_utterances, int) or self.max_utterances < 1:
@@ -49,6 +51,10 @@ class SpeechEvalConfig:
             raise ValueError("evaluation.speech.level_prefixes must be distinct integers >= 1 (numbers of coarse "
                              f"levels to decode), got {self.level_prefixes!r}")
         self.level_prefixes = sorted(prefixes)
+        workers = self.asr_workers
+        if isinstance(workers, bool) or not isinstance(workers, int) or workers < 0:
+            raise ValueError("evaluation.speech.asr_workers must be an integer >= 0 (0: transcribe in the evaluating "
+                             f"process; N: in N worker processes), got {workers!r}")
         for name in ("asr", "verifier"):
             if not isinstance(getattr(self, name), str) or not getattr(self, name):
                 raise ValueError(f"evaluation.speech.{name} must be a name or 'package.module:attr', "

@@ -39,6 +39,7 @@ import torch
 from soundstorm.codecs.base import mel_distance
 from soundstorm.data.audio import load_audio
 from soundstorm.evaluation.asr import build_recognizer
+from soundstorm.evaluation.asr_pool import InlineTranscriber, transcriber_for
 from soundstorm.evaluation.metrics import error_rates
 from soundstorm.evaluation.plots import save_speech_bars
 from soundstorm.evaluation.speaker import build_verifier, cosine
@@ -59,11 +60,15 @@ def level_rows(k: int) -> tuple[str, str]:
 
 class SpeechTable:
     """Scores :class:`SpeechItem` s with a ``GenerationEvaluator`` (generate / decode), a recognizer and a
-    verifier. ``load(utt_id)`` returns a token-folder utterance (``codes``, ``semantic``, ``text``, ``path``)."""
+    verifier. ``load(utt_id)`` returns a token-folder utterance (``codes``, ``semantic``, ``text``, ``path``).
+    ``recognizer``: anything with ``transcribe(wav_N, sample_rate)``, or a transcriber with ``submit`` (a
+    :class:`~soundstorm.evaluation.asr_pool.TranscriberPool`: :meth:`run` then goes on to the next target while
+    the clips of the last one are transcribed)."""
 
     def __init__(self, evaluator, recognizer, verifier, load, prompt_seconds: float = 3.0, seed: int = 0,
                  semantic_from_text=None, level_prefixes=(), audio_path=None):
         self.evaluator, self.recognizer, self.verifier, self.load = evaluator, recognizer, verifier, load
+        self.transcriber = recognizer if hasattr(recognizer, "submit") else InlineTranscriber(recognizer)
         # utterance → its checked source audio path (TokenDataset.audio_path); None: the record's path as is
         self.audio_path = audio_path or (lambda utt: utt["path"])
         # (text, prompt semantic [P], seed) → semantic [S]: adds the text_to_semantic row
@@ -112,17 +117,21 @@ class SpeechTable:
         return codes_QT[:, num_prompt:]
 
     def score(self, wav_N, target: dict, truth_N, source_ref: str, prompt_ref: str | None) -> dict:
-        transcript = self.recognizer.transcribe(wav_N, self.sample_rate)
-        row = {**error_rates(target["text"], transcript), "transcript": transcript}
+        """One row's columns; its ``transcript`` is a Future until :func:`_transcribed` fills it in with the WER."""
+        row = {"transcript": self.transcriber.submit(wav_N, self.sample_rate)}
         emb_D = self.verifier.embed(wav_N, self.sample_rate)
         row["sim_prompt_speaker"] = None if prompt_ref is None else cosine(emb_D, self.speaker_embedding(prompt_ref))
         row["sim_source_speaker"] = cosine(emb_D, self.speaker_embedding(source_ref))
         row["mel_distance"] = mel_distance(wav_N, truth_N, self.sample_rate)
         return row
 
-    @torch.no_grad()
     def item(self, item: SpeechItem, index: int) -> dict:
         """Every row of one target: ``{row: {column: value}}`` plus the ids it used."""
+        return _transcribed(self._item_pending(item, index))
+
+    @torch.no_grad()
+    def _item_pending(self, item: SpeechItem, index: int) -> dict:
+        """:meth:`item` with each row's transcript still a Future."""
         target, seed = self.load(item.target), self.seed + index
         truth_N, decode = self.recording(target), self.evaluator.decode
         waves = {"ground_truth": truth_N, "resynthesis": decode(target["codes"]),
@@ -147,8 +156,18 @@ class SpeechTable:
         """``(table, per-item results)``; ``table`` = row means plus ``cross_speaker_attribution``."""
         if not items:
             raise ValueError("the speech table has no utterance to score")
-        results = [self.item(item, i) for i, item in enumerate(items)]
+        pending = [self._item_pending(item, i) for i, item in enumerate(items)]
+        results = [_transcribed(result) for result in pending]
         return summarize(results), results
+
+
+def _transcribed(result: dict) -> dict:
+    """``result`` with every row's transcript Future replaced by its text, and the row's WER and CER."""
+    text = result["ids"]["text"]
+    for name, row in result["rows"].items():
+        transcript = row["transcript"].result()
+        result["rows"][name] = {**error_rates(text, transcript), **row, "transcript": transcript}
+    return result
 
 
 def _mean(values: list) -> float | None:
@@ -234,10 +253,14 @@ def evaluate_speech(config, evaluator, heldout, others, out_dir, num_examples: i
     def audio_path(utt: dict):
         return where[utt["utt_id"]][0].audio_path(utt)
 
-    scorer = SpeechTable(evaluator, build_recognizer(config.asr, config.asr_options),
-                         build_verifier(config.verifier, config.verifier_options), load, config.prompt_seconds,
-                         config.seed, semantic_from_text, config.level_prefixes, audio_path)
-    table, results = scorer.run(items)
+    recognizer = build_recognizer(config.asr, config.asr_options)  # here first: its errors name the field
+    transcriber = transcriber_for(recognizer, config.asr, config.asr_options, config.asr_workers)
+    try:
+        scorer = SpeechTable(evaluator, transcriber, build_verifier(config.verifier, config.verifier_options), load,
+                             config.prompt_seconds, config.seed, semantic_from_text, config.level_prefixes, audio_path)
+        table, results = scorer.run(items)
+    finally:
+        transcriber.close()
     out_dir = Path(out_dir)
     if results[:num_examples]:
         examples = output_dir(out_dir, "speech_examples")
