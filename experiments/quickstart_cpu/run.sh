@@ -38,8 +38,12 @@ checkpoint=$(ls -d "$OUT"/train/checkpoints/step_* | tail -n 1)
 # window_seconds=10: a voice prompt (3 s) and the longest held-out sentence (data.max_seconds=7) in one window, as the
 # paper generates them; with 4 s windows a seam fell inside every prompted continuation and cost its WER ~0.11
 # (docs/quickstart.md, "The time budget and the window seam"). The 30 s clip is still generated in 10 s windows.
+# One torch thread and one recognizer process per core (evaluation.speech.asr_workers): the recognizer holds the
+# GIL and was 61% of the table's time; so the 40-sentence evaluation took 0.61x the time on 2 cores (docs/quickstart.md),
+# and the table's numerics do not depend on how many cores the machine has.
 "$PY" -m soundstorm.cli.eval overwrite=true checkpoint="$checkpoint" data.root="$OUT/tokens" out_dir="$OUT" \
-  backend=cpu data.min_seconds=2.0 data.max_seconds=7.0 sampler=greedy \
+  backend=cpu backend.options.num_threads=1 evaluation.speech.asr_workers="${ASR_WORKERS:-$(nproc)}" \
+  data.min_seconds=2.0 data.max_seconds=7.0 sampler=greedy \
   evaluation.window_seconds=10.0 evaluation.max_utterances=8 evaluation.max_batches=4 evaluation.long_seconds=30 \
   evaluation.num_examples=2 evaluation.speech.enabled=true evaluation.speech.max_utterances="${SPEECH_UTTERANCES:-40}" \
   "evaluation.speech.level_prefixes=[1,2]" logger.dir="$OUT"
