@@ -2,8 +2,8 @@
 
 Why: pocketsphinx holds Python's GIL while it decodes, so threads do not help. It takes about 1 s
 per clip on a 2.8 GHz core, and the quickstart's speech table transcribes 9 clips per target (five
-rows and four level-prefix rows). On the 2-core Ice Lake VM the recognizer was 61% of the table's
-time, run on one core while the other sat idle (docs/quickstart.md). With
+rows and four level-prefix rows). In a one-thread profile on the 2-core Ice Lake VM it was 61% of the
+table's time, and with two cores the second one sat mostly idle (docs/quickstart.md). With
 ``evaluation.speech.asr_workers=N`` (N >= 1), N worker processes each build their own recognizer
 from the same name and options, and the table goes on generating and decoding while they transcribe.
 

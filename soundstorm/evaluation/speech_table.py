@@ -67,7 +67,7 @@ class SpeechTable:
 
     def __init__(self, evaluator, recognizer, verifier, load, prompt_seconds: float = 3.0, seed: int = 0,
                  semantic_from_text=None, level_prefixes=(), audio_path=None):
-        self.evaluator, self.recognizer, self.verifier, self.load = evaluator, recognizer, verifier, load
+        self.evaluator, self.verifier, self.load = evaluator, verifier, load
         self.transcriber = recognizer if hasattr(recognizer, "submit") else InlineTranscriber(recognizer)
         # utterance → its checked source audio path (TokenDataset.audio_path); None: the record's path as is
         self.audio_path = audio_path or (lambda utt: utt["path"])
