@@ -6,10 +6,15 @@ four levels, so the two recipes differ only in what the model has to learn)."""
 
 from __future__ import annotations
 
+import os
 import re
 import shlex
+import shutil
+import subprocess
+import sys
 from pathlib import Path
 
+import pytest
 import torch
 from hydra import compose, initialize_config_module
 
@@ -130,3 +135,22 @@ def test_cpu_model_names_family_model_and_speed_flags(tmp_path):
     info.write_text("processor\t: 0\nmodel name\t: Some CPU\n")
     assert cpu_model(str(info)) == "Some CPU"
     assert isinstance(cpu_model(str(tmp_path / "missing")), str)
+
+
+@pytest.mark.parametrize("script", ["quickstart_cpu", "dialogue_cpu"])
+def test_run_sh_counts_the_cores_python_is_pinned_to(script, tmp_path):
+    """One recognizer worker per core *Python* may use: with PYTHON="taskset -c 0 python" that is one, where
+    `nproc` in the unpinned shell counted the machine's (what run.sh used before)."""
+    text = (ROOT / "experiments" / script / "run.sh").read_text()
+    cores = re.search(r"^cores\(\) \{.*\}$", text, re.M)
+    assert cores, f"{script}/run.sh no longer defines cores()"
+    assert '"${ASR_WORKERS:-$(cores)}"' in text
+    if shutil.which("taskset") is None or not hasattr(os, "sched_getaffinity"):
+        pytest.skip("needs taskset and sched_getaffinity (Linux)")
+    pinned = tmp_path / "python_on_core_0"
+    pinned.write_text(f'#!/bin/sh\nexec taskset -c {min(os.sched_getaffinity(0))} {shlex.quote(sys.executable)} "$@"\n')
+    pinned.chmod(0o755)
+    for python, expected in ((sys.executable, len(os.sched_getaffinity(0))), (str(pinned), 1)):
+        out = subprocess.run(["bash", "-c", f'PY={shlex.quote(python)}; {cores.group(0)}; cores'],
+                             capture_output=True, text=True, check=True)
+        assert int(out.stdout) == expected, (python, out.stdout, out.stderr)

@@ -15,6 +15,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 PY="${PYTHON:-python}"
+# The cores Python may run on: one recognizer worker each. Asked of Python, not `nproc`, so that
+# PYTHON="taskset -c 0 python" counts one (and macOS, which has no nproc, counts its cores).
+cores() { "$PY" -c 'import os; f = getattr(os, "sched_getaffinity", None); print(len(f(0)) if f else os.cpu_count())'; }
 OUT="${OUT:-outputs/quickstart}"
 export WANDB_MODE="${WANDB_MODE:-offline}" PYTHONUNBUFFERED=1
 CODEC=(codec=melrvq codec.num_levels=4 codec.codebook_size=1024 semantic=phone_classifier semantic.frame_rate=50.0)
@@ -42,7 +45,7 @@ checkpoint=$(ls -d "$OUT"/train/checkpoints/step_* | tail -n 1)
 # GIL and was 61% of the table's time; so the 40-sentence evaluation took 0.61x the time on 2 cores (docs/quickstart.md),
 # and the table's numerics do not depend on how many cores the machine has.
 "$PY" -m soundstorm.cli.eval overwrite=true checkpoint="$checkpoint" data.root="$OUT/tokens" out_dir="$OUT" \
-  backend=cpu backend.options.num_threads=1 evaluation.speech.asr_workers="${ASR_WORKERS:-$(nproc)}" \
+  backend=cpu backend.options.num_threads=1 evaluation.speech.asr_workers="${ASR_WORKERS:-$(cores)}" \
   data.min_seconds=2.0 data.max_seconds=7.0 sampler=greedy \
   evaluation.window_seconds=10.0 evaluation.max_utterances=8 evaluation.max_batches=4 evaluation.long_seconds=30 \
   evaluation.num_examples=2 evaluation.speech.enabled=true evaluation.speech.max_utterances="${SPEECH_UTTERANCES:-40}" \
