@@ -6,6 +6,7 @@ four levels, so the two recipes differ only in what the model has to learn)."""
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import re
 import shlex
@@ -47,6 +48,11 @@ def test_run_sh_prepares_the_codec_the_experiment_trains():
     # describe the field, so nothing downstream would notice run.sh and the experiment disagreeing
     assert int(run.get("codec.first_level_cepstra", 0)) == cfg.codec.first_level_cepstra
     assert run["semantic"] == cfg.semantic.name and float(run["semantic.frame_rate"]) == cfg.semantic.frame_rate
+    # the step profile builds the model the experiment trains
+    spec = importlib.util.spec_from_file_location("profile_step", RUN_SH.parent / "profile_step.py")
+    profile_step = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(profile_step)
+    assert profile_step.quickstart_config(cfg.codec.num_levels).codebook_size == cfg.codec.codebook_size
     assert len(cfg.trainer.level_weights) == cfg.codec.num_levels
     assert list(cfg.trainer.level_weights) == sorted(cfg.trainer.level_weights, reverse=True)  # coarse first
     prefixes = [int(k) for k in run["level_prefixes"].split(",")]
@@ -79,11 +85,13 @@ def test_profile_step_script_reports_each_level_count(tmp_path):
 
     out = tmp_path / "profile.json"
     result = subprocess.run([sys.executable, str(RUN_SH.parent / "profile_step.py"), "--levels", "4", "2", "--batch", "2",
-                             "--seconds", "0.4", "--warmup", "1", "--steps", "1", "--threads", "1", "--json", str(out)],
+                             "--seconds", "0.4", "--warmup", "1", "--steps", "1", "--threads", "1", "--codebook-size", "64",
+                             "--json", str(out)],
                             capture_output=True, text=True, timeout=300, cwd=ROOT)
     assert result.returncode == 0, result.stderr[-2000:]
     report = json.loads(out.read_text())
     assert [r["num_levels"] for r in report["results"]] == [4, 2]
+    assert [r["codebook_size"] for r in report["results"]] == [64, 64]
     for r in report["results"]:
         assert abs(sum(r["self_cpu_share"].values()) - 1.0) < 1e-6 and r["step_s_median"] > 0
         assert r["self_cpu_share"].get("matmul", 0) > 0 and r["self_cpu_share"].get("optimizer", 0) > 0

@@ -1,7 +1,7 @@
 """Where a quickstart training step spends its time, for codecs of several level counts (#24).
 
-Builds the quickstart model (configs/experiment/quickstart_cpu.yaml: dim 192, 4 layers, 1024 codes,
-64 semantic ids) for each ``--levels`` value, runs the real ``Trainer.train_step`` (forward, backward,
+Builds the quickstart model (configs/experiment/quickstart_cpu.yaml: dim 192, 4 layers, 64 semantic ids;
+``--codebook-size`` codes per level, the quickstart's 2048 by default) for each ``--levels`` value, runs the real ``Trainer.train_step`` (forward, backward,
 clipping, fused AdamW, schedule) on one repeated batch of ``--batch`` random windows of ``--seconds``
 (collated and corrupted by the training data path, with the quickstart's coarse-weighted level draw),
 and profiles ``--steps`` steps after ``--warmup`` with torch.profiler. Prints, per level count, the
@@ -57,8 +57,8 @@ def group_of(name: str) -> str:
     return "elementwise/other"
 
 
-def quickstart_config(num_levels: int) -> SoundStormConfig:
-    return SoundStormConfig(num_levels=num_levels, codebook_size=1024, semantic_vocab_size=64, semantic_upsample=1,
+def quickstart_config(num_levels: int, codebook_size: int = 2048) -> SoundStormConfig:
+    return SoundStormConfig(num_levels=num_levels, codebook_size=codebook_size, semantic_vocab_size=64, semantic_upsample=1,
                             dim=192, depth=4, heads=4, ff_dim=768, conv_kernel=5)
 
 
@@ -67,11 +67,12 @@ def level_weights(num_levels: int) -> list[float]:
     return ([6.0, 3.0, 2.0, 1.0] + [1.0] * num_levels)[:num_levels]
 
 
-def profile(num_levels: int, batch_size: int, seconds: float, warmup: int, steps: int, backend) -> dict:
-    config = quickstart_config(num_levels)
+def profile(num_levels: int, batch_size: int, seconds: float, warmup: int, steps: int, backend,
+            codebook_size: int = 2048) -> dict:
+    config = quickstart_config(num_levels, codebook_size)
     frames = int(round(seconds * 50))
     generator = torch.Generator().manual_seed(0)
-    items = [(b, {"codes": torch.randint(0, 1024, (num_levels, frames), generator=generator),
+    items = [(b, {"codes": torch.randint(0, codebook_size, (num_levels, frames), generator=generator),
                   "semantic": torch.randint(0, 64, (frames,), generator=generator), "utt_id": f"u{b}"})
              for b in range(batch_size)]
     batch = CorruptingCollate(collate, 0, 0, config.mask_id, level_weights(num_levels))(items)
@@ -98,7 +99,7 @@ def profile(num_levels: int, batch_size: int, seconds: float, warmup: int, steps
     for event in prof.key_averages():
         self_us[group_of(event.key)] += event.self_cpu_time_total
     total = sum(self_us.values())
-    return {"num_levels": num_levels, "num_parameters": model.num_parameters(), "batch_size": batch_size,
+    return {"num_levels": num_levels, "codebook_size": codebook_size, "num_parameters": model.num_parameters(), "batch_size": batch_size,
             "frames": frames, "step_s_median": statistics.median(times), "step_s": times,
             "self_cpu_share": {g: self_us[g] / total for g in sorted(self_us, key=self_us.get, reverse=True)},
             "self_cpu_ms_per_step": {g: self_us[g] / 1000 / steps for g in self_us}}
@@ -108,23 +109,25 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--levels", type=int, nargs="+", default=[8, 4])
     parser.add_argument("--batch", type=int, default=12)
+    parser.add_argument("--codebook-size", type=int, default=2048, help="codes per level (the quickstart's)")
     parser.add_argument("--seconds", type=float, default=4.5, help="window length (the quickstart's mean is ~4.5 s)")
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--steps", type=int, default=10)
     parser.add_argument("--json", default=None)
     args = parser.parse_args()
-    for name in ("levels", "batch", "warmup", "steps"):
+    for name in ("levels", "batch", "codebook_size", "warmup", "steps"):
         values = getattr(args, name) if isinstance(getattr(args, name), list) else [getattr(args, name)]
         if any(v < 1 for v in values):
-            raise ValueError(f"--{name} must be >= 1, got {getattr(args, name)}")
+            raise ValueError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
     if not args.seconds > 0:
         raise ValueError(f"--seconds must be > 0, got {args.seconds}")
     backend = get_backend("cpu", num_threads=args.threads)
-    results = [profile(q, args.batch, args.seconds, args.warmup, args.steps, backend) for q in args.levels]
+    results = [profile(q, args.batch, args.seconds, args.warmup, args.steps, backend, args.codebook_size)
+               for q in args.levels]
     for r in results:
         shares = ", ".join(f"{g} {s:.0%}" for g, s in r["self_cpu_share"].items())
-        print(f"Q={r['num_levels']}: {r['num_parameters'] / 1e6:.2f}M parameters, batch {r['batch_size']} x "
+        print(f"Q={r['num_levels']} x {r['codebook_size']} codes: {r['num_parameters'] / 1e6:.2f}M parameters, batch {r['batch_size']} x "
               f"{r['frames']} frames, step {r['step_s_median'] * 1000:.0f} ms (median of {len(r['step_s'])}); "
               f"self CPU time: {shares}")
     out = {"threads": torch.get_num_threads(), "processor": platform.processor(), "cpus": os.cpu_count(),

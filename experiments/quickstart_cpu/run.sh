@@ -3,10 +3,10 @@
 #   1. synthesise a festival corpus: 1000 utterances, six speakers (--speakers mixed: four diphone, two slt
 #      HTS variants; --timing slt: all of them with the slt voice's phone durations), 5% of the sentences
 #      held out
-#   2. prepare tokens: fit the offline MelRVQ codec (Q=4, 1024 codes; it decodes through a 1-3-1 low-pass
+#   2. prepare tokens: fit the offline MelRVQ codec (Q=4, 2048 codes; it decodes through a 1-3-1 low-pass
 #      over time, MelRVQConfig.decode_smoothing) and the phone-classifier content
 #      tokenizer on the training sentences
-#   3. train a 5.5M-parameter model for up to 25 minutes (configs/experiment/quickstart_cpu.yaml)
+#   3. train a 7.0M-parameter model for up to 25 minutes (configs/experiment/quickstart_cpu.yaml)
 #   4. evaluate on 40 held-out sentences (SPEECH_UTTERANCES=95: all of them): the speech table (WER, CER,
 #      speaker similarity of ground truth,
 #      resynthesis, unprompted, prompted, cross-speaker, and the first 1 and 2 levels of the reference and
@@ -20,7 +20,7 @@ PY="${PYTHON:-python}"
 cores() { "$PY" -c 'import os; f = getattr(os, "sched_getaffinity", None); print(len(f(0)) if f else os.cpu_count())'; }
 OUT="${OUT:-outputs/quickstart}"
 export WANDB_MODE="${WANDB_MODE:-offline}" PYTHONUNBUFFERED=1
-CODEC=(codec=melrvq codec.num_levels=4 codec.codebook_size=1024 semantic=phone_classifier semantic.frame_rate=50.0)
+CODEC=(codec=melrvq codec.num_levels=4 codec.codebook_size=2048 semantic=phone_classifier semantic.frame_rate=50.0)
 t0=$(date +%s)
 
 if [ ! -f "$OUT/corpus/manifest.jsonl" ]; then
