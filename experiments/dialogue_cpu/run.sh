@@ -55,7 +55,8 @@ PYEOF
 
 # one torch thread and a recognizer process per core, as in the quickstart's speech table (its run.sh says why)
 "$PY" -m soundstorm.cli.eval overwrite=true checkpoint="$soundstorm_ckpt" data.root="$OUT/tokens" out_dir="$OUT/t2s_eval" \
-  backend=cpu backend.options.num_threads=1 evaluation.speech.asr_workers="${ASR_WORKERS:-$(cores)}" data.min_seconds=2.0 data.max_seconds=7.0 sampler=greedy evaluation.max_utterances=2 \
+  backend=cpu backend.options.num_threads=1 evaluation.speech.asr_workers="${ASR_WORKERS:-$(cores)}" \
+  data.min_seconds=2.0 data.max_seconds=7.0 sampler=greedy evaluation.max_utterances=2 \
   evaluation.max_batches=1 evaluation.mask_ratios=[1.0] evaluation.num_examples=2 evaluation.speech.enabled=true \
   evaluation.long_seconds=0 evaluation.speech.max_utterances=20 evaluation.speech.t2s_checkpoint="$t2s_ckpt" logger.dir="$OUT/t2s_eval"
 

@@ -1,10 +1,10 @@
 """Where a quickstart training step spends its time, for codecs of several level counts (#24).
 
 Builds the quickstart model (configs/experiment/quickstart_cpu.yaml: dim 192, 4 layers, 64 semantic ids;
-``--codebook-size`` codes per level, the quickstart's 2048 by default) for each ``--levels`` value, runs the real ``Trainer.train_step`` (forward, backward,
-clipping, fused AdamW, schedule) on one repeated batch of ``--batch`` random windows of ``--seconds``
-(collated and corrupted by the training data path, with the quickstart's coarse-weighted level draw),
-and profiles ``--steps`` steps after ``--warmup`` with torch.profiler. Prints, per level count, the
+``--codebook-size`` codes per level, the quickstart's 2048 by default) for each ``--levels`` value, runs
+the real ``Trainer.train_step`` (forward, backward, clipping, fused AdamW, schedule) on one repeated
+batch of ``--batch`` random windows of ``--seconds`` (collated and corrupted by the training data path,
+with the quickstart's coarse-weighted level draw), and profiles ``--steps`` steps after ``--warmup`` with torch.profiler. Prints, per level count, the
 median step time and the share of self CPU time by operator group; ``--json`` writes the same.
 
     OMP_NUM_THREADS=1 python experiments/quickstart_cpu/profile_step.py --levels 8 4 --threads 1 --json out.json
@@ -58,8 +58,8 @@ def group_of(name: str) -> str:
 
 
 def quickstart_config(num_levels: int, codebook_size: int = 2048) -> SoundStormConfig:
-    return SoundStormConfig(num_levels=num_levels, codebook_size=codebook_size, semantic_vocab_size=64, semantic_upsample=1,
-                            dim=192, depth=4, heads=4, ff_dim=768, conv_kernel=5)
+    return SoundStormConfig(num_levels=num_levels, codebook_size=codebook_size, semantic_vocab_size=64,
+                            semantic_upsample=1, dim=192, depth=4, heads=4, ff_dim=768, conv_kernel=5)
 
 
 def level_weights(num_levels: int) -> list[float]:
@@ -99,8 +99,8 @@ def profile(num_levels: int, batch_size: int, seconds: float, warmup: int, steps
     for event in prof.key_averages():
         self_us[group_of(event.key)] += event.self_cpu_time_total
     total = sum(self_us.values())
-    return {"num_levels": num_levels, "codebook_size": codebook_size, "num_parameters": model.num_parameters(), "batch_size": batch_size,
-            "frames": frames, "step_s_median": statistics.median(times), "step_s": times,
+    return {"num_levels": num_levels, "codebook_size": codebook_size, "num_parameters": model.num_parameters(),
+            "batch_size": batch_size, "frames": frames, "step_s_median": statistics.median(times), "step_s": times,
             "self_cpu_share": {g: self_us[g] / total for g in sorted(self_us, key=self_us.get, reverse=True)},
             "self_cpu_ms_per_step": {g: self_us[g] / 1000 / steps for g in self_us}}
 
@@ -127,8 +127,8 @@ def main() -> None:
                for q in args.levels]
     for r in results:
         shares = ", ".join(f"{g} {s:.0%}" for g, s in r["self_cpu_share"].items())
-        print(f"Q={r['num_levels']} x {r['codebook_size']} codes: {r['num_parameters'] / 1e6:.2f}M parameters, batch {r['batch_size']} x "
-              f"{r['frames']} frames, step {r['step_s_median'] * 1000:.0f} ms (median of {len(r['step_s'])}); "
+        print(f"Q={r['num_levels']} x {r['codebook_size']} codes: {r['num_parameters'] / 1e6:.2f}M parameters, "
+              f"batch {r['batch_size']} x {r['frames']} frames, step {r['step_s_median'] * 1000:.0f} ms (median of {len(r['step_s'])}); "
               f"self CPU time: {shares}")
     out = {"threads": torch.get_num_threads(), "processor": platform.processor(), "cpus": os.cpu_count(),
            "torch": torch.__version__, "results": results}

@@ -96,13 +96,14 @@ def probe(model, utterance, items, prompt_frames: int) -> dict:
             codes_1QT[0, :, :num_prompt] = mask
             model(codes_1QT, semantic_1S, level=level)
             masked_LTP = [w[0].mean(0)[num_prompt:, :num_prompt] for w in recorder.weights]
-            unprompted_T = model(torch.full((1, num_levels, target_S.shape[0] * up), mask, dtype=torch.long), target_S[None],
-                                 level=level)[0].argmax(-1)
+            unprompted_1QT = torch.full((1, num_levels, target_S.shape[0] * up), mask, dtype=torch.long)
+            unprompted_T = model(unprompted_1QT, target_S[None], level=level)[0].argmax(-1)
 
             prompt_share.append(num_prompt / num_frames)
             same_TP = (target_S.repeat_interleave(up)[:, None] == prompt_S.repeat_interleave(up)[None, :]).float()
             in_prompt_T = same_TP.sum(-1) > 0
-            same_id_frames.append(float((same_TP.sum(-1) / num_prompt)[in_prompt_T].mean()) if in_prompt_T.any() else 0.0)
+            if in_prompt_T.any():  # averaged over the same targets as same_id_share
+                same_id_frames.append(float((same_TP.sum(-1) / num_prompt)[in_prompt_T].mean()))
             for i, (att_TP, masked_TP) in enumerate(zip(to_prompt_LTP, masked_LTP)):
                 mass_T = att_TP.sum(-1)
                 per_layer["attention_to_prompt"][i].append(float(mass_T.mean()))
@@ -158,8 +159,8 @@ def main(argv: list[str] | None = None) -> dict:
     result = probe(model, lambda utt_id: dataset.utterance(index[utt_id]), items, prompt_frames)
     result.update(checkpoint=str(args.checkpoint), tokens=str(args.tokens))
     print(f"{result['targets']} targets; the prompt is {result['prompt_share']:.3f} of the keys")
-    for i, (mass, masked, same) in enumerate(zip(result["attention_to_prompt"], result["attention_to_prompt_codes_masked"],
-                                                 result["same_id_share"])):
+    layers = zip(result["attention_to_prompt"], result["attention_to_prompt_codes_masked"], result["same_id_share"])
+    for i, (mass, masked, same) in enumerate(layers):
         print(f"layer {i + 1}: attention to the prompt {mass:.3f} (its codes masked: {masked:.3f}); "
               f"on same-id prompt frames {same:.3f} of it (they are {result['same_id_frames']:.3f} of the prompt)")
     for key, (accuracy, frames) in result["level1_accuracy"].items():
