@@ -187,6 +187,12 @@ class SoundStorm(nn.Module):
         bias_BV = self.head_bias.index_select(0, level_B)
         return torch.bmm(hidden_BTD, weight_BDV.to(hidden_BTD.dtype)) + bias_BV[:, None, :].to(hidden_BTD.dtype)
 
+    def token_logits(self, hidden_ND: torch.Tensor, level: int) -> torch.Tensor:
+        """Logits ``[N, V]`` of level ``level`` (0-based int) for ``N`` gathered frames' hidden states
+        ``[N, D]``: the training loss's path when it computes the head only where a token is scored."""
+        weight_DV = self.head_weight[level].to(hidden_ND.dtype)
+        return torch.addmm(self.head_bias[level].to(hidden_ND.dtype), hidden_ND, weight_DV)
+
     def forward(self, codes, semantic, lengths=None, *, level=None, validate: bool = True,
                 semantic_embedding: torch.Tensor | None = None) -> torch.Tensor:
         """Logits for masked-token prediction.

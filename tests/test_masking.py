@@ -119,6 +119,51 @@ def test_loss_counts_only_masked_level_q_tokens():
         assert metrics["tokens_per_level"][q].item() == values.numel()
 
 
+def _loss_and_grads(model, codes, semantic, lengths, corruption, **kwargs):
+    model.zero_grad()
+    loss, metrics = masked_loss(model, codes, semantic, lengths, corruption, **kwargs)
+    loss.backward()
+    return loss.detach(), metrics, {n: p.grad.clone() for n, p in model.named_parameters()}
+
+
+@pytest.mark.parametrize("level_weights", [None, [1.0, 0.0, 3.0, 0.0]])  # every level drawn / levels 2, 4 never
+def test_head_on_loss_tokens_only_gives_the_same_loss_metrics_and_gradients(level_weights):
+    """The CPU trainer's path (head, softmax and argmax on the loss tokens only) computes what the
+    fixed-shape path computes, on padded examples, levels that no example drew included."""
+    torch.manual_seed(0)
+    cfg = SoundStormConfig.tiny()
+    model = SoundStorm(cfg).train()
+    codes = torch.randint(0, cfg.codebook_size, (7, cfg.num_levels, 16))
+    semantic = torch.randint(0, cfg.semantic_vocab_size, (7, 8))
+    lengths = torch.tensor([16, 9, 12, 16, 5, 14, 16])
+    corruption = corrupt(codes, lengths, torch.Generator().manual_seed(3), mask_id=cfg.mask_id,
+                         level_weights=level_weights)
+    assert corruption.loss_mask.sum() > 0
+    full = _loss_and_grads(model, codes, semantic, lengths, corruption)
+    gathered = _loss_and_grads(model, codes, semantic, lengths, corruption, loss_tokens_only=True)
+    assert torch.allclose(gathered[0], full[0], rtol=1e-5)
+    for key in full[1]:
+        assert torch.allclose(gathered[1][key], full[1][key], rtol=1e-5, atol=1e-6), key
+    if level_weights is not None:
+        assert gathered[1]["tokens_per_level"][1] == 0 and gathered[1]["tokens_per_level"][3] == 0
+    for name, grad in full[2].items():
+        assert torch.allclose(gathered[2][name], grad, rtol=1e-4, atol=1e-6), name
+
+
+def test_head_on_loss_tokens_only_without_any_loss_token_is_a_zero_loss_with_zero_gradients():
+    torch.manual_seed(0)
+    cfg = SoundStormConfig.tiny()
+    model = SoundStorm(cfg).train()
+    codes = torch.randint(0, cfg.codebook_size, (2, cfg.num_levels, 6))
+    semantic = torch.randint(0, cfg.semantic_vocab_size, (2, 3))
+    corruption = corrupt(codes, generator=torch.Generator().manual_seed(0), mask_id=cfg.mask_id)
+    corruption.loss_mask[:] = False
+    loss, metrics, grads = _loss_and_grads(model, codes, semantic, None, corruption, loss_tokens_only=True)
+    assert loss.item() == 0.0 and metrics["num_tokens"].item() == 0
+    assert metrics["tokens_per_level"].tolist() == [0.0] * cfg.num_levels
+    assert all(torch.count_nonzero(g) == 0 for g in grads.values())
+
+
 def test_corrupt_rejects_bad_inputs():
     with pytest.raises(ValueError, match="codes"):
         corrupt(torch.zeros(2, 3), mask_id=MASK)

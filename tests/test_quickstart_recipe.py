@@ -86,16 +86,18 @@ def test_profile_step_script_reports_each_level_count(tmp_path):
     out = tmp_path / "profile.json"
     result = subprocess.run([sys.executable, str(RUN_SH.parent / "profile_step.py"), "--levels", "4", "2", "--batch", "2",
                              "--seconds", "0.4", "--warmup", "1", "--steps", "1", "--threads", "1", "--codebook-size", "64",
-                             "--json", str(out)],
+                             "--head", "all-frames", "loss-tokens", "--json", str(out)],
                             capture_output=True, text=True, timeout=300, cwd=ROOT)
     assert result.returncode == 0, result.stderr[-2000:]
     report = json.loads(out.read_text())
-    assert [r["num_levels"] for r in report["results"]] == [4, 2]
-    assert [r["codebook_size"] for r in report["results"]] == [64, 64]
+    assert [(r["num_levels"], r["head"]) for r in report["results"]] == [
+        (4, "all-frames"), (4, "loss-tokens"), (2, "all-frames"), (2, "loss-tokens")]
+    assert [r["codebook_size"] for r in report["results"]] == [64] * 4
+    assert all(0 < r["loss_token_share"] < 1 for r in report["results"])
     for r in report["results"]:
         assert abs(sum(r["self_cpu_share"].values()) - 1.0) < 1e-6 and r["step_s_median"] > 0
         assert r["self_cpu_share"].get("matmul", 0) > 0 and r["self_cpu_share"].get("optimizer", 0) > 0
-    assert report["results"][0]["num_parameters"] > report["results"][1]["num_parameters"]  # two more heads
+    assert report["results"][0]["num_parameters"] > report["results"][2]["num_parameters"]  # two more heads
     bad = subprocess.run([sys.executable, str(RUN_SH.parent / "profile_step.py"), "--levels", "0"],
                          capture_output=True, text=True, timeout=120, cwd=ROOT)
     assert bad.returncode != 0 and "--levels must be >= 1" in bad.stderr

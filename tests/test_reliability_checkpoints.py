@@ -143,12 +143,17 @@ def test_the_nonfinite_stop_message_says_what_the_newest_checkpoint_holds(tmp_pa
     import soundstorm.train.loop as loop
 
     original = loop.masked_loss
-    monkeypatch.setattr(loop, "masked_loss", lambda *args: (original(*args)[0] * float("nan"), original(*args)[1]))
+
+    def nan_loss(*args, **kwargs):
+        loss, metrics = original(*args, **kwargs)
+        return loss * float("nan"), metrics
+
+    monkeypatch.setattr(loop, "masked_loss", nan_loss)
     with pytest.raises(NonFiniteLossError, match="no checkpoint was written under"):
         make_trainer(tmp_path / "a", max_steps=8, log_every=2, max_nonfinite=1).fit()
     monkeypatch.setattr(loop, "masked_loss", original)
     make_trainer(tmp_path / "b", max_steps=2, ckpt_every=2).fit()
-    monkeypatch.setattr(loop, "masked_loss", lambda *args: (original(*args)[0] * float("nan"), original(*args)[1]))
+    monkeypatch.setattr(loop, "masked_loss", nan_loss)
     with pytest.raises(NonFiniteLossError, match=r"the newest checkpoint, .*step_00000002, holds finite weights"):
         make_trainer(tmp_path / "b", max_steps=8, log_every=2, max_nonfinite=1).fit(
             ckpt.resolve_resume("auto", tmp_path / "b" / "checkpoints"))

@@ -34,6 +34,23 @@ def weights(trainer):
     return {k: v.clone() for k, v in trainer.model.state_dict().items()}
 
 
+def test_the_cpu_trainer_computes_the_head_on_loss_tokens_only_and_steps_as_the_fixed_shape_path(tmp_path):
+    """On the host the trainer takes masked_loss's loss-token path; one step on the same batch moves
+    the weights as the fixed-shape path (the XLA/CUDA one) does, to float rounding."""
+    trainer = make_trainer(tmp_path / "a", max_steps=2)
+    assert trainer.loss_module.loss_tokens_only
+    fixed = make_trainer(tmp_path / "b", max_steps=2)
+    fixed.loss_module.loss_tokens_only = False
+    for t in (trainer, fixed):
+        t.model.train()
+        t._zero_sums()
+        t.train_step()
+    a, b = weights(trainer), weights(fixed)
+    assert any(not torch.equal(a[k], v) for k, v in weights(make_trainer(tmp_path / "c")).items())
+    for k in a:
+        assert torch.allclose(a[k], b[k], rtol=1e-4, atol=1e-6), k
+
+
 @pytest.mark.slow  # 60 optimizer steps through the trainer
 def test_loss_decreases(tmp_path):
     trainer = make_trainer(tmp_path, max_steps=60, log_every=10)
@@ -128,8 +145,8 @@ def test_nonfinite_steps_skipped_then_stop(tmp_path, monkeypatch):
     original = loop.masked_loss
     calls = {"n": 0}
 
-    def poisoned(*args):
-        loss, metrics = original(*args)
+    def poisoned(*args, **kwargs):
+        loss, metrics = original(*args, **kwargs)
         calls["n"] += 1
         return (loss * float("nan") if calls["n"] in (2, 3) else loss), metrics
 

@@ -4,10 +4,14 @@ Builds the quickstart model (configs/experiment/quickstart_cpu.yaml: dim 192, 4 
 ``--codebook-size`` codes per level, the quickstart's 2048 by default) for each ``--levels`` value, runs
 the real ``Trainer.train_step`` (forward, backward, clipping, fused AdamW, schedule) on one repeated
 batch of ``--batch`` random windows of ``--seconds`` (collated and corrupted by the training data path,
-with the quickstart's coarse-weighted level draw), and profiles ``--steps`` steps after ``--warmup`` with torch.profiler. Prints, per level count, the
-median step time and the share of self CPU time by operator group; ``--json`` writes the same.
+with the quickstart's coarse-weighted level draw), and profiles ``--steps`` steps after ``--warmup`` with torch.profiler. Prints, per level count
+and output-head path, the median step time and the share of self CPU time by operator group; ``--json`` writes the same.
 
-    OMP_NUM_THREADS=1 python experiments/quickstart_cpu/profile_step.py --levels 8 4 --threads 1 --json out.json
+``--head``: ``loss-tokens`` is what the CPU trainer runs (the output head, its softmax and argmax on the
+masked tokens only); ``all-frames`` is the fixed-shape path XLA and CUDA run (every frame's logits, the loss
+tokens weighted in), the CPU trainer's path before #24. Both in one run compare them on one machine.
+
+    OMP_NUM_THREADS=1 python experiments/quickstart_cpu/profile_step.py --levels 4 --threads 1 --head all-frames loss-tokens
 
 Data loading is not in the step (it runs in the loader's own process and overlaps); the trainer
 reports its share as ``data_s`` in its log lines.
@@ -67,8 +71,11 @@ def level_weights(num_levels: int) -> list[float]:
     return ([6.0, 3.0, 2.0, 1.0] + [1.0] * num_levels)[:num_levels]
 
 
+HEADS = ("all-frames", "loss-tokens")
+
+
 def profile(num_levels: int, batch_size: int, seconds: float, warmup: int, steps: int, backend,
-            codebook_size: int = 2048) -> dict:
+            codebook_size: int = 2048, head: str = "loss-tokens") -> dict:
     config = quickstart_config(num_levels, codebook_size)
     frames = int(round(seconds * 50))
     generator = torch.Generator().manual_seed(0)
@@ -84,6 +91,7 @@ def profile(num_levels: int, batch_size: int, seconds: float, warmup: int, steps
         trainer = Trainer(model, backend, optimizer, make_scheduler(optimizer, optim),
                           TrainerConfig(max_steps=warmup + 2 * steps, progress=False), out_dir,
                           _repeating_batches(batch))
+        trainer.loss_module.loss_tokens_only = head == "loss-tokens"
         trainer._zero_sums()
         for _ in range(warmup):
             trainer.train_step()
@@ -99,7 +107,8 @@ def profile(num_levels: int, batch_size: int, seconds: float, warmup: int, steps
     for event in prof.key_averages():
         self_us[group_of(event.key)] += event.self_cpu_time_total
     total = sum(self_us.values())
-    return {"num_levels": num_levels, "codebook_size": codebook_size, "num_parameters": model.num_parameters(),
+    return {"num_levels": num_levels, "codebook_size": codebook_size, "head": head,
+            "loss_token_share": float(batch["loss_mask"].sum()) / (batch_size * frames), "num_parameters": model.num_parameters(),
             "batch_size": batch_size, "frames": frames, "step_s_median": statistics.median(times), "step_s": times,
             "self_cpu_share": {g: self_us[g] / total for g in sorted(self_us, key=self_us.get, reverse=True)},
             "self_cpu_ms_per_step": {g: self_us[g] / 1000 / steps for g in self_us}}
@@ -114,6 +123,8 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--steps", type=int, default=10)
+    parser.add_argument("--head", nargs="+", choices=HEADS, default=["loss-tokens"],
+                        help="output-head path(s) to profile: the CPU trainer's (loss-tokens) and/or the fixed-shape one")
     parser.add_argument("--json", default=None)
     args = parser.parse_args()
     for name in ("levels", "batch", "codebook_size", "warmup", "steps"):
@@ -123,11 +134,12 @@ def main() -> None:
     if not args.seconds > 0:
         raise ValueError(f"--seconds must be > 0, got {args.seconds}")
     backend = get_backend("cpu", num_threads=args.threads)
-    results = [profile(q, args.batch, args.seconds, args.warmup, args.steps, backend, args.codebook_size)
-               for q in args.levels]
+    results = [profile(q, args.batch, args.seconds, args.warmup, args.steps, backend, args.codebook_size, head)
+               for q in args.levels for head in args.head]
     for r in results:
         shares = ", ".join(f"{g} {s:.0%}" for g, s in r["self_cpu_share"].items())
-        print(f"Q={r['num_levels']} x {r['codebook_size']} codes: {r['num_parameters'] / 1e6:.2f}M parameters, "
+        print(f"Q={r['num_levels']} x {r['codebook_size']} codes, head on {r['head']}: "
+              f"{r['num_parameters'] / 1e6:.2f}M parameters, "
               f"batch {r['batch_size']} x {r['frames']} frames, step {r['step_s_median'] * 1000:.0f} ms (median of {len(r['step_s'])}); "
               f"self CPU time: {shares}")
     out = {"threads": torch.get_num_threads(), "processor": platform.processor(), "cpus": os.cpu_count(),

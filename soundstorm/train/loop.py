@@ -12,7 +12,8 @@ backends share this file. One optimizer step:
 4. clip, then an AdamW step skipped on device when the loss or the gradient norm is not finite
    (:func:`.optim.guarded_step`, no copies of the weights or moments); schedule, EMA.
 
-Nothing in a step reads a device value back to the host. Metric sums stay on device and are read,
+Nothing in a step reads a device value back to the host (on the CPU, where the device is the host,
+the loss computes its output head on the masked tokens only, whose number follows the mask). Metric sums stay on device and are read,
 once, every ``log_every`` steps; that is also when non-finite steps are counted and the stop limit
 applied, and (multi-process) when a SIGTERM/SIGINT seen by any rank is agreed on.
 
@@ -101,17 +102,23 @@ CORRUPTION_FIELDS = tuple(f.name for f in dataclasses.fields(Corruption))
 
 class MaskedLoss(nn.Module):
     """:func:`soundstorm.masking.masked_loss` as a module (DDP hooks need the call to go through
-    ``forward``). Returns the *summed* cross-entropy over loss tokens, and the per-level metrics."""
+    ``forward``). Returns the *summed* cross-entropy over loss tokens, and the per-level metrics.
+
+    ``loss_tokens_only``: compute the output head only where a token is scored (see ``masked_loss``);
+    the :class:`Trainer` turns it on where the device is the host (CPU), whose shapes may follow the
+    mask at no cost, and leaves the fixed-shape path to XLA and CUDA."""
 
     batch_keys = ("codes", "semantic", "lengths", *CORRUPTION_FIELDS)  # forward's arguments
 
-    def __init__(self, model: nn.Module):
+    def __init__(self, model: nn.Module, loss_tokens_only: bool = False):
         super().__init__()
         self.model = model
+        self.loss_tokens_only = bool(loss_tokens_only)
 
     def forward(self, codes, semantic, lengths, *corruption_fields):
         corruption = Corruption(*corruption_fields)
-        loss, metrics = masked_loss(self.model, codes, semantic, lengths, corruption)
+        loss, metrics = masked_loss(self.model, codes, semantic, lengths, corruption,
+                                    loss_tokens_only=self.loss_tokens_only)
         return loss * metrics["num_tokens"], metrics
 
 
@@ -147,7 +154,8 @@ class Trainer(CheckpointState):
         self.ckpt_root = self.out_dir / "checkpoints"
         self.batches, self.logger, self.evaluate = batches, logger, evaluate
         self.dist = backend.dist
-        loss = MaskedLoss(model) if loss is None else loss
+        if loss is None:  # on the host, the head is computed on the loss tokens only (MaskedLoss)
+            loss = MaskedLoss(model, loss_tokens_only=backend.device.type == "cpu")
         self.batch_keys = tuple(loss.batch_keys)
         self.num_levels = int(getattr(loss, "num_levels", None) or model.config.num_levels)
         self.extra_metrics = tuple(getattr(loss, "extra_metrics", ()))
