@@ -4,14 +4,16 @@ Builds the quickstart model (configs/experiment/quickstart_cpu.yaml: dim 192, 4 
 ``--codebook-size`` codes per level, the quickstart's 2048 by default) for each ``--levels`` value, runs
 the real ``Trainer.train_step`` (forward, backward, clipping, fused AdamW, schedule) on one repeated
 batch of ``--batch`` random windows of ``--seconds`` (collated and corrupted by the training data path,
-with the quickstart's coarse-weighted level draw), and profiles ``--steps`` steps after ``--warmup`` with torch.profiler. Prints, per level count
-and output-head path, the median step time and the share of self CPU time by operator group; ``--json`` writes the same.
+with the quickstart's coarse-weighted level draw), and profiles ``--steps`` steps after ``--warmup`` with
+torch.profiler. Prints, per level count and output-head path, the median step time and the share of self
+CPU time by operator group; ``--json`` writes the same.
 
 ``--head``: ``loss-tokens`` is what the CPU trainer runs (the output head, its softmax and argmax on the
 masked tokens only); ``all-frames`` is the fixed-shape path XLA and CUDA run (every frame's logits, the loss
 tokens weighted in), the CPU trainer's path before #24. Both in one run compare them on one machine.
 
-    OMP_NUM_THREADS=1 python experiments/quickstart_cpu/profile_step.py --levels 4 --threads 1 --head all-frames loss-tokens
+    OMP_NUM_THREADS=1 python experiments/quickstart_cpu/profile_step.py --levels 4 --threads 1 \
+        --head all-frames loss-tokens
 
 Data loading is not in the step (it runs in the loader's own process and overlaps); the trainer
 reports its share as ``data_s`` in its log lines.
@@ -22,7 +24,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import statistics
 import tempfile
 import time
@@ -30,6 +31,7 @@ from collections import defaultdict
 
 import torch
 
+from soundstorm.bench.runner import cpu_model
 from soundstorm.bench.train_step import _repeating_batches
 from soundstorm.data import collate
 from soundstorm.model import SoundStorm, SoundStormConfig
@@ -108,7 +110,8 @@ def profile(num_levels: int, batch_size: int, seconds: float, warmup: int, steps
         self_us[group_of(event.key)] += event.self_cpu_time_total
     total = sum(self_us.values())
     return {"num_levels": num_levels, "codebook_size": codebook_size, "head": head,
-            "loss_token_share": float(batch["loss_mask"].sum()) / (batch_size * frames), "num_parameters": model.num_parameters(),
+            "loss_token_share": float(batch["loss_mask"].sum()) / (batch_size * frames),
+            "num_parameters": model.num_parameters(),
             "batch_size": batch_size, "frames": frames, "step_s_median": statistics.median(times), "step_s": times,
             "self_cpu_share": {g: self_us[g] / total for g in sorted(self_us, key=self_us.get, reverse=True)},
             "self_cpu_ms_per_step": {g: self_us[g] / 1000 / steps for g in self_us}}
@@ -124,7 +127,7 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--steps", type=int, default=10)
     parser.add_argument("--head", nargs="+", choices=HEADS, default=["loss-tokens"],
-                        help="output-head path(s) to profile: the CPU trainer's (loss-tokens) and/or the fixed-shape one")
+                        help="output-head path(s): the CPU trainer's (loss-tokens) and/or the fixed-shape one")
     parser.add_argument("--json", default=None)
     args = parser.parse_args()
     for name in ("levels", "batch", "codebook_size", "warmup", "steps"):
@@ -142,7 +145,7 @@ def main() -> None:
               f"{r['num_parameters'] / 1e6:.2f}M parameters, "
               f"batch {r['batch_size']} x {r['frames']} frames, step {r['step_s_median'] * 1000:.0f} ms (median of {len(r['step_s'])}); "
               f"self CPU time: {shares}")
-    out = {"threads": torch.get_num_threads(), "processor": platform.processor(), "cpus": os.cpu_count(),
+    out = {"threads": torch.get_num_threads(), "processor": cpu_model(), "cpus": os.cpu_count(),
            "torch": torch.__version__, "results": results}
     if args.json:
         with open(args.json + ".tmp", "w") as f:

@@ -13,9 +13,10 @@ backends share this file. One optimizer step:
    (:func:`.optim.guarded_step`, no copies of the weights or moments); schedule, EMA.
 
 Nothing in a step reads a device value back to the host (on the CPU, where the device is the host,
-the loss computes its output head on the masked tokens only, whose number follows the mask). Metric sums stay on device and are read,
-once, every ``log_every`` steps; that is also when non-finite steps are counted and the stop limit
-applied, and (multi-process) when a SIGTERM/SIGINT seen by any rank is agreed on.
+the loss computes its output head on the masked tokens only, whose number follows the mask). Metric
+sums stay on device and are read, once, every ``log_every`` steps; that is also when non-finite steps
+are counted and the stop limit applied, and (multi-process) when a SIGTERM/SIGINT seen by any rank is
+agreed on.
 
 A run that reaches ``max_steps`` is evaluated there (``eval_at_end``) if ``eval_every`` did not land
 on it, and ends with ``final_metrics.json`` (:mod:`.final_metrics`): the numbers a sweep compares.
