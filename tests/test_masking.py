@@ -99,12 +99,19 @@ def test_corrupt_is_reproducible_with_a_generator():
     assert torch.equal(a.inputs, b.inputs) and torch.equal(a.loss_mask, b.loss_mask)
 
 
-def test_loss_counts_only_masked_level_q_tokens():
+def _tiny_model_and_batch(batch: int, frames: int):
+    """A tiny SoundStorm (seeded) and random clean codes ``[B, Q, T]`` and semantic ids ``[B, T/2]`` for it."""
     torch.manual_seed(0)
     cfg = SoundStormConfig.tiny()
-    model = SoundStorm(cfg).eval()
-    codes = torch.randint(0, cfg.codebook_size, (6, cfg.num_levels, 12))
-    semantic = torch.randint(0, cfg.semantic_vocab_size, (6, 6))
+    model = SoundStorm(cfg)
+    codes = torch.randint(0, cfg.codebook_size, (batch, cfg.num_levels, frames))
+    semantic = torch.randint(0, cfg.semantic_vocab_size, (batch, frames // 2))
+    return cfg, model, codes, semantic
+
+
+def test_loss_counts_only_masked_level_q_tokens():
+    cfg, model, codes, semantic = _tiny_model_and_batch(6, 12)
+    model.eval()
     corruption = corrupt(codes, generator=torch.Generator().manual_seed(8), mask_id=cfg.mask_id)
     loss, metrics = masked_loss(model, codes, semantic, None, corruption)
     logits_BQTV = model(corruption.inputs, semantic)
@@ -130,11 +137,7 @@ def _loss_and_grads(model, codes, semantic, lengths, corruption, **kwargs):
 def test_head_on_loss_tokens_only_gives_the_same_loss_metrics_and_gradients(level_weights):
     """The CPU trainer's path (head, softmax and argmax on the loss tokens only) computes what the
     fixed-shape path computes, on padded examples, levels that no example drew included."""
-    torch.manual_seed(0)
-    cfg = SoundStormConfig.tiny()
-    model = SoundStorm(cfg).train()
-    codes = torch.randint(0, cfg.codebook_size, (7, cfg.num_levels, 16))
-    semantic = torch.randint(0, cfg.semantic_vocab_size, (7, 8))
+    cfg, model, codes, semantic = _tiny_model_and_batch(7, 16)
     lengths = torch.tensor([16, 9, 12, 16, 5, 14, 16])
     corruption = corrupt(codes, lengths, torch.Generator().manual_seed(3), mask_id=cfg.mask_id,
                          level_weights=level_weights)
@@ -151,11 +154,7 @@ def test_head_on_loss_tokens_only_gives_the_same_loss_metrics_and_gradients(leve
 
 
 def test_head_on_loss_tokens_only_without_any_loss_token_is_a_zero_loss_with_zero_gradients():
-    torch.manual_seed(0)
-    cfg = SoundStormConfig.tiny()
-    model = SoundStorm(cfg).train()
-    codes = torch.randint(0, cfg.codebook_size, (2, cfg.num_levels, 6))
-    semantic = torch.randint(0, cfg.semantic_vocab_size, (2, 3))
+    cfg, model, codes, semantic = _tiny_model_and_batch(2, 6)
     corruption = corrupt(codes, generator=torch.Generator().manual_seed(0), mask_id=cfg.mask_id)
     corruption.loss_mask[:] = False
     loss, metrics, grads = _loss_and_grads(model, codes, semantic, None, corruption, loss_tokens_only=True)
