@@ -81,6 +81,28 @@ def test_speaker_variants_are_synthesised_identically_every_time(tmp_path):
     assert outputs[0] == outputs[1]
 
 
+def test_festival_batches_in_parallel_give_the_same_corpus(tmp_path):
+    """Batches synthesised at once (``workers``) write the same bytes and phones as one after another, and
+    a bad ``workers`` fails before anything is written."""
+    if shutil.which("festival") is None or shutil.which("sox") is None:
+        pytest.skip("festival and sox are needed (apt-get install festival festvox-kallpc16k festvox-us-slt-hts sox)")
+    from soundstorm.synthesis import corpus
+
+    plans = plan_utterances(5, 0, SENTENCES, "festival", speakers="mixed")
+    runs = {}
+    for workers in (1, 3):
+        wav_dir = tmp_path / f"w{workers}"
+        wav_dir.mkdir()
+        results = corpus._synth_festival(plans, wav_dir, resolve_timing("slt"), batch_size=2, workers=workers)
+        runs[workers] = (results, {p.name: p.read_bytes() for p in sorted(wav_dir.iterdir())})
+    assert len(runs[1][1]) == 5 and list(runs[1][0]) == [p["utt_id"] for p in plans]
+    assert runs[3] == runs[1]
+    for bad in (0, -1, 1.5, True, "2"):
+        with pytest.raises(ValueError, match=f"workers must be an integer >= 1.*got {bad!r}"):
+            synth_corpus(tmp_path / "bad", engine="festival", workers=bad)
+    assert not (tmp_path / "bad").exists()
+
+
 def test_shared_timing_gives_diphone_speakers_the_hts_voice_phone_durations(tmp_path):
     """--timing slt: a diphone speaker says a text with the slt voice's phones and durations (the voices'
     own timing names the voice family to a content tokenizer); without it they differ."""

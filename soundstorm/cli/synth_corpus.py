@@ -8,9 +8,16 @@ duration; festival also phones).
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 from soundstorm.synthesis.corpus import ENGINES, synth_corpus
+
+
+def usable_cores() -> int:
+    """The cores this process may run on (its affinity where the OS has one, as ``taskset`` sets it)."""
+    affinity = getattr(os, "sched_getaffinity", None)
+    return len(affinity(0)) if affinity else (os.cpu_count() or 1)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -32,12 +39,16 @@ def main(argv: list[str] | None = None) -> None:
                         help="festival: 'own' (default: each voice its own phone durations) or 'slt' (the diphone "
                              "speakers take the slt HTS voice's durations and unreduced vowels, so phone timing does "
                              "not tell the voices apart)")
+    parser.add_argument("--workers", type=int, default=None,
+                        help="festival: batches of 100 utterances synthesised at once (default: the cores this "
+                             "process may use); the corpus is the same for any value")
     args = parser.parse_args(argv)
+    workers = usable_cores() if args.workers is None else args.workers
     try:
         manifest = synth_corpus(args.out, args.num_utterances, args.seed, engine=args.engine,
                                 heldout_fraction=args.heldout_fraction,
                                 sentences_per_utterance=args.sentences_per_utterance, speakers=args.speakers,
-                                timing=args.timing)
+                                timing=args.timing, workers=workers)
     except (FileNotFoundError, ValueError, RuntimeError) as err:
         print(f"soundstorm-synth-corpus: error: {err}", file=sys.stderr)
         raise SystemExit(2) from err

@@ -21,6 +21,7 @@ import hashlib
 import json
 import shutil
 import subprocess
+from concurrent.futures import ThreadPoolExecutor
 from importlib import resources
 from pathlib import Path
 
@@ -150,25 +151,35 @@ def _synth_espeak(plans: list[dict], wav_dir: Path) -> dict[str, dict]:
 
 
 def _synth_festival(plans: list[dict], wav_dir: Path, timing_voice: str | None = None,
-                    batch_size: int = 100) -> dict[str, dict]:
-    """Festival in batches of one process each (fast: no reuse of earlier files is needed)."""
+                    batch_size: int = 100, workers: int = 1) -> dict[str, dict]:
+    """Festival in batches of one process each (fast: no reuse of earlier files is needed).
+
+    Batches are independent (each runs its own festival and sox processes, and its timing pass sees only
+    its own texts), so ``workers`` of them run at once on threads that wait on those processes: the
+    files and the manifest are the same for any ``workers``; only the wall time changes.
+    """
     festival.find_tools()
+    batches = [[(p["speaker"], p["text"], wav_dir / f"{p['utt_id']}.wav") for p in plans[lo: lo + batch_size]]
+               for lo in range(0, len(plans), batch_size)]
     out = {}
-    for lo in range(0, len(plans), batch_size):
-        jobs = [(p["speaker"], p["text"], wav_dir / f"{p['utt_id']}.wav") for p in plans[lo: lo + batch_size]]
-        out.update(festival.synthesize_batch(jobs, timing_voice))
+    with ThreadPoolExecutor(max_workers=max(1, min(workers, len(batches) or 1))) as pool:
+        for result in pool.map(lambda jobs: festival.synthesize_batch(jobs, timing_voice), batches):
+            out.update(result)
     return out
 
 
 def synth_corpus(out_dir, num_utterances: int = 20, seed: int = 0, sentences: list[str] | None = None,
                  engine: str = "espeak", heldout_fraction: float = 0.0, sentences_per_utterance: int = 1,
-                 speakers="diphone", timing: str = "own") -> Path:
+                 speakers="diphone", timing: str = "own", workers: int = 1) -> Path:
     """Write ``out_dir/wavs/*.wav`` and ``out_dir/manifest.jsonl``; return the manifest path.
 
     Espeak: a rerun reuses existing wav files of the same plan, so it finishes an interrupted run;
     festival is fast enough to redo. ``timing`` (festival): ``own`` or ``slt``, see
-    :func:`soundstorm.synthesis.festival.resolve_timing`.
+    :func:`soundstorm.synthesis.festival.resolve_timing`. ``workers`` (festival): batches synthesised at
+    once, one core each; the corpus is the same for any value.
     """
+    if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
+        raise ValueError(f"workers must be an integer >= 1 (festival batches synthesised at once), got {workers!r}")
     out_dir = Path(out_dir)
     timing_voice = festival.resolve_timing(timing)  # a bad value fails before anything is written
     plans = plan_utterances(num_utterances, seed, sentences or bundled_sentences(), engine, heldout_fraction,
@@ -176,7 +187,7 @@ def synth_corpus(out_dir, num_utterances: int = 20, seed: int = 0, sentences: li
     (out_dir / "wavs").mkdir(parents=True, exist_ok=True)
     manifest = out_dir / "manifest.jsonl"
     if engine == "festival":
-        results = _synth_festival(plans, out_dir / "wavs", timing_voice)
+        results = _synth_festival(plans, out_dir / "wavs", timing_voice, workers=workers)
     else:
         results = _synth_espeak(plans, out_dir / "wavs")
     lines = []
