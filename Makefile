@@ -56,8 +56,8 @@ test-latest:
 # The CPU quickstart end to end (experiments/quickstart_cpu/run.sh): festival corpus → tokens → ≤ 25 min
 # of training → the speech table on held-out sentences. Leaves outputs/quickstart/{metrics.json,
 # speech_table.md, speech_table.png, speech_examples/, generated_30s.wav, spectrogram_30s.png, wandb/}.
-# About 39 minutes from a fresh clone, set-up included, on a 2-core Intel Ice Lake VM (Xeon @ 2.80GHz, family 6
-# model 106; docs/results/make_demo_fresh_clone_2048.json); the time budgets make it about the same on any machine.
+# About 36 minutes from a fresh clone, set-up included, on a 2-core Intel Ice Lake VM (Xeon @ 2.80GHz, family 6
+# model 106; docs/results/make_demo_fresh_clone_parallel_corpus.json); the time budgets make it about the same on any machine.
 demo: $(STAMP)
 	PYTHON=$(abspath $(PY)) bash experiments/quickstart_cpu/run.sh
 	@echo "next: make dialogue (the paper's two-voice dialogue on this model, about 15 minutes)"
