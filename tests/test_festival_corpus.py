@@ -103,6 +103,32 @@ def test_festival_batches_in_parallel_give_the_same_corpus(tmp_path):
     assert not (tmp_path / "bad").exists()
 
 
+def test_a_failed_festival_batch_stops_the_batches_not_yet_started(tmp_path, monkeypatch):
+    """The error of the first failing batch is raised, and the batches queued behind it do not run."""
+    import threading
+    import time
+
+    import soundstorm.synthesis.festival as festival
+    from soundstorm.synthesis import corpus
+
+    started, lock = [], threading.Lock()
+
+    def synthesize_batch(jobs, timing_voice=None):
+        with lock:
+            started.append(jobs[0][2].stem)
+        if jobs[0][2].stem == "utt00000":
+            raise RuntimeError("festival failed (exit 1): no voice")
+        time.sleep(0.2)
+        return {wav.stem: {"duration": 1.0, "phones": []} for _, _, wav in jobs}
+
+    monkeypatch.setattr(festival, "find_tools", lambda: ("festival", "sox"))
+    monkeypatch.setattr(festival, "synthesize_batch", synthesize_batch)
+    plans = plan_utterances(16, 0, SENTENCES, "festival")
+    with pytest.raises(RuntimeError, match="no voice"):
+        corpus._synth_festival(plans, tmp_path, batch_size=2, workers=2)
+    assert started[0] == "utt00000" and len(started) <= 4, started  # of 8 batches
+
+
 def test_shared_timing_gives_diphone_speakers_the_hts_voice_phone_durations(tmp_path):
     """--timing slt: a diphone speaker says a text with the slt voice's phones and durations (the voices'
     own timing names the voice family to a content tokenizer); without it they differ."""

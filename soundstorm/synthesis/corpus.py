@@ -163,6 +163,7 @@ def _synth_festival(plans: list[dict], wav_dir: Path, timing_voice: str | None =
                for lo in range(0, len(plans), batch_size)]
     out = {}
     with ThreadPoolExecutor(max_workers=max(1, min(workers, len(batches) or 1))) as pool:
+        # results in plan order; when a batch fails (e.g. a missing voice) map cancels the ones not yet started
         for result in pool.map(lambda jobs: festival.synthesize_batch(jobs, timing_voice), batches):
             out.update(result)
     return out
