@@ -160,6 +160,9 @@ def build_prepare(cfg):
     if num_threads is not None:  # torch intra-op threads and scikit-learn's OpenMP pool
         if isinstance(num_threads, bool) or not isinstance(num_threads, int) or num_threads < 1:
             raise ValueError(f"num_threads must be a positive integer or null, got {num_threads!r}")
+    elif options.workers > 1:  # the cores shared among the worker processes, not each taking them all
+        num_threads = max(1, torch.get_num_threads() // options.workers)
+    if num_threads is not None:
         torch.set_num_threads(num_threads)
         threadpool_limits(limits=num_threads)
     return options, build_codec(cfg.codec), build_semantic(cfg.semantic)

@@ -118,6 +118,62 @@ def test_prepare_resumes_after_interruption(espeak_corpus, tmp_path):
         prepare(PrepareOptions(**{**options, "shard_format": "npz"}), *small_components())
 
 
+def _assert_same_tokens(a: Path, b: Path) -> None:
+    """Two token folders hold the same bytes: shards, codec and tokenizer files, and every sidecar and the
+    manifest up to the audio paths (stored relative to each folder)."""
+    names = sorted(str(p.relative_to(a)) for p in a.rglob("*") if p.is_file())
+    assert names == sorted(str(p.relative_to(b)) for p in b.rglob("*") if p.is_file())
+    for name in names:
+        if name.endswith(".json") and "/" not in name:
+            left, right = json.loads((a / name).read_text()), json.loads((b / name).read_text())
+            for record in (left, right):
+                for utt in record.get("utterances", []):
+                    utt["path"] = ""
+                record.pop("inputs", None), record.pop("audio_folder", None)
+            assert left == right, name
+        else:
+            assert (a / name).read_bytes() == (b / name).read_bytes(), name
+
+
+def test_prepare_workers_write_the_same_files(espeak_corpus, espeak_tokens, tmp_path):
+    """workers=2 from the CLI (the tokenizer fitted beside the codec, three shards on two spawned processes)
+    writes what one process wrote (the session's token folder: the same settings, workers=1)."""
+    out = tmp_path / "tokens"
+    result = run_cli("soundstorm.cli.prepare", f"input={espeak_corpus}", f"output={out}", *PREPARE_SMALL,
+                     "workers=2")
+    assert result.returncode == 0, result.stderr + result.stdout
+    assert len(list(out.glob("shard-*.safetensors"))) == 3
+    _assert_same_tokens(espeak_tokens, out)
+
+
+@pytest.mark.parametrize("workers", [0, -1, 1.5, True, "2"])
+def test_prepare_refuses_bad_workers(tmp_path, workers):
+    with pytest.raises(ValueError, match=f"workers must be a positive integer, got {workers!r}"):
+        PrepareOptions(input=str(tmp_path), output=str(tmp_path / "tokens"), workers=workers)
+
+
+def test_prepare_workers_stop_at_a_failed_shard_and_resume(espeak_corpus, tmp_path):
+    """A shard that cannot be written stops a two-worker run with its own error, writes no manifest and
+    leaves every finished shard whole; max_shards stops after that many; the rerun continues and equals a
+    one-process run."""
+    out = tmp_path / "tokens"
+    options = dict(input=str(espeak_corpus), output=str(out), shard_size=4, batch_size=4, progress=False)
+    assert prepare(PrepareOptions(**options, workers=2, max_shards=2), *small_components()) is None
+    assert sorted(p.name for p in out.glob("shard-*.json")) == ["shard-00000.json", "shard-00001.json"]
+    (out / "shard-00003.safetensors").mkdir()  # the place of shard 3's tensors is taken: its write fails
+    with pytest.raises(OSError):
+        prepare(PrepareOptions(**options, workers=2), *small_components())
+    assert not (out / "manifest.json").exists() and not (out / "shard-00003.json").exists()
+    for sidecar in out.glob("shard-*.json"):
+        stored = read_shard(out / sidecar.name.replace(".json", ".safetensors"))
+        assert len(stored) == 2 * len(json.loads(sidecar.read_text())["utterances"])
+    (out / "shard-00003.safetensors").rmdir()
+    manifest = prepare(PrepareOptions(**options, workers=2), *small_components())
+    assert len(manifest.utterances) == 20
+    prepare(PrepareOptions(**{**options, "output": str(tmp_path / "one")}), *small_components())
+    _assert_same_tokens(tmp_path / "one", out)
+
+
 def test_prepare_skips_broken_files(espeak_corpus, tmp_path, capsys):
     folder = tmp_path / "audio"
     (folder / "sub").mkdir(parents=True)

@@ -5,7 +5,8 @@
 #      held out
 #   2. prepare tokens: fit the offline MelRVQ codec (Q=4, 2048 codes; it decodes through a 1-3-1 low-pass
 #      over time, MelRVQConfig.decode_smoothing) and the phone-classifier content
-#      tokenizer on the training sentences
+#      tokenizer on the training sentences (side by side, and the shards encoded by one one-thread process
+#      per core: the same files as one process writes)
 #   3. train a 7.0M-parameter model for up to 25 minutes (configs/experiment/quickstart_cpu.yaml)
 #   4. evaluate on 40 held-out sentences (SPEECH_UTTERANCES=95: all of them): the speech table (WER, CER,
 #      speaker similarity of ground truth,
@@ -29,7 +30,7 @@ if [ ! -f "$OUT/corpus/manifest.jsonl" ]; then
 fi
 if [ ! -f "$OUT/tokens/manifest.json" ]; then
   "$PY" -m soundstorm.cli.prepare input="$OUT/corpus/manifest.jsonl" output="$OUT/tokens" "${CODEC[@]}" \
-    fit_max_files=400 num_threads=1 progress=false
+    fit_max_files=400 num_threads=1 workers="$(cores)" progress=false
 fi
 
 start=$(date +%s)

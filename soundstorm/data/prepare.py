@@ -20,8 +20,10 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import multiprocessing
 import os
 import tempfile
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -54,8 +56,14 @@ class PrepareOptions:
     # the folder every audio path must lie under (None: the input folder, or the JSONL's folder)
     audio_root: str | None = None
     segment: SegmentConfig = field(default_factory=SegmentConfig)
+    # processes: with 2 or more, the tokenizer is fitted beside the codec and the shards are encoded side by
+    # side, each process with the calling process's torch thread count. Every shard is computed from the saved
+    # codec and tokenizer alone, so the files are the same for any number of workers (tests/test_corpus_prepare.py)
+    workers: int = 1
 
     def __post_init__(self):
+        if isinstance(self.workers, bool) or not isinstance(self.workers, int) or self.workers < 1:
+            raise ValueError(f"prepare workers must be a positive integer, got {self.workers!r}")
         if not isinstance(self.segment, SegmentConfig):
             raise ValueError(f"prepare segment must be a SegmentConfig, got {type(self.segment).__name__}")
         for name in ("batch_size", "shard_size", "fit_max_files"):
@@ -276,11 +284,12 @@ def _load_segments(item, codec, tokenizer, options, min_seconds, skipped) -> lis
     return out
 
 
-def _process_shard(items, codec, tokenizer, upsample, options, min_seconds, bar):
+def _process_shard(items, codec, tokenizer, upsample, options, min_seconds, bar=None):
     loaded, skipped = [], []
     for item in items:
         loaded.extend(_load_segments(item, codec, tokenizer, options, min_seconds, skipped))
-        bar.update(1)
+        if bar is not None:
+            bar.update(1)
     order = sorted(range(len(loaded)), key=lambda i: -loaded[i][1].shape[0])
     results = {}
     for lo in range(0, len(order), options.batch_size):
@@ -333,41 +342,108 @@ def _done_sidecar(out: Path, name: str, inputs, settings) -> dict | None:
     return sidecar
 
 
+def _needs_fit(component, directory: Path) -> bool:
+    """Whether :func:`resolve_component` would fit ``component`` (unfitted, nothing saved in ``directory``)."""
+    return not getattr(component, "is_fitted", True) and not (directory / "config.json").is_file()
+
+
+def _resolve_both(codec, tokenizer, out: Path, items, options, min_seconds, pool):
+    """The codec and the tokenizer (:func:`resolve_component` each). With a worker pool and both to fit, a
+    worker fits and saves the tokenizer while this process fits the codec; the tokenizer is then loaded from
+    what the worker saved. The two fits share nothing and each draws from its own seeded generator."""
+    fitting = None
+    if pool is not None and _needs_fit(codec, out / "codec") and _needs_fit(tokenizer, out / "semantic"):
+        fitting = pool.submit(resolve_component, tokenizer, out / "semantic", load_tokenizer, items, options,
+                              min_seconds, "semantic tokenizer")
+    codec = resolve_component(codec, out / "codec", load_codec, items, options, min_seconds, "codec")
+    if fitting is not None:
+        fitting.result()  # raises the worker's error; on success the tokenizer is saved under out/semantic
+    tokenizer = resolve_component(tokenizer, out / "semantic", load_tokenizer, items, options, min_seconds,
+                                  "semantic tokenizer")
+    return codec, tokenizer
+
+
+def _start_worker(num_threads: int) -> None:
+    """A worker computes with the thread count of the process that started it (a spawned process starts
+    with torch's default), so its float sums, and its files, are those of a one-process run."""
+    from threadpoolctl import threadpool_limits
+
+    torch.set_num_threads(num_threads)
+    threadpool_limits(limits=num_threads)
+
+
+_WORKER_COMPONENTS: dict[str, tuple] = {}
+
+
+def _shard_in_worker(out: Path, name: str, shard_items, upsample: int, options: PrepareOptions, min_seconds: float,
+                     settings: dict) -> dict:
+    """Encode and write one shard in a worker process, with the codec and tokenizer saved under ``out``
+    (loaded once per process); returns its sidecar."""
+    if str(out) not in _WORKER_COMPONENTS:
+        _WORKER_COMPONENTS[str(out)] = (load_codec(out / "codec"), load_tokenizer(out / "semantic"))
+    codec, tokenizer = _WORKER_COMPONENTS[str(out)]
+    with torch.inference_mode():
+        stored, skipped = _process_shard(shard_items, codec, tokenizer, upsample, options, min_seconds)
+    return _write_shard(out, name, shard_items, stored, skipped, settings, options.shard_format)
+
+
+def _worker_pool(workers: int) -> ProcessPoolExecutor:
+    """``workers`` spawned processes (not forked: a fork copies torch's and OpenMP's thread pools mid-state)."""
+    return ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn"),
+                               initializer=_start_worker, initargs=(torch.get_num_threads(),))
+
+
 def prepare(options: PrepareOptions, codec, tokenizer) -> TokenManifest | None:
-    """Run the whole preparation; returns the manifest, or None when ``max_shards`` stopped it early."""
+    """Run the whole preparation; returns the manifest, or None when ``max_shards`` stopped it early.
+
+    With ``options.workers`` > 1 the tokenizer's fit and the shards run in worker processes; every shard
+    is still written whole and atomically, and a failed one stops the rest (those finished stay, and a rerun
+    continues from them)."""
     out = Path(options.output)
     items = list_inputs(options.input, options.audio_root)
     upsample = upsample_ratio(codec.frame_rate, tokenizer.frame_rate)
     min_seconds = 1.0 / tokenizer.frame_rate
     out.mkdir(parents=True, exist_ok=True)
-    codec = resolve_component(codec, out / "codec", load_codec, items, options, min_seconds, "codec")
-    tokenizer = resolve_component(tokenizer, out / "semantic", load_tokenizer, items, options, min_seconds,
-                                  "semantic tokenizer")
-    settings = {"codec": codec.describe(), "semantic": tokenizer.describe(), "semantic_upsample": upsample,
-                "shard_format": options.shard_format, "segment": dataclasses.asdict(options.segment),
-                "codec_weights_sha1": _sha1(out / "codec" / "weights.safetensors"),
-                "semantic_weights_sha1": _sha1(out / "semantic" / "weights.safetensors")}
-    plan = [(f"shard-{k:05d}", items[lo: lo + options.shard_size])
-            for k, lo in enumerate(range(0, len(items), options.shard_size))]
-    sidecars, pending = {}, []
-    for name, shard_items in plan:
-        done = _done_sidecar(out, name, shard_items, settings)
-        if done is None:
-            pending.append((name, shard_items))
-        else:
-            sidecars[name] = done
-    if sidecars:
-        print(f"resuming: {len(sidecars)} of {len(plan)} shards already done", flush=True)
-    written = 0
-    with torch.inference_mode(), tqdm(total=sum(len(s) for _, s in pending), unit="utt", desc="prepare",
-                                      disable=not options.progress) as bar:
-        for name, shard_items in pending:
-            if options.max_shards is not None and written >= options.max_shards:
-                print(f"stopped after {written} new shards (max_shards); rerun to continue", flush=True)
-                return None
-            stored, skipped = _process_shard(shard_items, codec, tokenizer, upsample, options, min_seconds, bar)
-            sidecars[name] = _write_shard(out, name, shard_items, stored, skipped, settings, options.shard_format)
-            written += 1
+    pool = _worker_pool(options.workers) if options.workers > 1 else None  # processes start on first use
+    try:
+        codec, tokenizer = _resolve_both(codec, tokenizer, out, items, options, min_seconds, pool)
+        settings = {"codec": codec.describe(), "semantic": tokenizer.describe(), "semantic_upsample": upsample,
+                    "shard_format": options.shard_format, "segment": dataclasses.asdict(options.segment),
+                    "codec_weights_sha1": _sha1(out / "codec" / "weights.safetensors"),
+                    "semantic_weights_sha1": _sha1(out / "semantic" / "weights.safetensors")}
+        plan = [(f"shard-{k:05d}", items[lo: lo + options.shard_size])
+                for k, lo in enumerate(range(0, len(items), options.shard_size))]
+        sidecars, pending = {}, []
+        for name, shard_items in plan:
+            done = _done_sidecar(out, name, shard_items, settings)
+            if done is None:
+                pending.append((name, shard_items))
+            else:
+                sidecars[name] = done
+        if sidecars:
+            print(f"resuming: {len(sidecars)} of {len(plan)} shards already done", flush=True)
+        todo = pending if options.max_shards is None else pending[: options.max_shards]
+        with torch.inference_mode(), tqdm(total=sum(len(s) for _, s in todo), unit="utt", desc="prepare",
+                                          disable=not options.progress) as bar:
+            if pool is None or len(todo) < 2:
+                for name, shard_items in todo:
+                    stored, skipped = _process_shard(shard_items, codec, tokenizer, upsample, options, min_seconds,
+                                                     bar)
+                    sidecars[name] = _write_shard(out, name, shard_items, stored, skipped, settings,
+                                                  options.shard_format)
+            else:
+                futures = {pool.submit(_shard_in_worker, out, name, shard_items, upsample, options, min_seconds,
+                                       settings): (name, len(shard_items)) for name, shard_items in todo}
+                for future in as_completed(futures):
+                    name, count = futures[future]
+                    sidecars[name] = future.result()  # a worker's error stops here; `finally` cancels the rest
+                    bar.update(count)
+    finally:
+        if pool is not None:
+            pool.shutdown(wait=True, cancel_futures=True)
+    if len(todo) < len(pending):
+        print(f"stopped after {len(todo)} new shards (max_shards); rerun to continue", flush=True)
+        return None
     utterances = [u for name, _ in plan for u in sidecars[name]["utterances"]]
     skipped = [s for name, _ in plan for s in sidecars[name]["skipped"]]
     if not utterances:
