@@ -134,3 +134,23 @@ def test_sections_validate_into_the_components_dataclasses():
     with pytest.raises(ValueError, match="full_key: dim"):
         builders.build_model_config({**builders.resolved(cfg.model), "name": "custom", "num_levels": 4,
                                      "codebook_size": 8, "semantic_vocab_size": 8, "semantic_upsample": 2})
+
+
+@pytest.mark.parametrize("overrides, expected", [(["workers=2"], "half"), (["workers=2", "num_threads=1"], 1),
+                                                 (["workers=1"], "all")])
+def test_prepare_workers_share_the_cores_unless_num_threads_is_set(overrides, expected):
+    """prepare's worker processes take the caller's thread count: with workers=N and no num_threads each gets
+    the cores divided by N (at least 1), not all of them; num_threads=1 gives one each."""
+    import torch
+    from threadpoolctl import threadpool_limits
+
+    before = torch.get_num_threads()
+    try:
+        with threadpool_limits():  # build_prepare limits the OpenMP/BLAS pools; restored on exit
+            with initialize_config_module("soundstorm.configs", version_base="1.3"):
+                cfg = compose(config_name="prepare", overrides=["input=x", "output=y", *overrides])
+            options, _, _ = builders.build_prepare(cfg)
+            want = {"half": max(1, before // 2), "all": before}.get(expected, expected)
+            assert torch.get_num_threads() == want and options.workers == int(overrides[0].split("=")[1])
+    finally:
+        torch.set_num_threads(before)
