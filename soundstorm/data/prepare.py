@@ -59,6 +59,7 @@ class PrepareOptions:
     # processes: with 2 or more, the tokenizer is fitted beside the codec and the shards are encoded side by
     # side, each process with the calling process's torch thread count. Every shard is computed from the saved
     # codec and tokenizer alone, so the files are the same for any number of workers (tests/test_corpus_prepare.py)
+    # The workers are spawned: a script that passes workers > 1 calls prepare under `if __name__ == "__main__":`.
     workers: int = 1
 
     def __post_init__(self):
